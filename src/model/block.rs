@@ -1,0 +1,150 @@
+//! The pre-norm timm ViT block: LayerNorm → attention → residual, LayerNorm → MLP → residual.
+
+use candle_core::{Module, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use super::checkpoint::KeyNames;
+use super::error::Result;
+
+/// Dimensions shared by every block of a model.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockDims {
+    pub width: usize,
+    pub heads: usize,
+    pub mlp_hidden: usize,
+    pub eps: f64,
+}
+
+/// Multi-head self-attention over all tokens, with a fused qkv projection.
+struct Attention {
+    qkv: Linear,
+    proj: Linear,
+    heads: usize,
+    scale: f64,
+}
+
+impl Attention {
+    fn new(vb: VarBuilder, names: &KeyNames, dims: BlockDims) -> Result<Self> {
+        let d = dims.width;
+        let qkv = if vb.contains_tensor("qkv.weight") {
+            candle_nn::linear(d, 3 * d, vb.pp("qkv"))?
+        } else {
+            // Native transformers checkpoints store q, k and v apart; the legacy fused
+            // tensor is exactly their concatenation along the output axis.
+            let parts =
+                ["q_proj", "k_proj", "v_proj"].map(|name| candle_nn::linear(d, d, vb.pp(name)));
+            let [q, k, v] = parts;
+            let (q, k, v) = (q?, k?, v?);
+            let weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
+            let bias = [q.bias(), k.bias(), v.bias()].map(|b| b.cloned());
+            let bias = match bias {
+                [Some(bq), Some(bk), Some(bv)] => Some(Tensor::cat(&[bq, bk, bv], 0)?),
+                _ => None,
+            };
+            Linear::new(weight, bias)
+        };
+        let proj = candle_nn::linear(d, d, vb.pp(names.attention_out))?;
+        let head_dim = d / dims.heads;
+        Ok(Self {
+            qkv,
+            proj,
+            heads: dims.heads,
+            scale: 1.0 / (head_dim as f64).sqrt(),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, n, d) = x.dims3()?;
+        let head_dim = d / self.heads;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, n, 3, self.heads, head_dim))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)?.contiguous()? * self.scale)?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
+        Ok(self.proj.forward(&out)?)
+    }
+}
+
+/// fc1 → exact GELU → fc2.
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    fn new(vb: VarBuilder, dims: BlockDims) -> Result<Self> {
+        Ok(Self {
+            fc1: candle_nn::linear(dims.width, dims.mlp_hidden, vb.pp("fc1"))?,
+            fc2: candle_nn::linear(dims.mlp_hidden, dims.width, vb.pp("fc2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)?)
+    }
+}
+
+/// Names a per-channel LayerScale may be stored under, relative to the block.
+const LAYER_SCALE_NAMES: [[&str; 3]; 2] = [
+    ["ls1.grandma", "ls1.gamma", "layer_scale1.lambda1"],
+    ["ls2.grandma", "ls2.gamma", "layer_scale2.lambda1"],
+];
+
+/// Loads an optional LayerScale; one of all ones (as transformers writes for
+/// C-RADIO) is an identity and is dropped.
+fn layer_scale(vb: &VarBuilder, names: &[&str; 3], width: usize) -> Result<Option<Tensor>> {
+    let Some(name) = names.iter().find(|n| vb.contains_tensor(n)) else {
+        return Ok(None);
+    };
+    let gamma = vb.get(width, name)?;
+    let is_identity = gamma
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?
+        .iter()
+        .all(|&g| g == 1.0);
+    Ok((!is_identity).then_some(gamma))
+}
+
+/// One transformer block.
+pub(crate) struct Block {
+    norm1: LayerNorm,
+    attn: Attention,
+    ls1: Option<Tensor>,
+    norm2: LayerNorm,
+    mlp: Mlp,
+    ls2: Option<Tensor>,
+}
+
+impl Block {
+    /// Builds block `vb` (already pointing at `…blocks.{i}`).
+    pub fn new(vb: VarBuilder, names: &KeyNames, dims: BlockDims) -> Result<Self> {
+        Ok(Self {
+            norm1: candle_nn::layer_norm(dims.width, dims.eps, vb.pp("norm1"))?,
+            attn: Attention::new(vb.pp(names.attention), names, dims)?,
+            ls1: layer_scale(&vb, &LAYER_SCALE_NAMES[0], dims.width)?,
+            norm2: candle_nn::layer_norm(dims.width, dims.eps, vb.pp("norm2"))?,
+            mlp: Mlp::new(vb.pp("mlp"), dims)?,
+            ls2: layer_scale(&vb, &LAYER_SCALE_NAMES[1], dims.width)?,
+        })
+    }
+
+    /// Applies the block to a (B, N, D) sequence.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = scaled(self.attn.forward(&self.norm1.forward(x)?)?, &self.ls1)?;
+        let x = (x + y)?;
+        let y = scaled(self.mlp.forward(&self.norm2.forward(&x)?)?, &self.ls2)?;
+        Ok((x + y)?)
+    }
+}
+
+fn scaled(x: Tensor, gamma: &Option<Tensor>) -> Result<Tensor> {
+    Ok(match gamma {
+        Some(g) => x.broadcast_mul(g)?,
+        None => x,
+    })
+}

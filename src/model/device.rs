@@ -1,0 +1,83 @@
+//! Parsing device and dtype names as users type them (`cpu`, `cuda:1`, `bf16`).
+
+use candle_core::{DType, Device};
+
+use super::error::{ModelError, Result};
+
+/// Opens `cpu` or `cuda:N` (`cuda` alone means `cuda:0`).
+///
+/// A CUDA request on a build without the `cuda` feature, or on a machine whose
+/// driver or GPU cannot serve it, is an error that says so; it never panics.
+pub fn parse_device(name: &str) -> Result<Device> {
+    let unavailable = |reason: String| ModelError::Device {
+        device: name.to_string(),
+        reason,
+    };
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        _ => {
+            let ordinal = match name.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| unavailable("expected `cpu` or `cuda:N`".into()))?,
+                None => return Err(unavailable("expected `cpu` or `cuda:N`".into())),
+            };
+            if !candle_core::utils::cuda_is_available() {
+                return Err(unavailable(
+                    "this build has no CUDA support; rebuild with `cargo build --features cuda`"
+                        .into(),
+                ));
+            }
+            std::panic::catch_unwind(|| Device::new_cuda(ordinal))
+                .map_err(|_| unavailable("the CUDA driver could not be initialised".into()))?
+                .map_err(|e| unavailable(e.to_string()))
+        }
+    }
+}
+
+/// Maps `f32`, `f16` or `bf16` to a dtype.
+pub fn parse_dtype(name: &str) -> Option<DType> {
+    match name {
+        "f32" => Some(DType::F32),
+        "f16" => Some(DType::F16),
+        "bf16" => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_always_there() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+    }
+
+    #[test]
+    fn malformed_device_is_explained() {
+        let err = parse_device("gpu0").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "device gpu0 is unavailable: expected `cpu` or `cuda:N`"
+        );
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_says_how_to_get_it() {
+        let err = parse_device("cuda:0").unwrap_err().to_string();
+        assert!(
+            err.contains("rebuild with `cargo build --features cuda`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dtypes() {
+        assert_eq!(parse_dtype("bf16"), Some(DType::BF16));
+        assert_eq!(parse_dtype("f64"), None);
+    }
+}

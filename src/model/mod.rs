@@ -1,0 +1,22 @@
+//! The C-RADIOv4 vision transformer in candle.
+//!
+//! A port of what `AutoModel.from_pretrained("nvidia/C-RADIOv4-SO400M",
+//! trust_remote_code=True)(pixel_values)` computes (see `shared/spec/radio-model.md`):
+//! an input conditioner, a patch generator with a resolution-flexible position
+//! embedding, pre-norm ViT blocks, and the summary / spatial outputs. It reads the
+//! published checkpoints unchanged, in both the legacy remote-code layout and the
+//! native transformers layout. Nothing here knows about GStreamer.
+
+mod block;
+mod checkpoint;
+mod config;
+mod device;
+mod error;
+mod patch_generator;
+mod radio;
+
+pub use checkpoint::KeyScheme;
+pub use config::{Config, ConfigLayout};
+pub use device::{parse_device, parse_dtype};
+pub use error::{ModelError, Result};
+pub use radio::{ModelInfo, RadioModel, RadioOutput};
