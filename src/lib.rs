@@ -4,4 +4,5 @@
 //! on the buffer. The element in [`radioembed`] is only GStreamer glue around them.
 
 pub mod model;
+pub mod preprocess;
 pub mod resample;

@@ -1,0 +1,256 @@
+//! CPU preprocessing against PyTorch's `interpolate(mode="bilinear",
+//! align_corners=False, antialias=…)` (fixture `preprocess/`), and every pixel
+//! format against "convert to RGB first, then resize".
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::{cases, max_abs_diff};
+use gstradio::preprocess::{
+    Colorimetry, CpuPreprocessor, FrameLayout, Normalization, PixelFormat, YuvMatrix,
+};
+use gstradio::resample::resize_planar;
+
+/// Max abs error allowed against PyTorch's resize (values in 0..1).
+const RESIZE_TOL: f32 = 2e-5;
+
+fn fixture_image() -> (Vec<u8>, usize, usize) {
+    let cases = cases("preprocess");
+    let image = &cases["image_u8_hwc"];
+    let (h, w, _) = image.dims3().unwrap();
+    (image.flatten_all().unwrap().to_vec1::<u8>().unwrap(), h, w)
+}
+
+#[test]
+fn resize_matches_pytorch_with_and_without_antialias() {
+    let cases = cases("preprocess");
+    let (data, h, w) = fixture_image();
+    let mut layout = FrameLayout::packed(PixelFormat::Rgb, w, h);
+    layout.strides[0] = w * 3; // 393 bytes: rows not padded, as in the fixture.
+    let mut pre = CpuPreprocessor::new();
+    let mut checked = 0;
+    for (key, expected) in &cases {
+        let Some(spec) = key.strip_prefix("resize_") else {
+            continue;
+        };
+        let (size, aa) = spec.split_once("_antialias_").unwrap();
+        let (th, tw) = size.split_once('x').unwrap();
+        let target = (th.parse().unwrap(), tw.parse().unwrap());
+        let mut out = vec![0f32; 3 * target.0 * target.1];
+        pre.process(
+            &data,
+            &layout,
+            target,
+            aa == "1",
+            &Normalization::IDENTITY,
+            &mut out,
+        )
+        .unwrap();
+        let got = Tensor::from_vec(out, (1, 3, target.0, target.1), &Device::Cpu).unwrap();
+        let err = max_abs_diff(&got, expected);
+        assert!(err <= RESIZE_TOL, "{key}: off by {err}");
+        checked += 1;
+    }
+    assert_eq!(checked, 6, "expected three sizes with antialias on and off");
+}
+
+/// Deterministic pseudo-random bytes (xorshift) for synthetic frames.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut s = seed.max(1);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+/// A frame of `format` with padded strides (8 extra bytes per row) and random content.
+fn random_frame(format: PixelFormat, width: usize, height: usize) -> (Vec<u8>, FrameLayout) {
+    let mut layout = FrameLayout::packed(format, width, height);
+    let mut offset = 0;
+    let ch = height.div_ceil(2);
+    for plane in 0..format.plane_count() {
+        layout.strides[plane] += 8;
+        layout.offsets[plane] = offset;
+        let rows = if plane == 0 { height } else { ch };
+        offset += layout.strides[plane] * rows;
+    }
+    layout.colorimetry = Colorimetry {
+        matrix: YuvMatrix::Bt601,
+        full_range: false,
+    };
+    (noise(offset, width as u32 * 31 + height as u32), layout)
+}
+
+#[test]
+fn every_format_equals_convert_then_resize() {
+    let mut pre = CpuPreprocessor::new();
+    for format in PixelFormat::ALL {
+        for (w, h) in [(97, 131), (64, 48), (33, 17)] {
+            let (data, layout) = random_frame(format, w, h);
+            let mut rgb = vec![0f32; 3 * h * w];
+            pre.process(
+                &data,
+                &layout,
+                (h, w),
+                false,
+                &Normalization::IDENTITY,
+                &mut rgb,
+            )
+            .unwrap();
+            assert!(
+                rgb.iter().all(|v| (0.0..=1.0).contains(v)),
+                "{format:?} out of range"
+            );
+            for (target, aa) in [((48, 64), true), ((160, 208), false), ((16, 16), true)] {
+                let expected = resize_planar(&rgb, 3, (h, w), target, aa);
+                let mut got = vec![0f32; 3 * target.0 * target.1];
+                pre.process(
+                    &data,
+                    &layout,
+                    target,
+                    aa,
+                    &Normalization::IDENTITY,
+                    &mut got,
+                )
+                .unwrap();
+                let err = got
+                    .iter()
+                    .zip(&expected)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    err <= 1e-5,
+                    "{format:?} {w}x{h} -> {target:?}: off by {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn normalization_is_fused() {
+    let (data, layout) = random_frame(PixelFormat::Bgrx, 40, 30);
+    let norm = Normalization {
+        mean: [0.48145466, 0.4578275, 0.40821073],
+        std: [0.26862954, 0.26130258, 0.27577711],
+    };
+    let mut pre = CpuPreprocessor::new();
+    let mut plain = vec![0f32; 3 * 32 * 48];
+    let mut normed = plain.clone();
+    pre.process(
+        &data,
+        &layout,
+        (32, 48),
+        true,
+        &Normalization::IDENTITY,
+        &mut plain,
+    )
+    .unwrap();
+    pre.process(&data, &layout, (32, 48), true, &norm, &mut normed)
+        .unwrap();
+    for (i, (p, n)) in plain.iter().zip(&normed).enumerate() {
+        let c = i / (32 * 48);
+        let expected = (p - norm.mean[c]) / norm.std[c];
+        assert!((n - expected).abs() < 1e-5, "value {i}: {n} vs {expected}");
+    }
+}
+
+#[test]
+fn gray_and_packed_channel_orders() {
+    let mut pre = CpuPreprocessor::new();
+    // One pixel, 4 bytes: for xBGR the bytes are x, B, G, R.
+    let layout = FrameLayout::packed(PixelFormat::Xbgr, 1, 1);
+    let mut out = vec![0f32; 3 * 16 * 16];
+    pre.process(
+        &[9, 51, 102, 255],
+        &layout,
+        (16, 16),
+        false,
+        &Normalization::IDENTITY,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!((out[0], out[256], out[512]), (1.0, 0.4, 0.2));
+    let layout = FrameLayout::packed(PixelFormat::Gray8, 1, 1);
+    pre.process(
+        &[51, 0, 0, 0],
+        &layout,
+        (16, 16),
+        false,
+        &Normalization::IDENTITY,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!((out[0], out[256], out[512]), (0.2, 0.2, 0.2));
+}
+
+#[test]
+fn yuv_limited_range_extremes() {
+    let mut pre = CpuPreprocessor::new();
+    let layout = FrameLayout::packed(PixelFormat::I420, 2, 2);
+    let mut out = vec![0f32; 3 * 16 * 16];
+    // Y 235 / neutral chroma is white, Y 16 is black, in limited range.
+    let white = [235, 235, 0, 0, 235, 235, 0, 0, 128, 0, 0, 0, 128, 0, 0, 0];
+    pre.process(
+        &white,
+        &layout,
+        (16, 16),
+        false,
+        &Normalization::IDENTITY,
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.iter().all(|&v| (v - 1.0).abs() < 1e-6));
+    let black = [16, 16, 0, 0, 16, 16, 0, 0, 128, 0, 0, 0, 128, 0, 0, 0];
+    pre.process(
+        &black,
+        &layout,
+        (16, 16),
+        false,
+        &Normalization::IDENTITY,
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.iter().all(|&v| v.abs() < 1e-6));
+}
+
+#[test]
+fn short_buffers_and_strides_are_refused() {
+    let mut pre = CpuPreprocessor::new();
+    let layout = FrameLayout::packed(PixelFormat::Nv12, 64, 48);
+    let mut out = vec![0f32; 3 * 16 * 16];
+    let err = pre
+        .process(
+            &[0; 100],
+            &layout,
+            (16, 16),
+            false,
+            &Normalization::IDENTITY,
+            &mut out,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "frame buffer holds 100 bytes but its 64x48 layout needs 4608"
+    );
+    let mut narrow = layout.clone();
+    narrow.strides[0] = 32;
+    let err = pre
+        .process(
+            &[0; 5000],
+            &narrow,
+            (16, 16),
+            false,
+            &Normalization::IDENTITY,
+            &mut out,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plane 0 stride 32 is shorter than its 64-byte rows"
+    );
+}
