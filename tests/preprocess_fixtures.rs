@@ -135,8 +135,8 @@ fn every_format_equals_convert_then_resize() {
 fn normalization_is_fused() {
     let (data, layout) = random_frame(PixelFormat::Bgrx, 40, 30);
     let norm = Normalization {
-        mean: [0.48145466, 0.4578275, 0.40821073],
-        std: [0.26862954, 0.26130258, 0.27577711],
+        mean: [0.481_454_7, 0.457_827_5, 0.408_210_7],
+        std: [0.268_629_5, 0.261_302_6, 0.275_777_1],
     };
     let mut pre = CpuPreprocessor::new();
     let mut plain = vec![0f32; 3 * 32 * 48];
