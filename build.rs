@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    gst_plugin_version_helper::info()
+}

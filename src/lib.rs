@@ -1,8 +1,31 @@
 //! `radio`: a GStreamer plugin that turns video frames into C-RADIOv4 embeddings.
 //!
-//! The data flows one way: caps + raw frame → [`preprocess`] → [`model`] → [`meta`]
-//! on the buffer. The element in [`radioembed`] is only GStreamer glue around them.
+//! The data flows one way: caps + raw frame → [`preprocess`] → [`model`] →
+//! [`postprocess`] → [`meta`] on the buffer. The element in [`radioembed`] is only
+//! GStreamer glue around them; [`model_store`] finds and shares models.
 
+use gst::glib;
+
+pub mod meta;
 pub mod model;
+pub mod model_store;
+pub mod postprocess;
 pub mod preprocess;
+pub mod radioembed;
 pub mod resample;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    radioembed::register(plugin)
+}
+
+gst::plugin_define!(
+    radio,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

@@ -1,0 +1,268 @@
+//! `RadioEmbedMeta`: the embeddings of one frame, attached to its buffer.
+//!
+//! The meta is a `GstCustomMeta` whose `GstStructure` any language reads without a
+//! header (C: `gst_buffer_get_custom_meta (buf, "RadioEmbedMeta")`; Python:
+//! `buf.get_custom_meta("RadioEmbedMeta").get_structure()`). Fields:
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `summary` | `GstBuffer` | `summary-dim` little-endian floats of `dtype` |
+//! | `spatial` | `GstBuffer` (optional) | `grid-height · grid-width · spatial-dim` floats, row-major |
+//! | `summary-dim`, `spatial-dim` | `guint` | vector lengths |
+//! | `grid-height`, `grid-width` | `guint` | patch grid of `spatial` (after pooling) |
+//! | `dtype` | string | `f32` or `f16` |
+//! | `model` | string | repo id or folder the embeddings come from |
+//! | `input-width`, `input-height` | `guint` | the model input size in pixels |
+//! | `frame-index` | `guint64` | running index of the frame in the stream (0-based) |
+//!
+//! [`Embedding`] is the typed Rust view of the same data.
+
+use std::sync::Once;
+
+/// Name the custom meta is registered under.
+pub const META_NAME: &str = "RadioEmbedMeta";
+
+/// Element type of the stored vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetaDtype {
+    /// IEEE single precision.
+    #[default]
+    F32,
+    /// IEEE half precision (halves the memory per frame).
+    F16,
+}
+
+impl MetaDtype {
+    /// The string stored in the `dtype` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
+
+    fn from_str(s: &str) -> Option<Self> {
+        match s {
+            "f32" => Some(Self::F32),
+            "f16" => Some(Self::F16),
+            _ => None,
+        }
+    }
+
+    /// Bytes per stored value.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+        }
+    }
+}
+
+/// The embeddings of one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    /// Image-level vector (`summary-dim` values), if requested.
+    pub summary: Option<Vec<f32>>,
+    /// Patch features, row-major (grid-height · grid-width, spatial-dim), if requested.
+    pub spatial: Option<Vec<f32>>,
+    /// Width of one patch feature.
+    pub spatial_dim: usize,
+    /// Patch grid (rows, columns) of `spatial`.
+    pub grid: (usize, usize),
+    /// Element type the vectors are stored in on the buffer.
+    pub dtype: MetaDtype,
+    /// Model id (repo id or folder).
+    pub model: String,
+    /// Model input size (width, height) in pixels.
+    pub input_size: (usize, usize),
+    /// Running index of the frame in its stream.
+    pub frame_index: u64,
+}
+
+/// Why a meta could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A field is missing or of the wrong type.
+    #[error("RadioEmbedMeta field `{0}` is missing or malformed")]
+    Field(&'static str),
+    /// A vector buffer has a size that does not match its dimensions.
+    #[error("RadioEmbedMeta `{field}` holds {found} bytes, expected {expected}")]
+    Size {
+        /// The field.
+        field: &'static str,
+        /// Bytes expected from the dims and dtype.
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
+}
+
+/// Registers the meta with GStreamer (idempotent). Requires `gst::init()`.
+pub fn register() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        gst::meta::CustomMeta::register_with_transform(META_NAME, &[], |dest, meta, _src, kind| {
+            if kind != <gst::meta::MetaTransformCopy as gst::meta::MetaTransform>::quark() {
+                return false;
+            }
+            match gst::meta::CustomMeta::add(dest, META_NAME) {
+                Ok(mut copy) => {
+                    let fields = copy.mut_structure();
+                    for (name, value) in meta.structure().iter() {
+                        fields.set_value(name, value.clone());
+                    }
+                    true
+                }
+                Err(_) => false,
+            }
+        });
+    });
+}
+
+fn encode(values: &[f32], dtype: MetaDtype) -> gst::Buffer {
+    let bytes: Vec<u8> = match dtype {
+        MetaDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        MetaDtype::F16 => values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+    };
+    gst::Buffer::from_mut_slice(bytes)
+}
+
+fn decode(
+    s: &gst::StructureRef,
+    field: &'static str,
+    len: usize,
+    dtype: MetaDtype,
+) -> Result<Option<Vec<f32>>, MetaError> {
+    let Ok(buffer) = s.get::<gst::Buffer>(field) else {
+        return Ok(None);
+    };
+    let map = buffer.map_readable().map_err(|_| MetaError::Field(field))?;
+    let expected = len * dtype.size();
+    if map.len() != expected {
+        return Err(MetaError::Size {
+            field,
+            expected,
+            found: map.len(),
+        });
+    }
+    Ok(Some(match dtype {
+        MetaDtype::F32 => map
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        MetaDtype::F16 => map
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+    }))
+}
+
+impl Embedding {
+    /// Length of the summary vector (0 when absent).
+    pub fn summary_dim(&self) -> usize {
+        self.summary.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Attaches these embeddings to a buffer as a `RadioEmbedMeta`.
+    pub fn attach(&self, buffer: &mut gst::BufferRef) -> Result<(), glib::BoolError> {
+        let mut meta = gst::meta::CustomMeta::add(buffer, META_NAME)?;
+        let s = meta.mut_structure();
+        let uint = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        if let Some(summary) = &self.summary {
+            s.set("summary", encode(summary, self.dtype));
+        }
+        if let Some(spatial) = &self.spatial {
+            s.set("spatial", encode(spatial, self.dtype));
+        }
+        s.set("summary-dim", uint(self.summary_dim()));
+        s.set("spatial-dim", uint(self.spatial_dim));
+        s.set("grid-height", uint(self.grid.0));
+        s.set("grid-width", uint(self.grid.1));
+        s.set("dtype", self.dtype.as_str());
+        s.set("model", self.model.as_str());
+        s.set("input-width", uint(self.input_size.0));
+        s.set("input-height", uint(self.input_size.1));
+        s.set("frame-index", self.frame_index);
+        Ok(())
+    }
+
+    /// Reads the `RadioEmbedMeta` of a buffer; `Ok(None)` if it has none.
+    pub fn from_buffer(buffer: &gst::BufferRef) -> Result<Option<Self>, MetaError> {
+        let Ok(meta) = gst::meta::CustomMeta::from_buffer(buffer, META_NAME) else {
+            return Ok(None);
+        };
+        let s = meta.structure();
+        let uint = |field: &'static str| {
+            s.get::<u32>(field)
+                .map(|v| v as usize)
+                .map_err(|_| MetaError::Field(field))
+        };
+        let dtype = s
+            .get::<&str>("dtype")
+            .ok()
+            .and_then(MetaDtype::from_str)
+            .ok_or(MetaError::Field("dtype"))?;
+        let grid = (uint("grid-height")?, uint("grid-width")?);
+        let spatial_dim = uint("spatial-dim")?;
+        Ok(Some(Self {
+            summary: decode(s, "summary", uint("summary-dim")?, dtype)?,
+            spatial: decode(s, "spatial", grid.0 * grid.1 * spatial_dim, dtype)?,
+            spatial_dim,
+            grid,
+            dtype,
+            model: s
+                .get::<String>("model")
+                .map_err(|_| MetaError::Field("model"))?,
+            input_size: (uint("input-width")?, uint("input-height")?),
+            frame_index: s
+                .get::<u64>("frame-index")
+                .map_err(|_| MetaError::Field("frame-index"))?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(dtype: MetaDtype) -> Embedding {
+        Embedding {
+            summary: Some(vec![0.5, -1.25, 3.0]),
+            spatial: Some((0..12).map(|i| i as f32 * 0.25).collect()),
+            spatial_dim: 2,
+            grid: (2, 3),
+            dtype,
+            model: "tiny".into(),
+            input_size: (48, 32),
+            frame_index: 7,
+        }
+    }
+
+    #[test]
+    fn round_trips_in_both_dtypes_and_survives_copies() {
+        gst::init().unwrap();
+        register();
+        for dtype in [MetaDtype::F32, MetaDtype::F16] {
+            let embedding = sample(dtype);
+            let mut buffer = gst::Buffer::with_size(16).unwrap();
+            embedding.attach(buffer.get_mut().unwrap()).unwrap();
+            assert_eq!(
+                Embedding::from_buffer(&buffer).unwrap(),
+                Some(embedding.clone())
+            );
+            let copy = buffer.copy();
+            assert_eq!(Embedding::from_buffer(&copy).unwrap(), Some(embedding));
+        }
+    }
+
+    #[test]
+    fn buffers_without_meta_read_as_none() {
+        gst::init().unwrap();
+        register();
+        let buffer = gst::Buffer::with_size(4).unwrap();
+        assert_eq!(Embedding::from_buffer(&buffer).unwrap(), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! Finding a model by name and sharing loaded models between elements.
+//!
+//! A model is named by a local folder (config.json + model.safetensors) or by a
+//! Hugging Face repo id (`nvidia/C-RADIOv4-SO400M`) found in the local Hugging Face
+//! cache. Elements in one process that ask for the same model, device and dtype get
+//! the same [`RadioModel`], so the weights are in memory once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+
+use candle_core::DType;
+
+use crate::model::{ModelError, RadioModel, parse_device};
+
+/// Why a model name could not be turned into a folder.
+#[derive(Debug, thiserror::Error)]
+pub enum LocateError {
+    /// Neither a folder nor a cached Hugging Face repo.
+    #[error(
+        "model `{name}` not found: it is not a folder with config.json and model.safetensors, \
+         and the Hugging Face cache has no snapshot of it (looked in {cache}). Download it \
+         with `hf download {name}` (pip install huggingface_hub), or set model=/path/to/folder"
+    )]
+    NotFound {
+        /// The name as given.
+        name: String,
+        /// The cache folder searched.
+        cache: String,
+    },
+}
+
+/// The Hugging Face hub cache folder: `HF_HUB_CACHE`, else `HF_HOME/hub`, else
+/// `XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`.
+pub fn hf_cache_dir() -> PathBuf {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("HF_HUB_CACHE")
+        .or_else(|| var("HF_HOME").map(|h| h.join("hub")))
+        .or_else(|| var("XDG_CACHE_HOME").map(|c| c.join("huggingface/hub")))
+        .or_else(|| var("HOME").map(|h| h.join(".cache/huggingface/hub")))
+        .unwrap_or_else(|| PathBuf::from(".cache/huggingface/hub"))
+}
+
+fn is_model_dir(dir: &Path) -> bool {
+    dir.join("config.json").is_file() && dir.join("model.safetensors").is_file()
+}
+
+/// Resolves a model name to a folder holding config.json and model.safetensors.
+pub fn locate(name: &str) -> Result<PathBuf, LocateError> {
+    let direct = PathBuf::from(name);
+    if is_model_dir(&direct) {
+        return Ok(direct);
+    }
+    let cache = hf_cache_dir();
+    let repo = cache.join(format!("models--{}", name.replace('/', "--")));
+    let by_ref = std::fs::read_to_string(repo.join("refs/main"))
+        .ok()
+        .map(|rev| repo.join("snapshots").join(rev.trim()));
+    let any_snapshot = || {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(repo.join("snapshots"))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_model_dir(p))
+            .collect();
+        dirs.sort();
+        dirs.pop()
+    };
+    by_ref
+        .filter(|p| is_model_dir(p))
+        .or_else(any_snapshot)
+        .ok_or_else(|| LocateError::NotFound {
+            name: name.to_string(),
+            cache: cache.display().to_string(),
+        })
+}
+
+type CacheKey = (PathBuf, String, DType);
+
+static MODELS: LazyLock<Mutex<HashMap<CacheKey, Weak<RadioModel>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+static LOADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Returns the loaded model for (folder, device, dtype), loading it if no live
+/// element holds it. Concurrent callers for the same key wait for one load.
+pub fn shared_model(dir: &Path, device: &str, dtype: DType) -> Result<Arc<RadioModel>, ModelError> {
+    let canonical = dir.canonicalize().map_err(|source| ModelError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let key = (canonical, device.to_string(), dtype);
+    let mut models = MODELS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(model) = models.get(&key).and_then(Weak::upgrade) {
+        return Ok(model);
+    }
+    let model = Arc::new(RadioModel::load(&key.0, &parse_device(device)?, dtype)?);
+    LOADS.fetch_add(1, Ordering::Relaxed);
+    models.retain(|_, weak| weak.strong_count() > 0);
+    models.insert(key, Arc::downgrade(&model));
+    Ok(model)
+}
+
+/// How many times [`shared_model`] has actually loaded weights in this process.
+pub fn load_count() -> usize {
+    LOADS.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_model_says_where_it_looked_and_how_to_fix() {
+        let err = locate("nobody/no-such-model").unwrap_err().to_string();
+        assert!(
+            err.starts_with("model `nobody/no-such-model` not found"),
+            "{err}"
+        );
+        assert!(err.contains("hf download nobody/no-such-model"), "{err}");
+        assert!(err.contains(&hf_cache_dir().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn cached_snapshot_is_found_through_refs_main() {
+        let root = std::env::temp_dir().join(format!("radio-hf-{}", std::process::id()));
+        let snap = root.join("models--org--tiny/snapshots/abc123");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("config.json"), "{}").unwrap();
+        std::fs::write(snap.join("model.safetensors"), "").unwrap();
+        std::fs::create_dir_all(root.join("models--org--tiny/refs")).unwrap();
+        std::fs::write(root.join("models--org--tiny/refs/main"), "abc123\n").unwrap();
+        // SAFETY: this test is the only one in the process touching HF_HUB_CACHE.
+        unsafe { std::env::set_var("HF_HUB_CACHE", &root) };
+        let found = locate("org/tiny");
+        unsafe { std::env::remove_var("HF_HUB_CACHE") };
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(found.unwrap(), snap);
+    }
+}

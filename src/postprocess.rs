@@ -1,0 +1,148 @@
+//! From a batch of model outputs to one [`Embedding`] per frame: choosing the
+//! outputs, pooling the patch grid, and choosing the stored precision.
+
+use candle_core::{IndexOp, Tensor};
+
+use crate::meta::{Embedding, MetaDtype};
+use crate::model::{ModelError, RadioOutput};
+
+/// Which outputs go on the buffers, and in what form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputOptions {
+    /// Attach the summary vector.
+    pub summary: bool,
+    /// Attach the patch features.
+    pub spatial: bool,
+    /// Average-pool the patch grid by k × k (1 = none); partial windows at the
+    /// right and bottom edges are dropped, as `avg_pool2d` does.
+    pub spatial_pool: usize,
+    /// Stored element type.
+    pub dtype: MetaDtype,
+    /// Model id written into the meta.
+    pub model: String,
+    /// Model input size (width, height).
+    pub input_size: (usize, usize),
+}
+
+/// Splits a batch output into per-frame embeddings, numbered by `frame_indices`.
+pub fn embeddings(
+    output: &RadioOutput,
+    options: &OutputOptions,
+    frame_indices: &[u64],
+) -> Result<Vec<Embedding>, ModelError> {
+    let (h, w) = output.grid;
+    let (batch, _, width) = output.features.dims3()?;
+    let pooled = if options.spatial {
+        Some(pool(&output.features, (h, w), options.spatial_pool)?)
+    } else {
+        None
+    };
+    let round = |v: Vec<f32>| match options.dtype {
+        MetaDtype::F32 => v,
+        MetaDtype::F16 => v
+            .into_iter()
+            .map(|x| half::f16::from_f32(x).to_f32())
+            .collect(),
+    };
+    (0..batch)
+        .zip(frame_indices)
+        .map(|(i, &frame_index)| {
+            let summary = if options.summary {
+                Some(round(output.summary.i(i)?.to_vec1::<f32>()?))
+            } else {
+                None
+            };
+            let (spatial, grid) = match &pooled {
+                Some((t, grid)) => (Some(round(t.i(i)?.flatten_all()?.to_vec1::<f32>()?)), *grid),
+                None => (None, (0, 0)),
+            };
+            Ok(Embedding {
+                summary,
+                spatial,
+                spatial_dim: if options.spatial { width } else { 0 },
+                grid,
+                dtype: options.dtype,
+                model: options.model.clone(),
+                input_size: options.input_size,
+                frame_index,
+            })
+        })
+        .collect()
+}
+
+/// Average-pools (B, h·w, D) features over k × k windows → (B, h'·w', D).
+fn pool(
+    features: &Tensor,
+    (h, w): (usize, usize),
+    k: usize,
+) -> Result<(Tensor, (usize, usize)), ModelError> {
+    let k = k.clamp(1, h.min(w).max(1));
+    if k == 1 {
+        return Ok((features.clone(), (h, w)));
+    }
+    let (b, _, d) = features.dims3()?;
+    let grid = features.reshape((b, h, w, d))?.permute((0, 3, 1, 2))?;
+    let pooled = grid.contiguous()?.avg_pool2d(k)?;
+    let (ph, pw) = (pooled.dim(2)?, pooled.dim(3)?);
+    let tokens = pooled
+        .permute((0, 2, 3, 1))?
+        .contiguous()?
+        .reshape((b, ph * pw, d))?;
+    Ok((tokens, (ph, pw)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn output() -> RadioOutput {
+        // Batch of 2, grid 2 × 4, width 1: feature value = token index (+100 for frame 1).
+        let f: Vec<f32> = (0..2)
+            .flat_map(|b| (0..8).map(move |t| t as f32 + 100.0 * b as f32))
+            .collect();
+        RadioOutput {
+            summary: Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap(),
+            features: Tensor::from_vec(f, (2, 8, 1), &Device::Cpu).unwrap(),
+            grid: (2, 4),
+        }
+    }
+
+    fn options(pool: usize) -> OutputOptions {
+        OutputOptions {
+            summary: true,
+            spatial: true,
+            spatial_pool: pool,
+            dtype: MetaDtype::F32,
+            model: "m".into(),
+            input_size: (64, 32),
+        }
+    }
+
+    #[test]
+    fn pooling_averages_windows() {
+        let e = embeddings(&output(), &options(2), &[5, 6]).unwrap();
+        assert_eq!(e[0].grid, (1, 2));
+        // Window of tokens 0, 1, 4, 5 → 2.5; tokens 2, 3, 6, 7 → 4.5.
+        assert_eq!(e[0].spatial, Some(vec![2.5, 4.5]));
+        assert_eq!(e[1].spatial, Some(vec![102.5, 104.5]));
+        assert_eq!(e[1].summary, Some(vec![3.0, 4.0]));
+        assert_eq!((e[0].frame_index, e[1].frame_index), (5, 6));
+    }
+
+    #[test]
+    fn outputs_can_be_left_out() {
+        let mut o = options(1);
+        o.spatial = false;
+        let e = embeddings(&output(), &o, &[0, 1]).unwrap();
+        assert_eq!(
+            (e[0].spatial.as_ref(), e[0].spatial_dim, e[0].grid),
+            (None, 0, (0, 0))
+        );
+        o.summary = false;
+        o.spatial = true;
+        let e = embeddings(&output(), &o, &[0, 1]).unwrap();
+        assert_eq!(e[0].summary, None);
+        assert_eq!(e[0].spatial.as_ref().unwrap().len(), 8);
+    }
+}

@@ -1,0 +1,190 @@
+//! The per-stream work of the element: caps → frame layout and model input size,
+//! and a batch of buffers → one embedding per frame. Glue between GStreamer's
+//! video types and the GStreamer-free `preprocess`, `model` and `postprocess`.
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use gst_video::{VideoColorMatrix, VideoColorRange, VideoFormat, VideoInfo};
+
+use crate::meta::Embedding;
+use crate::model::RadioModel;
+use crate::postprocess::{OutputOptions, embeddings};
+use crate::preprocess::{
+    Colorimetry, CpuPreprocessor, FrameLayout, Normalization, PixelFormat, SizeLimits, TargetSize,
+    YuvMatrix,
+};
+
+/// The raw formats the element accepts, in caps order.
+pub(crate) const FORMATS: [VideoFormat; 11] = [
+    VideoFormat::Nv12,
+    VideoFormat::I420,
+    VideoFormat::Rgb,
+    VideoFormat::Bgr,
+    VideoFormat::Rgba,
+    VideoFormat::Bgra,
+    VideoFormat::Rgbx,
+    VideoFormat::Bgrx,
+    VideoFormat::Xrgb,
+    VideoFormat::Xbgr,
+    VideoFormat::Gray8,
+];
+
+fn pixel_format(format: VideoFormat) -> Option<PixelFormat> {
+    Some(match format {
+        VideoFormat::Nv12 => PixelFormat::Nv12,
+        VideoFormat::I420 => PixelFormat::I420,
+        VideoFormat::Rgb => PixelFormat::Rgb,
+        VideoFormat::Bgr => PixelFormat::Bgr,
+        VideoFormat::Rgba => PixelFormat::Rgba,
+        VideoFormat::Bgra => PixelFormat::Bgra,
+        VideoFormat::Rgbx => PixelFormat::Rgbx,
+        VideoFormat::Bgrx => PixelFormat::Bgrx,
+        VideoFormat::Xrgb => PixelFormat::Xrgb,
+        VideoFormat::Xbgr => PixelFormat::Xbgr,
+        VideoFormat::Gray8 => PixelFormat::Gray8,
+        _ => return None,
+    })
+}
+
+fn colorimetry(info: &VideoInfo) -> Colorimetry {
+    let c = info.colorimetry();
+    let matrix = match c.matrix() {
+        VideoColorMatrix::Bt601 | VideoColorMatrix::Smpte240m | VideoColorMatrix::Fcc => {
+            YuvMatrix::Bt601
+        }
+        VideoColorMatrix::Bt2020 => YuvMatrix::Bt2020,
+        VideoColorMatrix::Bt709 => YuvMatrix::Bt709,
+        // GStreamer's own default for unknown YUV matrices: BT.601 up to SD, else BT.709.
+        _ if info.height() <= 576 => YuvMatrix::Bt601,
+        _ => YuvMatrix::Bt709,
+    };
+    Colorimetry {
+        matrix,
+        full_range: c.range() == VideoColorRange::Range0_255,
+    }
+}
+
+/// How frames of one caps are read and what size the model sees.
+pub(crate) struct StreamFormat {
+    pub info: VideoInfo,
+    layout: FrameLayout,
+    /// Model input (height, width).
+    pub input: (usize, usize),
+}
+
+/// The user's choices that shape each batch.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineOptions {
+    pub target: TargetSize,
+    pub antialias: bool,
+    pub outputs: OutputOptions,
+}
+
+/// A shared model plus this stream's preprocessing buffers.
+pub(crate) struct Engine {
+    model: Arc<RadioModel>,
+    preprocessor: CpuPreprocessor,
+    options: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(model: Arc<RadioModel>, options: EngineOptions) -> Self {
+        Self {
+            model,
+            preprocessor: CpuPreprocessor::new(),
+            options,
+        }
+    }
+
+    /// The loaded model.
+    pub fn model(&self) -> &RadioModel {
+        &self.model
+    }
+
+    /// Checks caps and works out the model input size for them.
+    pub fn configure(&self, info: VideoInfo) -> Result<StreamFormat, String> {
+        let format = pixel_format(info.format())
+            .ok_or_else(|| format!("video format {} is not supported", info.format()))?;
+        let (width, height) = (info.width() as usize, info.height() as usize);
+        let model = self.model.info();
+        if width < model.patch_size || height < model.patch_size {
+            return Err(format!(
+                "frames of {width}x{height} are smaller than the model's {0}x{0} patch",
+                model.patch_size
+            ));
+        }
+        let limits = SizeLimits {
+            step: model.resolution_step,
+            max: model.max_resolution,
+        };
+        let input = self
+            .options
+            .target
+            .resolve(width, height, limits)
+            .map_err(|e| e.to_string())?;
+        let layout = FrameLayout {
+            format,
+            width,
+            height,
+            strides: [0; 3],
+            offsets: [0; 3],
+            colorimetry: colorimetry(&info),
+        };
+        Ok(StreamFormat {
+            info,
+            layout,
+            input,
+        })
+    }
+
+    /// Embeds a batch of frames of one format.
+    pub fn embed(
+        &mut self,
+        format: &StreamFormat,
+        frames: &[&gst::BufferRef],
+        frame_indices: &[u64],
+    ) -> Result<Vec<Embedding>, String> {
+        let (h, w) = format.input;
+        let info = self.model.info();
+        let norm = Normalization {
+            mean: info.norm_mean,
+            std: info.norm_std,
+        };
+        let mut pixels = vec![0f32; frames.len() * 3 * h * w];
+        for (frame, out) in frames.iter().zip(pixels.chunks_exact_mut(3 * h * w)) {
+            let mut layout = format.layout.clone();
+            match frame.meta::<gst_video::VideoMeta>() {
+                Some(meta) => {
+                    copy_planes(&mut layout.strides, meta.stride());
+                    copy_planes(&mut layout.offsets, meta.offset());
+                }
+                None => {
+                    copy_planes(&mut layout.strides, format.info.stride());
+                    copy_planes(&mut layout.offsets, format.info.offset());
+                }
+            }
+            let map = frame
+                .map_readable()
+                .map_err(|_| "cannot map the frame for reading".to_string())?;
+            self.preprocessor
+                .process(&map, &layout, (h, w), self.options.antialias, &norm, out)
+                .map_err(|e| e.to_string())?;
+        }
+        let batch = Tensor::from_vec(pixels, (frames.len(), 3, h, w), &Device::Cpu)
+            .map_err(|e| e.to_string())?;
+        let output = self
+            .model
+            .forward_normalized(&batch)
+            .map_err(|e| e.to_string())?;
+        let mut options = self.options.outputs.clone();
+        options.input_size = (w, h);
+        embeddings(&output, &options, frame_indices).map_err(|e| e.to_string())
+    }
+}
+
+fn copy_planes<T: Copy + TryInto<usize>>(dst: &mut [usize; 3], src: &[T]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = (*s).try_into().unwrap_or(0);
+    }
+}

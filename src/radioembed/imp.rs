@@ -1,0 +1,799 @@
+//! The `radioembed` GObject subclass: properties, pads, events, the batching task.
+
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use candle_core::DType;
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::engine::{Engine, EngineOptions, FORMATS, StreamFormat};
+use super::queue::{BatchQueue, Item, Queued, Work};
+use super::{MetaDtype, Outputs, Precision};
+use crate::model::parse_device;
+use crate::model_store::{locate, shared_model};
+use crate::postprocess::OutputOptions;
+use crate::preprocess::TargetSize;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "radioembed",
+        gst::DebugColorFlags::empty(),
+        Some("C-RADIOv4 embedding element"),
+    )
+});
+
+const DEFAULT_MODEL: &str = "nvidia/C-RADIOv4-SO400M";
+const DEFAULT_DEVICE: &str = "auto";
+const DEFAULT_RESOLUTION: u32 = 512;
+const DEFAULT_BATCH_SIZE: u32 = 1;
+const DEFAULT_BATCH_TIMEOUT: gst::ClockTime = gst::ClockTime::from_mseconds(50);
+const DEFAULT_PROCESSING_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(100);
+const MAX_SIDE: u32 = 2048;
+
+/// Property values, as set by the user.
+#[derive(Debug, Clone)]
+struct Settings {
+    model: String,
+    device: String,
+    precision: Precision,
+    resolution: u32,
+    width: u32,
+    height: u32,
+    antialias: bool,
+    batch_size: u32,
+    batch_timeout: gst::ClockTime,
+    inference_interval: u32,
+    outputs: Outputs,
+    spatial_pool: u32,
+    meta_dtype: MetaDtype,
+    processing_latency: gst::ClockTime,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: DEFAULT_MODEL.into(),
+            device: DEFAULT_DEVICE.into(),
+            precision: Precision::Auto,
+            resolution: DEFAULT_RESOLUTION,
+            width: 0,
+            height: 0,
+            antialias: true,
+            batch_size: DEFAULT_BATCH_SIZE,
+            batch_timeout: DEFAULT_BATCH_TIMEOUT,
+            inference_interval: 1,
+            outputs: Outputs::Both,
+            spatial_pool: 1,
+            meta_dtype: MetaDtype::F32,
+            processing_latency: DEFAULT_PROCESSING_LATENCY,
+        }
+    }
+}
+
+impl Settings {
+    /// The concrete device: `auto` is `cuda:0` when this build and machine can use
+    /// it, else `cpu`.
+    fn device(&self) -> String {
+        if self.device != "auto" {
+            return self.device.clone();
+        }
+        if parse_device("cuda:0").is_ok() {
+            "cuda:0".into()
+        } else {
+            "cpu".into()
+        }
+    }
+
+    fn dtype(&self, device: &str) -> DType {
+        match self.precision {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+            Precision::Auto if device == "cpu" => DType::F32,
+            Precision::Auto => DType::BF16,
+        }
+    }
+
+    fn target(&self) -> TargetSize {
+        if self.width > 0 && self.height > 0 {
+            TargetSize::Fixed {
+                width: self.width as usize,
+                height: self.height as usize,
+            }
+        } else {
+            TargetSize::ShortSide(self.resolution as usize)
+        }
+    }
+
+    /// What this element adds to the pipeline latency.
+    fn own_latency(&self) -> gst::ClockTime {
+        let batching = if self.batch_size > 1 {
+            self.batch_timeout
+        } else {
+            gst::ClockTime::ZERO
+        };
+        batching + self.processing_latency
+    }
+}
+
+/// Running counters behind the `stats` property.
+#[derive(Debug, Default)]
+struct Stats {
+    frames_in: u64,
+    frames_embedded: u64,
+    batches: u64,
+    inference_total: Duration,
+    inference_max: Duration,
+}
+
+/// Streaming state, owned by the source pad task while running.
+struct State {
+    engine: Engine,
+    format: Option<StreamFormat>,
+    batch_size: usize,
+    batch_timeout: Duration,
+}
+
+/// The element.
+pub struct RadioEmbed {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    queue: Arc<BatchQueue>,
+    stats: Mutex<Stats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RadioEmbed {
+    fn chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let (interval, capacity) = {
+            let s = lock(&self.settings);
+            (u64::from(s.inference_interval), s.batch_size as usize)
+        };
+        let frame_index = {
+            let mut stats = lock(&self.stats);
+            stats.frames_in += 1;
+            stats.frames_in - 1
+        };
+        let item = Item::Buffer {
+            buffer,
+            embed: frame_index.is_multiple_of(interval),
+            frame_index,
+            arrived: Instant::now(),
+        };
+        self.queue.push_buffer(item, capacity)
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        gst::log!(CAT, obj = pad, "sink event {event:?}");
+        match event.view() {
+            EventView::FlushStart(_) => {
+                self.queue.set_flushing(true);
+                let forwarded = self.srcpad.push_event(event);
+                let _ = self.srcpad.pause_task();
+                forwarded
+            }
+            EventView::FlushStop(_) => {
+                let forwarded = self.srcpad.push_event(event);
+                self.queue.set_flushing(false);
+                self.start_task();
+                forwarded
+            }
+            EventView::Caps(caps) => match self.check_caps(caps.caps()) {
+                Ok(()) => self.queue.push_event(Item::Event(event)),
+                Err(message) => {
+                    gst::element_imp_error!(self, gst::StreamError::Format, ["{}", message]);
+                    false
+                }
+            },
+            _ if event.is_serialized() => self.queue.push_event(Item::Event(event)),
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    /// Refuses caps the model cannot take, with a message for the user.
+    fn check_caps(&self, caps: &gst::CapsRef) -> Result<(), String> {
+        let info = gst_video::VideoInfo::from_caps(caps)
+            .map_err(|_| format!("cannot parse caps {caps}"))?;
+        let state = lock(&self.state);
+        let state = state.as_ref().ok_or("element is not started")?;
+        state.engine.configure(info).map(|_| ())
+    }
+
+    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Drain(_) = query.view_mut() {
+            let (done, wait) = std::sync::mpsc::sync_channel(1);
+            if !self.queue.push_event(Item::Drain(done)) || wait.recv().is_err() {
+                return false;
+            }
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        match query.view_mut() {
+            gst::QueryViewMut::Latency(q) => {
+                let mut upstream = gst::query::Latency::new();
+                if !self.sinkpad.peer_query(&mut upstream) {
+                    return false;
+                }
+                let (live, min, max) = upstream.result();
+                let own = lock(&self.settings).own_latency();
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "upstream latency {min}-{max:?}, adding {own}"
+                );
+                q.set(live, min + own, max.map(|m| m + own));
+                true
+            }
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+
+    fn start_task(&self) {
+        let element = self.obj().downgrade();
+        let started = self.srcpad.start_task(move || {
+            if let Some(element) = element.upgrade() {
+                element.imp().task_iteration();
+            }
+        });
+        if let Err(err) = started {
+            gst::element_imp_error!(self, gst::CoreError::Thread, ["cannot start task: {err}"]);
+        }
+    }
+
+    /// One turn of the source pad task: wait for work, do it, push the results.
+    fn task_iteration(&self) {
+        let (batch_size, timeout) = match lock(&self.state).as_ref() {
+            Some(s) => (s.batch_size, s.batch_timeout),
+            None => {
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+        };
+        let Some(work) = self.queue.next_work(batch_size, timeout) else {
+            let _ = self.srcpad.pause_task();
+            return;
+        };
+        let flow = match work {
+            Work::Batch(batch) => self.process_batch(batch),
+            Work::Event(Item::Event(event)) => self.forward_event(event),
+            Work::Event(Item::Drain(done)) => {
+                let _ = done.send(());
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Work::Event(Item::Buffer { .. }) => unreachable!("buffers come in batches"),
+        };
+        self.queue.set_flow(flow);
+        if let Err(err) = flow {
+            gst::debug!(CAT, imp = self, "pausing task: {err:?}");
+            // Our own failures were posted where they happened; downstream's errors
+            // were posted by downstream. What is left is a stream nobody can take.
+            if matches!(
+                err,
+                gst::FlowError::NotNegotiated | gst::FlowError::NotLinked
+            ) {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Internal data stream error."),
+                    ["streaming stopped, reason {err:?}"]
+                );
+            }
+            let _ = self.srcpad.pause_task();
+        }
+    }
+
+    fn forward_event(&self, event: gst::Event) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if let gst::EventView::Caps(caps) = event.view() {
+            let info = gst_video::VideoInfo::from_caps(caps.caps())
+                .map_err(|_| gst::FlowError::NotNegotiated)?;
+            let mut state = lock(&self.state);
+            let state = state.as_mut().ok_or(gst::FlowError::Flushing)?;
+            match state.engine.configure(info) {
+                Ok(format) => {
+                    gst::info!(CAT, imp = self, "model input {:?}", format.input);
+                    state.format = Some(format);
+                }
+                Err(message) => {
+                    gst::element_imp_error!(self, gst::StreamError::Format, ["{}", message]);
+                    return Err(gst::FlowError::Error);
+                }
+            }
+        }
+        let is_eos = matches!(event.view(), gst::EventView::Eos(_));
+        if self.srcpad.push_event(event) || is_eos {
+            Ok(gst::FlowSuccess::Ok)
+        } else {
+            gst::debug!(CAT, imp = self, "downstream refused an event");
+            Ok(gst::FlowSuccess::Ok)
+        }
+    }
+
+    fn process_batch(&self, mut batch: Vec<Queued>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let embed: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].embed).collect();
+        if !embed.is_empty() {
+            let started = Instant::now();
+            let embeddings = {
+                let mut state = lock(&self.state);
+                let state = state.as_mut().ok_or(gst::FlowError::Flushing)?;
+                let Some(format) = state.format.as_ref() else {
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::Negotiation,
+                        ["received a buffer before caps"]
+                    );
+                    return Err(gst::FlowError::Error);
+                };
+                let frames: Vec<&gst::BufferRef> =
+                    embed.iter().map(|&i| batch[i].buffer.as_ref()).collect();
+                let indices: Vec<u64> = embed.iter().map(|&i| batch[i].frame_index).collect();
+                state.engine.embed(format, &frames, &indices)
+            };
+            let embeddings = embeddings.map_err(|message| {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ["inference failed: {}", message]
+                );
+                gst::FlowError::Error
+            })?;
+            for (&i, embedding) in embed.iter().zip(&embeddings) {
+                let buffer = batch[i].buffer.make_mut();
+                if embedding.attach(buffer).is_err() {
+                    gst::warning!(CAT, imp = self, "could not attach the meta to frame {i}");
+                }
+            }
+            self.record_batch(embed.len(), started.elapsed());
+        }
+        for queued in batch {
+            self.srcpad.push(queued.buffer)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn record_batch(&self, frames: usize, took: Duration) {
+        let mut stats = lock(&self.stats);
+        stats.frames_embedded += frames as u64;
+        stats.batches += 1;
+        stats.inference_total += took;
+        stats.inference_max = stats.inference_max.max(took);
+        let budget = lock(&self.settings).processing_latency;
+        if took > Duration::from(budget) {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "batch took {took:?}, more than processing-latency {budget}"
+            );
+        }
+    }
+
+    fn stats_structure(&self) -> gst::Structure {
+        let stats = lock(&self.stats);
+        let settings = lock(&self.settings);
+        let batches = stats.batches.max(1);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        gst::Structure::builder("radioembed-stats")
+            .field("frames-in", stats.frames_in)
+            .field("frames-embedded", stats.frames_embedded)
+            .field("batches", stats.batches)
+            .field(
+                "mean-batch-fill",
+                stats.frames_embedded as f64 / batches as f64 / f64::from(settings.batch_size),
+            )
+            .field(
+                "mean-inference-ms",
+                ms(stats.inference_total) / batches as f64,
+            )
+            .field("max-inference-ms", ms(stats.inference_max))
+            .field("latency-ms", ms(settings.own_latency().into()))
+            .build()
+    }
+
+    /// Loads (or shares) the model and builds the streaming state.
+    fn prepare(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let dir = locate(&settings.model)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ["{}", e]))?;
+        let device = settings.device();
+        let dtype = settings.dtype(&device);
+        gst::info!(
+            CAT,
+            imp = self,
+            "loading {} on {device} as {dtype:?}",
+            dir.display()
+        );
+        let model = shared_model(&dir, &device, dtype).map_err(|e| {
+            gst::error_msg!(
+                gst::LibraryError::Init,
+                ["Failed to load model {}: {}", settings.model, e]
+            )
+        })?;
+        let outputs = OutputOptions {
+            summary: settings.outputs != Outputs::Spatial,
+            spatial: settings.outputs != Outputs::Summary,
+            spatial_pool: settings.spatial_pool as usize,
+            dtype: match settings.meta_dtype {
+                MetaDtype::F32 => crate::meta::MetaDtype::F32,
+                MetaDtype::F16 => crate::meta::MetaDtype::F16,
+            },
+            model: settings.model.clone(),
+            input_size: (0, 0),
+        };
+        let engine = Engine::new(
+            model,
+            EngineOptions {
+                target: settings.target(),
+                antialias: settings.antialias,
+                outputs,
+            },
+        );
+        if let TargetSize::Fixed { width, height } = settings.target() {
+            engine
+                .model()
+                .info()
+                .check_resolution(height, width)
+                .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ["{}", e]))?;
+        }
+        *lock(&self.state) = Some(State {
+            engine,
+            format: None,
+            batch_size: settings.batch_size as usize,
+            batch_timeout: settings.batch_timeout.into(),
+        });
+        *lock(&self.stats) = Stats::default();
+        Ok(())
+    }
+
+    fn src_activate_mode(
+        &self,
+        mode: gst::PadMode,
+        active: bool,
+    ) -> Result<(), gst::LoggableError> {
+        if mode != gst::PadMode::Push {
+            return Err(gst::loggable_error!(CAT, "only push mode is supported"));
+        }
+        if active {
+            self.queue.set_flushing(false);
+            self.start_task();
+        } else {
+            self.queue.set_flushing(true);
+            self.srcpad
+                .stop_task()
+                .map_err(|e| gst::loggable_error!(CAT, "cannot stop task: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for RadioEmbed {
+    const NAME: &'static str = "GstRadioEmbed";
+    type Type = super::RadioEmbed;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").unwrap())
+            .chain_function(|_pad, parent, buffer| {
+                RadioEmbed::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.chain(buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                RadioEmbed::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                RadioEmbed::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_query(pad, query),
+                )
+            })
+            .flags(gst::PadFlags::PROXY_CAPS)
+            .build();
+        let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").unwrap())
+            .query_function(|pad, parent, query| {
+                RadioEmbed::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_query(pad, query),
+                )
+            })
+            .activatemode_function(|_pad, parent, mode, active| {
+                RadioEmbed::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::loggable_error!(CAT, "panic while activating")),
+                    |imp| imp.src_activate_mode(mode, active),
+                )
+            })
+            .flags(gst::PadFlags::PROXY_CAPS)
+            .build();
+        Self {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(None),
+            queue: Arc::new(BatchQueue::default()),
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+}
+
+impl ObjectImpl for RadioEmbed {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb(
+                        "Folder with config.json and model.safetensors, or a Hugging Face \
+                            repo id found in the local Hugging Face cache",
+                    )
+                    .default_value(Some(DEFAULT_MODEL))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device")
+                    .nick("Device")
+                    .blurb(
+                        "Where the model runs: auto (cuda:0 when available, else cpu), \
+                            cpu, or cuda:N",
+                    )
+                    .default_value(Some(DEFAULT_DEVICE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("precision", Precision::Auto)
+                    .nick("Precision")
+                    .blurb("Compute precision of the model")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("resolution")
+                    .nick("Resolution")
+                    .blurb(
+                        "Shorter side of the model input in pixels (snapped to a multiple \
+                            of 16, aspect ratio kept); ignored when width and height are set",
+                    )
+                    .minimum(16)
+                    .maximum(MAX_SIDE)
+                    .default_value(DEFAULT_RESOLUTION)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("width")
+                    .nick("Width")
+                    .blurb("Fixed model input width (multiple of 16); 0 = follow resolution")
+                    .maximum(MAX_SIDE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("height")
+                    .nick("Height")
+                    .blurb("Fixed model input height (multiple of 16); 0 = follow resolution")
+                    .maximum(MAX_SIDE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("antialias")
+                    .nick("Antialias")
+                    .blurb("Antialias when shrinking frames (as PyTorch antialias=True)")
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-size")
+                    .nick("Batch size")
+                    .blurb("Frames per model forward")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(DEFAULT_BATCH_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("batch-timeout")
+                    .nick("Batch timeout")
+                    .blurb(
+                        "Longest time (ns) a frame waits for its batch to fill; a partial \
+                            batch runs when it expires",
+                    )
+                    .minimum(0)
+                    .maximum(u64::MAX - 1)
+                    .default_value(DEFAULT_BATCH_TIMEOUT.nseconds())
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("inference-interval")
+                    .nick("Inference interval")
+                    .blurb("Embed every Nth frame; the frames between pass without meta")
+                    .minimum(1)
+                    .maximum(u32::MAX)
+                    .default_value(1)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("outputs", Outputs::Both)
+                    .nick("Outputs")
+                    .blurb("Which embeddings to attach")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("spatial-pool")
+                    .nick("Spatial pool")
+                    .blurb(
+                        "Average-pool the patch grid over k x k windows before attaching \
+                            (1 = full grid)",
+                    )
+                    .minimum(1)
+                    .maximum(64)
+                    .default_value(1)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("meta-dtype", MetaDtype::F32)
+                    .nick("Meta dtype")
+                    .blurb("Element type of the vectors stored in the meta")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("processing-latency")
+                    .nick("Processing latency")
+                    .blurb(
+                        "Time (ns) budgeted for one batch's inference, added to the \
+                            reported latency (with batch-timeout when batch-size > 1)",
+                    )
+                    .maximum(u64::MAX - 1)
+                    .default_value(DEFAULT_PROCESSING_LATENCY.nseconds())
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "frames-in, frames-embedded, batches, mean-batch-fill, \
+                            mean-inference-ms, max-inference-ms, latency-ms",
+                    )
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        let latency_before = s.own_latency();
+        match pspec.name() {
+            "model" => {
+                s.model = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_MODEL.into())
+            }
+            "device" => {
+                s.device = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_DEVICE.into())
+            }
+            "precision" => s.precision = value.get().expect("type checked upstream"),
+            "resolution" => s.resolution = value.get().expect("type checked upstream"),
+            "width" => s.width = value.get().expect("type checked upstream"),
+            "height" => s.height = value.get().expect("type checked upstream"),
+            "antialias" => s.antialias = value.get().expect("type checked upstream"),
+            "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
+            "batch-timeout" => {
+                s.batch_timeout =
+                    gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"))
+            }
+            "inference-interval" => {
+                s.inference_interval = value.get().expect("type checked upstream")
+            }
+            "outputs" => s.outputs = value.get().expect("type checked upstream"),
+            "spatial-pool" => s.spatial_pool = value.get().expect("type checked upstream"),
+            "meta-dtype" => s.meta_dtype = value.get().expect("type checked upstream"),
+            "processing-latency" => {
+                s.processing_latency =
+                    gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"))
+            }
+            other => unreachable!("unknown property {other}"),
+        }
+        let latency_changed = s.own_latency() != latency_before;
+        drop(s);
+        if latency_changed {
+            let _ = self
+                .obj()
+                .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "stats" {
+            return self.stats_structure().to_value();
+        }
+        let s = lock(&self.settings);
+        match pspec.name() {
+            "model" => s.model.to_value(),
+            "device" => s.device.to_value(),
+            "precision" => s.precision.to_value(),
+            "resolution" => s.resolution.to_value(),
+            "width" => s.width.to_value(),
+            "height" => s.height.to_value(),
+            "antialias" => s.antialias.to_value(),
+            "batch-size" => s.batch_size.to_value(),
+            "batch-timeout" => s.batch_timeout.nseconds().to_value(),
+            "inference-interval" => s.inference_interval.to_value(),
+            "outputs" => s.outputs.to_value(),
+            "spatial-pool" => s.spatial_pool.to_value(),
+            "meta-dtype" => s.meta_dtype.to_value(),
+            "processing-latency" => s.processing_latency.nseconds().to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).expect("fresh pad");
+        obj.add_pad(&self.srcpad).expect("fresh pad");
+    }
+}
+
+impl GstObjectImpl for RadioEmbed {}
+
+impl ElementImpl for RadioEmbed {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "C-RADIOv4 embedding inference",
+                "Filter/Analyzer/Video",
+                "Runs NVIDIA's C-RADIOv4 vision transformer on batches of frames and \
+                 attaches summary and spatial embeddings as RadioEmbedMeta",
+                "radioembed developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list(FORMATS)
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::ReadyToPaused
+            && let Err(message) = self.prepare()
+        {
+            self.post_error_message(message);
+            return Err(gst::StateChangeError);
+        }
+        let result = self.parent_change_state(transition);
+        if transition == gst::StateChange::PausedToReady {
+            *lock(&self.state) = None;
+        }
+        result
+    }
+}

@@ -1,0 +1,93 @@
+//! `radioembed`: attaches C-RADIOv4 embeddings to raw video buffers.
+//!
+//! ```text
+//! gst-launch-1.0 videotestsrc num-buffers=30 ! radioembed model=nvidia/C-RADIOv4-SO400M \
+//!     batch-size=8 ! fakesink
+//! ```
+//!
+//! Buffers pass through unchanged, in order, with their timestamps; every embedded
+//! frame carries a `RadioEmbedMeta` (see [`crate::meta`]). Frames are batched on a
+//! source-pad task: a batch runs when `batch-size` frames are in, when its oldest
+//! frame has waited `batch-timeout`, or when a serialized event (caps, segment, gap,
+//! EOS) arrives, which is forwarded after the frames before it.
+
+use gst::glib;
+use gst::prelude::*;
+
+mod engine;
+mod imp;
+mod queue;
+
+/// Compute precision of the model.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstRadioEmbedPrecision")]
+pub enum Precision {
+    /// bf16 on CUDA, f32 on the CPU.
+    #[default]
+    #[enum_value(name = "Auto: bf16 on CUDA, f32 on CPU", nick = "auto")]
+    Auto,
+    /// 32-bit floats everywhere.
+    #[enum_value(name = "32-bit float", nick = "f32")]
+    F32,
+    /// IEEE half precision.
+    #[enum_value(name = "16-bit float", nick = "f16")]
+    F16,
+    /// bfloat16.
+    #[enum_value(name = "bfloat16", nick = "bf16")]
+    Bf16,
+}
+
+/// Which model outputs go into the meta.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstRadioEmbedOutputs")]
+pub enum Outputs {
+    /// The image-level summary vector only.
+    #[enum_value(name = "Summary vector only", nick = "summary")]
+    Summary,
+    /// The patch features only.
+    #[enum_value(name = "Spatial patch features only", nick = "spatial")]
+    Spatial,
+    /// Both.
+    #[default]
+    #[enum_value(name = "Summary and spatial features", nick = "both")]
+    Both,
+}
+
+/// Element type of the vectors stored in the meta.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstRadioEmbedMetaDtype")]
+pub enum MetaDtype {
+    /// 32-bit floats.
+    #[default]
+    #[enum_value(name = "32-bit float", nick = "f32")]
+    F32,
+    /// 16-bit floats (half the memory).
+    #[enum_value(name = "16-bit float", nick = "f16")]
+    F16,
+}
+
+glib::wrapper! {
+    /// The `radioembed` element.
+    pub struct RadioEmbed(ObjectSubclass<imp::RadioEmbed>) @extends gst::Element, gst::Object;
+}
+
+/// Registers `radioembed` (and its enums as plugin API) with a plugin.
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    for ty in [
+        Precision::static_type(),
+        Outputs::static_type(),
+        MetaDtype::static_type(),
+    ] {
+        ty.mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    }
+    crate::meta::register();
+    gst::Element::register(
+        Some(plugin),
+        "radioembed",
+        gst::Rank::NONE,
+        RadioEmbed::static_type(),
+    )
+}
