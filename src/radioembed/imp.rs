@@ -183,13 +183,19 @@ impl RadioEmbed {
             EventView::FlushStop(_) => {
                 let forwarded = self.srcpad.push_event(event);
                 self.queue.set_flushing(false);
+                // The flush may have dropped a queued caps event before the task saw
+                // it; the pad still holds the caps, so hand them over again.
+                if let Some(caps) = pad.current_caps() {
+                    self.queue
+                        .push_event(Item::Event(gst::event::Caps::new(&caps)));
+                }
                 self.start_task();
                 forwarded
             }
             EventView::Caps(caps) => match self.check_caps(caps.caps()) {
                 Ok(()) => self.queue.push_event(Item::Event(event)),
                 Err(message) => {
-                    gst::element_imp_error!(self, gst::StreamError::Format, ["{}", message]);
+                    gst::element_imp_error!(self, gst::StreamError::Format, ("{}", message));
                     false
                 }
             },
@@ -246,7 +252,7 @@ impl RadioEmbed {
             }
         });
         if let Err(err) = started {
-            gst::element_imp_error!(self, gst::CoreError::Thread, ["cannot start task: {err}"]);
+            gst::element_imp_error!(self, gst::CoreError::Thread, ("cannot start task: {err}"));
         }
     }
 
@@ -304,7 +310,7 @@ impl RadioEmbed {
                     state.format = Some(format);
                 }
                 Err(message) => {
-                    gst::element_imp_error!(self, gst::StreamError::Format, ["{}", message]);
+                    gst::element_imp_error!(self, gst::StreamError::Format, ("{}", message));
                     return Err(gst::FlowError::Error);
                 }
             }
@@ -329,7 +335,7 @@ impl RadioEmbed {
                     gst::element_imp_error!(
                         self,
                         gst::CoreError::Negotiation,
-                        ["received a buffer before caps"]
+                        ("received a buffer before caps")
                     );
                     return Err(gst::FlowError::Error);
                 };
@@ -342,7 +348,7 @@ impl RadioEmbed {
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Failed,
-                    ["inference failed: {}", message]
+                    ("inference failed: {}", message)
                 );
                 gst::FlowError::Error
             })?;
@@ -402,7 +408,7 @@ impl RadioEmbed {
     fn prepare(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
         let dir = locate(&settings.model)
-            .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ["{}", e]))?;
+            .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
         let device = settings.device();
         let dtype = settings.dtype(&device);
         gst::info!(
@@ -414,7 +420,7 @@ impl RadioEmbed {
         let model = shared_model(&dir, &device, dtype).map_err(|e| {
             gst::error_msg!(
                 gst::LibraryError::Init,
-                ["Failed to load model {}: {}", settings.model, e]
+                ("Failed to load model {}: {}", settings.model, e)
             )
         })?;
         let outputs = OutputOptions {
@@ -441,7 +447,7 @@ impl RadioEmbed {
                 .model()
                 .info()
                 .check_resolution(height, width)
-                .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ["{}", e]))?;
+                .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         }
         *lock(&self.state) = Some(State {
             engine,

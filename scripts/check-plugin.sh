@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Checks that a built plugin loads and exposes radioembed with its pads and
+# properties: scripts/check-plugin.sh target/debug/libgstradio.so
+set -euo pipefail
+plugin="$1"
+dir="$(mktemp -d)"
+trap 'rm -rf "$dir"' EXIT
+# A folder of its own: GST_PLUGIN_PATH=target/debug would also scan deps/*.so.
+cp "$plugin" "$dir/"
+out="$(GST_REGISTRY="$dir/registry.bin" GST_PLUGIN_PATH="$dir" GST_PLUGIN_SYSTEM_PATH= \
+  gst-inspect-1.0 radioembed)"
+for expected in "Filter/Analyzer/Video" "SINK template: 'sink'" "SRC template: 'src'" \
+  model device precision resolution width height antialias batch-size batch-timeout \
+  inference-interval outputs spatial-pool meta-dtype processing-latency stats; do
+  if ! grep -q -- "$expected" <<<"$out"; then
+    echo "gst-inspect-1.0 radioembed lacks '$expected'" >&2
+    exit 1
+  fi
+done
+echo "radioembed loads from $plugin: element, pads and 15 properties present"

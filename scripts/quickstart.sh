@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The main job in one command: installs what it needs, builds the plugin and runs
+# a real GStreamer pipeline (videotestsrc ! radioembed ! appsink) that prints one
+# line of embeddings per frame. Uses nvidia/C-RADIOv4-SO400M when it is in the
+# Hugging Face cache (or can be downloaded), else says so and uses the tiny test
+# checkpoint in tests/fixtures/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+if ! dpkg -s libgstreamer-plugins-base1.0-dev python3-gst-1.0 gstreamer1.0-plugins-base >/dev/null 2>&1; then
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools \
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good python3-gst-1.0 python3-gi \
+    pkg-config gcc curl ca-certificates >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "Installing Rust with rustup (https://rustup.rs)..."
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  . "$HOME/.cargo/env"
+fi
+
+cargo build --lib
+plugins="$(mktemp -d)"
+trap 'rm -rf "$plugins"' EXIT
+cp target/debug/libgstradio.so "$plugins/"
+
+model="nvidia/C-RADIOv4-SO400M"
+snapshot="$(ls -d "${HF_HUB_CACHE:-${HF_HOME:-$HOME/.cache/huggingface}/hub}/models--nvidia--C-RADIOv4-SO400M/snapshots/"*/ 2>/dev/null | head -n1 || true)"
+if [ -z "$snapshot" ] && command -v hf >/dev/null; then
+  hf download "$model" config.json model.safetensors >/dev/null 2>&1 || true
+  snapshot="$(ls -d "${HF_HUB_CACHE:-${HF_HOME:-$HOME/.cache/huggingface}/hub}/models--nvidia--C-RADIOv4-SO400M/snapshots/"*/ 2>/dev/null | head -n1 || true)"
+fi
+if [ -z "$snapshot" ]; then
+  echo "NOTE: $model is not in the Hugging Face cache and could not be downloaded"
+  echo "      (pip install huggingface_hub && hf download $model)."
+  echo "      Running on the tiny random-weight test checkpoint instead: the numbers"
+  echo "      below show the pipeline works, they are not meaningful embeddings."
+  model="$PWD/tests/fixtures/tiny-so400m"
+fi
+
+GST_PLUGIN_PATH="$plugins" GST_REGISTRY="$plugins/registry.bin" \
+  /usr/bin/python3 pipelines/print-embeddings.py "$model" \
+  "videotestsrc num-buffers=8 pattern=ball ! video/x-raw,width=640,height=480"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's test command (what .ci/run runs once system packages are in):
+# formatting, lints, every unit and integration test, the plugin loading from the
+# build tree, and the `cuda` feature built against CUDA 13.0 from PyPI with its
+# tests run on the CPU (a stub libcuda stands in for the driver).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo test"
+cargo test
+
+step "gst-inspect-1.0 radioembed from the build tree"
+scripts/check-plugin.sh target/debug/libgstradio.so
+
+step "cuda feature: toolkit from PyPI"
+eval "$(scripts/cuda-toolkit.sh)"
+
+step "cuda feature: clippy, build and tests (no GPU: CUDA tests report a skip)"
+cargo clippy --features cuda --all-targets -- -D warnings
+LD_LIBRARY_PATH="$CUDA_TOOLKIT_LIB:$CUDA_STUB_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+  cargo test --features cuda

@@ -1,0 +1,353 @@
+//! The `radioembed` element on the tiny fixture model, on the CPU: metas, batching,
+//! events, latency, model sharing and errors.
+
+mod common;
+
+use std::sync::Once;
+
+use candle_core::{DType, Device, Tensor};
+use common::fixture;
+use gst::prelude::*;
+use gst_check::Harness;
+use gstradio::meta::Embedding;
+use gstradio::model::RadioModel;
+use gstradio::preprocess::{CpuPreprocessor, FrameLayout, Normalization, PixelFormat};
+
+const W: usize = 64;
+const H: usize = 48;
+
+fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        gst::init().unwrap();
+        gstradio::plugin_register_static().unwrap();
+    });
+}
+
+fn model_path() -> String {
+    fixture("tiny-so400m").display().to_string()
+}
+
+fn harness(props: &str) -> Harness {
+    init();
+    let element = gst::ElementFactory::make("radioembed")
+        .property("model", model_path())
+        .build()
+        .unwrap();
+    for prop in props.split_whitespace() {
+        let (name, value) = prop.split_once('=').unwrap();
+        element.set_property_from_str(name, value);
+    }
+    let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
+    h.set_src_caps_str(&format!(
+        "video/x-raw,format=RGB,width={W},height={H},framerate=30/1"
+    ));
+    h
+}
+
+/// An RGB frame whose content depends on `i`, with timestamp i/30 s.
+fn frame(i: u64) -> gst::Buffer {
+    let stride = (W * 3).div_ceil(4) * 4;
+    let data: Vec<u8> = (0..stride * H)
+        .map(|p| ((p as u64 * 7 + i * 31) % 251) as u8)
+        .collect();
+    let mut buffer = gst::Buffer::from_mut_slice(data);
+    {
+        let b = buffer.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30));
+        b.set_duration(gst::ClockTime::from_nseconds(1_000_000_000 / 30));
+    }
+    buffer
+}
+
+fn embedding(buffer: &gst::Buffer) -> Option<Embedding> {
+    Embedding::from_buffer(buffer).unwrap()
+}
+
+#[test]
+fn every_frame_gets_embeddings_equal_to_the_model() {
+    let mut h = harness("resolution=32");
+    let buffer = frame(3);
+    h.push(buffer.clone()).unwrap();
+    let out = h.pull().unwrap();
+    assert_eq!(out.pts(), buffer.pts());
+    let e = embedding(&out).expect("meta attached");
+    // 64x48 → short side 32 → 43 px long side snaps to 48: input 48x32, grid 2x3.
+    assert_eq!(e.input_size, (48, 32));
+    assert_eq!(e.grid, (2, 3));
+    assert_eq!((e.summary_dim(), e.spatial_dim), (128, 64));
+    assert_eq!(e.spatial.as_ref().unwrap().len(), 2 * 3 * 64);
+    assert_eq!(e.frame_index, 0);
+    assert_eq!(e.model, model_path());
+
+    let model = RadioModel::load(&fixture("tiny-so400m"), &Device::Cpu, DType::F32).unwrap();
+    let info = model.info();
+    let norm = Normalization {
+        mean: info.norm_mean,
+        std: info.norm_std,
+    };
+    let map = buffer.map_readable().unwrap();
+    let mut pixels = vec![0f32; 3 * 32 * 48];
+    CpuPreprocessor::new()
+        .process(
+            &map,
+            &FrameLayout::packed(PixelFormat::Rgb, W, H),
+            (32, 48),
+            true,
+            &norm,
+            &mut pixels,
+        )
+        .unwrap();
+    let input = Tensor::from_vec(pixels, (1, 3, 32, 48), &Device::Cpu).unwrap();
+    let reference = model.forward_normalized(&input).unwrap();
+    let expected = reference
+        .summary
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let err = e
+        .summary
+        .unwrap()
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(err <= 1e-5, "summary off by {err}");
+    let expected = reference
+        .features
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let err = e
+        .spatial
+        .unwrap()
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(err <= 1e-5, "spatial off by {err}");
+}
+
+#[test]
+fn batches_keep_order_and_timestamps_and_eos_drains() {
+    let mut h = harness("resolution=32 batch-size=4 batch-timeout=60000000000");
+    for i in 0..10 {
+        h.push(frame(i)).unwrap();
+    }
+    // Frames 8 and 9 form a partial batch that only EOS can release.
+    h.push_event(gst::event::Eos::new());
+    for i in 0..10 {
+        let out = h.pull().unwrap();
+        assert_eq!(out.pts(), frame(i).pts(), "frame {i} out of order");
+        assert_eq!(embedding(&out).unwrap().frame_index, i);
+    }
+    let stats = h.element().unwrap().property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("frames-embedded").unwrap(), 10);
+    assert_eq!(stats.get::<u64>("batches").unwrap(), 3);
+    loop {
+        let event = h.pull_event().unwrap();
+        if event.type_() == gst::EventType::Eos {
+            break;
+        }
+    }
+}
+
+#[test]
+fn batch_timeout_releases_a_stalled_live_stream() {
+    let mut h = harness("resolution=32 batch-size=4 batch-timeout=50000000");
+    h.push(frame(0)).unwrap();
+    // No more frames and no EOS: only the timeout can release frame 0.
+    let out = h.pull().expect("partial batch pushed after the timeout");
+    assert!(embedding(&out).is_some());
+}
+
+#[test]
+fn inference_interval_embeds_every_third_frame() {
+    let mut h = harness("resolution=32 inference-interval=3");
+    let mut embedded = Vec::new();
+    for i in 0..10 {
+        h.push(frame(i)).unwrap();
+        let out = h.pull().unwrap();
+        if let Some(e) = embedding(&out) {
+            assert_eq!(e.frame_index, i);
+            embedded.push(i);
+        }
+    }
+    assert_eq!(embedded, vec![0, 3, 6, 9]);
+}
+
+#[test]
+fn outputs_pooling_and_f16_shape_the_meta() {
+    let mut h = harness("resolution=64 outputs=spatial spatial-pool=2 meta-dtype=f16");
+    h.push(frame(0)).unwrap();
+    let e = embedding(&h.pull().unwrap()).unwrap();
+    // 64x48 at short side 64 → 80x64 input, grid 4x5, pooled by 2 → 2x2.
+    assert_eq!(e.input_size, (80, 64));
+    assert_eq!(e.grid, (2, 2));
+    assert_eq!(e.summary, None);
+    assert_eq!(e.spatial.unwrap().len(), 2 * 2 * 64);
+    assert_eq!(e.dtype, gstradio::meta::MetaDtype::F16);
+}
+
+#[test]
+fn flush_drops_pending_frames() {
+    let mut h = harness("resolution=32 batch-size=4 batch-timeout=60000000000");
+    for i in 0..3 {
+        h.push(frame(i)).unwrap();
+    }
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    assert!(h.push_event(gst::event::Segment::new(&segment)));
+    assert_eq!(h.buffers_in_queue(), 0);
+    for i in 10..14 {
+        h.push(frame(i)).unwrap();
+    }
+    for i in 10..14 {
+        let out = h.pull().unwrap();
+        assert_eq!(out.pts(), frame(i).pts(), "a pre-flush frame leaked");
+        assert!(embedding(&out).is_some());
+    }
+}
+
+#[test]
+fn latency_adds_batching_and_processing_budget() {
+    let mut h = harness("batch-size=4 batch-timeout=40000000 processing-latency=10000000");
+    h.play();
+    let element = h.element().unwrap();
+    let src = element.static_pad("src").unwrap();
+    let mut q = gst::query::Latency::new();
+    assert!(src.query(&mut q));
+    let (_, min, _) = q.result();
+    // Upstream (the harness source) reports 0; we add 40 ms + 10 ms.
+    assert_eq!(min, gst::ClockTime::from_mseconds(50));
+}
+
+fn run_to_error(launch: &str) -> String {
+    init();
+    let pipeline = gst::parse::launch(launch).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let _ = pipeline.set_state(gst::State::Playing);
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Error, gst::MessageType::Eos],
+        )
+        .expect("pipeline ended");
+    pipeline.set_state(gst::State::Null).unwrap();
+    match msg.view() {
+        gst::MessageView::Error(err) => err.error().to_string(),
+        _ => panic!("pipeline ended without error"),
+    }
+}
+
+#[test]
+fn missing_model_is_a_clear_error() {
+    let err =
+        run_to_error("videotestsrc num-buffers=1 ! radioembed model=/no/such/model ! fakesink");
+    assert!(err.starts_with("model `/no/such/model` not found"), "{err}");
+}
+
+#[test]
+fn corrupt_and_unknown_checkpoints_are_clear_errors() {
+    let dir = std::env::temp_dir().join(format!("radio-corrupt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture("tiny-so400m/config.json"), dir.join("config.json")).unwrap();
+    let weights = std::fs::read(fixture("tiny-so400m/model.safetensors")).unwrap();
+    std::fs::write(dir.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
+    let launch = format!(
+        "videotestsrc num-buffers=1 ! radioembed model={} ! fakesink",
+        dir.display()
+    );
+    let err = run_to_error(&launch);
+    assert!(err.contains("corrupt weights file"), "{err}");
+
+    std::fs::write(dir.join("config.json"), r#"{"model_type": "bert"}"#).unwrap();
+    let err = run_to_error(&launch);
+    assert!(err.contains("unknown model layout"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tiny_frames_are_refused() {
+    let err = run_to_error(&format!(
+        "videotestsrc num-buffers=1 ! video/x-raw,width=8,height=8 ! radioembed model={} ! fakesink",
+        model_path()
+    ));
+    assert_eq!(
+        err,
+        "frames of 8x8 are smaller than the model's 16x16 patch"
+    );
+}
+
+#[test]
+fn cuda_without_a_gpu_is_a_clear_error() {
+    if gstradio::model::parse_device("cuda:0").is_ok() {
+        eprintln!("a CUDA device is present: the no-GPU error cannot be observed here");
+        return;
+    }
+    let err = run_to_error(&format!(
+        "videotestsrc num-buffers=1 ! radioembed device=cuda:0 model={} ! fakesink",
+        model_path()
+    ));
+    assert!(err.contains("device cuda:0 is unavailable"), "{err}");
+}
+
+#[test]
+fn elements_share_one_model() {
+    init();
+    let launch = format!(
+        "videotestsrc num-buffers=3 ! tee name=t \
+         t. ! queue ! radioembed model={m} resolution=32 ! fakesink \
+         t. ! queue ! radioembed model={m} resolution=32 ! fakesink",
+        // A model no other test loads, so that the count is this test's alone.
+        m = fixture("tiny-so400m-native").display()
+    );
+    let pipeline = gst::parse::launch(&launch).unwrap();
+    let before = gstradio::model_store::load_count();
+    pipeline.set_state(gst::State::Paused).unwrap();
+    let _ = pipeline.state(gst::ClockTime::from_seconds(30));
+    let after = gstradio::model_store::load_count();
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(
+        after - before,
+        1,
+        "two elements loaded the same model twice"
+    );
+}
+
+#[test]
+fn many_state_cycles_do_not_grow_memory() {
+    init();
+    let rss_kb = || {
+        std::fs::read_to_string("/proc/self/statm")
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 4
+    };
+    let launch = format!(
+        "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! radioembed model={} resolution=32 ! fakesink",
+        model_path()
+    );
+    let pipeline = gst::parse::launch(&launch).unwrap();
+    let cycle = || {
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let _ = pipeline.state(gst::ClockTime::from_seconds(10));
+        pipeline.set_state(gst::State::Null).unwrap();
+    };
+    for _ in 0..20 {
+        cycle();
+    }
+    let warm = rss_kb();
+    for _ in 0..200 {
+        cycle();
+    }
+    let grown = rss_kb().saturating_sub(warm);
+    assert!(grown < 8 * 1024, "RSS grew by {grown} kB over 200 cycles");
+}
