@@ -254,3 +254,52 @@ fn short_buffers_and_strides_are_refused() {
         "plane 0 stride 32 is shorter than its 64-byte rows"
     );
 }
+
+/// The published 8-bit limited-range codes of 100 % red, green and blue decode to
+/// full primaries (within the codes' own rounding, 1.5 / 255).
+#[test]
+fn yuv_primaries_decode_exactly_for_each_matrix() {
+    let cases = [
+        (
+            YuvMatrix::Bt601,
+            [(81, 90, 240), (145, 54, 34), (41, 240, 110)],
+        ),
+        (
+            YuvMatrix::Bt709,
+            [(63, 102, 240), (173, 42, 26), (32, 240, 118)],
+        ),
+        (
+            YuvMatrix::Bt2020,
+            [(74, 97, 240), (164, 47, 25), (29, 240, 119)],
+        ),
+    ];
+    let mut pre = CpuPreprocessor::new();
+    for (matrix, primaries) in cases {
+        for (i, (y, u, v)) in primaries.into_iter().enumerate() {
+            let mut layout = FrameLayout::packed(PixelFormat::I420, 2, 2);
+            layout.colorimetry = Colorimetry {
+                matrix,
+                full_range: false,
+            };
+            let frame = [y, y, 0, 0, y, y, 0, 0, u, 0, 0, 0, v, 0, 0, 0];
+            let mut out = vec![0f32; 3 * 16 * 16];
+            pre.process(
+                &frame,
+                &layout,
+                (16, 16),
+                false,
+                &Normalization::IDENTITY,
+                &mut out,
+            )
+            .unwrap();
+            for c in 0..3 {
+                let expected = if c == i { 1.0 } else { 0.0 };
+                let got = out[c * 256];
+                assert!(
+                    (got - expected).abs() <= 1.5 / 255.0,
+                    "{matrix:?} primary {i} channel {c}: {got}"
+                );
+            }
+        }
+    }
+}
