@@ -5,6 +5,7 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::checkpoint::KeyNames;
 use super::error::Result;
+use super::fused::{Activation, FusedLinear, scaled_softmax_last_dim};
 
 /// Dimensions shared by every block of a model.
 #[derive(Debug, Clone, Copy)]
@@ -17,10 +18,10 @@ pub(crate) struct BlockDims {
 
 /// Multi-head self-attention over all tokens, with a fused qkv projection.
 struct Attention {
-    qkv: Linear,
-    proj: Linear,
+    qkv: FusedLinear,
+    proj: FusedLinear,
     heads: usize,
-    scale: f64,
+    scale: f32,
 }
 
 impl Attention {
@@ -46,10 +47,10 @@ impl Attention {
         let proj = candle_nn::linear(d, d, vb.pp(names.attention_out))?;
         let head_dim = d / dims.heads;
         Ok(Self {
-            qkv,
-            proj,
+            qkv: FusedLinear::new(qkv)?,
+            proj: FusedLinear::new(proj)?,
             heads: dims.heads,
-            scale: 1.0 / (head_dim as f64).sqrt(),
+            scale: 1.0 / (head_dim as f32).sqrt(),
         })
     }
 
@@ -58,34 +59,43 @@ impl Attention {
         let head_dim = d / self.heads;
         let qkv = self
             .qkv
-            .forward(x)?
+            .forward(x, Activation::None)?
             .reshape((b, n, 3, self.heads, head_dim))?
             .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)?.contiguous()? * self.scale)?;
+        let q = qkv.get(0)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let weights = scaled_softmax_last_dim(&q.matmul(&k.t()?)?, self.scale)?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
-        Ok(self.proj.forward(&out)?)
+        self.proj.forward(&out, Activation::None)
     }
 }
 
 /// fc1 → exact GELU → fc2.
 struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
+    fc1: FusedLinear,
+    fc2: FusedLinear,
 }
 
 impl Mlp {
     fn new(vb: VarBuilder, dims: BlockDims) -> Result<Self> {
         Ok(Self {
-            fc1: candle_nn::linear(dims.width, dims.mlp_hidden, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(dims.mlp_hidden, dims.width, vb.pp("fc2"))?,
+            fc1: FusedLinear::new(candle_nn::linear(
+                dims.width,
+                dims.mlp_hidden,
+                vb.pp("fc1"),
+            )?)?,
+            fc2: FusedLinear::new(candle_nn::linear(
+                dims.mlp_hidden,
+                dims.width,
+                vb.pp("fc2"),
+            )?)?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)?)
+        let hidden = self.fc1.forward(x, Activation::Gelu)?;
+        self.fc2.forward(&hidden, Activation::None)
     }
 }
 

@@ -12,6 +12,7 @@ mod checkpoint;
 mod config;
 mod device;
 mod error;
+mod fused;
 mod patch_generator;
 mod radio;
 
