@@ -207,7 +207,18 @@ fn bench(
             .map_err(|e| e.to_string())?;
     }
     let (h, w) = parse_size(size)?;
+    let weights_bytes = std::fs::metadata(model.join("model.safetensors"))
+        .map_err(|e| format!("cannot read {}: {e}", model.display()))?
+        .len();
     let model = load(model, device, dtype)?;
+    if let Some(rss) = resident_bytes() {
+        println!(
+            "resident after load: {:.0} MiB = {:.2}x the weight file ({:.0} MiB)",
+            rss as f64 / 1048576.0,
+            rss as f64 / weights_bytes as f64,
+            weights_bytes as f64 / 1048576.0
+        );
+    }
     let input =
         Tensor::rand(0f32, 1f32, (batch, 3, h, w), model.device()).map_err(|e| e.to_string())?;
     let run = || -> CliResult<f64> {
@@ -234,6 +245,13 @@ fn bench(
         batch as f64 * 1000.0 / median
     );
     Ok(())
+}
+
+/// Resident memory of this process (Linux), in bytes.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// Reads an RGB image as packed bytes and its (width, height).
