@@ -72,6 +72,41 @@ impl AxisTaps {
     }
 }
 
+/// [`AxisTaps`] in a flat layout for inner loops: every output reads exactly
+/// `support` inputs starting at `starts[o]` (always in bounds), with weights
+/// `weights[o · support ..][.. support]`, zero-padded where a tap is narrower.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedTaps {
+    /// Inputs read per output.
+    pub support: usize,
+    /// First input of each output.
+    pub starts: Vec<usize>,
+    /// `support` weights per output.
+    pub weights: Vec<f32>,
+}
+
+impl PackedTaps {
+    /// Packs the taps of an axis with `n_in` input samples.
+    pub fn new(taps: &AxisTaps, n_in: usize) -> Self {
+        let support = taps.max_support();
+        let mut starts = Vec::with_capacity(taps.len());
+        let mut weights = vec![0f32; taps.len() * support];
+        for (o, tap) in taps.taps().iter().enumerate() {
+            // Shift windows that would run past the end left; the extra leading
+            // weights stay zero.
+            let start = tap.start.min(n_in - support);
+            let shift = tap.start - start;
+            weights[o * support + shift..][..tap.weights.len()].copy_from_slice(&tap.weights);
+            starts.push(start);
+        }
+        Self {
+            support,
+            starts,
+            weights,
+        }
+    }
+}
+
 /// PyTorch `upsample_bilinear2d` (align_corners=False) for one output index.
 fn plain_tap(o: usize, n_in: usize, scale: f32) -> Tap {
     let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
@@ -178,6 +213,22 @@ mod tests {
         assert_eq!(tap.start, 1);
         assert_eq!(tap.weights, vec![0.125, 0.375, 0.375, 0.125]);
         assert_eq!(taps.max_support(), 4);
+    }
+
+    #[test]
+    fn packed_taps_stay_in_bounds_and_keep_weights() {
+        for (n_in, n_out) in [(97, 48), (131, 208), (1920, 912), (3, 1)] {
+            let taps = AxisTaps::bilinear(n_in, n_out, true);
+            let packed = PackedTaps::new(&taps, n_in);
+            let input: Vec<f32> = (0..n_in).map(|i| (i * i % 17) as f32).collect();
+            for o in 0..n_out {
+                let s = packed.starts[o];
+                assert!(s + packed.support <= n_in);
+                let w = &packed.weights[o * packed.support..][..packed.support];
+                let got: f32 = w.iter().zip(&input[s..]).map(|(w, x)| w * x).sum();
+                assert!((got - taps.apply(o, &input, 1)).abs() < 1e-4);
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! there is no per-pixel branching on the format.
 
 use super::frame::{Colorimetry, FrameLayout, PixelFormat};
+use super::simd::avx2_fma;
 
 /// Affine Y'CbCr → R'G'B' on 8-bit samples, scaled to 0..1:
 /// `rgb = y_scale · (Y − y_offset) + m · (C − 128)`.
@@ -65,12 +66,12 @@ impl<'a> RowConverter<'a> {
         match self.layout.format {
             PixelFormat::Nv12 => {
                 let uv = self.plane_row(1, y / 2, 2 * cw);
-                yuv_row(self.plane_row(0, y, w), uv, &uv[1..], 2, &self.yuv, r, g, b);
+                yuv_row(self.plane_row(0, y, w), uv, &self.yuv, r, g, b);
             }
             PixelFormat::I420 => {
                 let u = self.plane_row(1, y / 2, cw);
                 let v = self.plane_row(2, y / 2, cw);
-                yuv_row(self.plane_row(0, y, w), u, v, 1, &self.yuv, r, g, b);
+                i420_row(self.plane_row(0, y, w), u, v, &self.yuv, r, g, b);
             }
             PixelFormat::Gray8 => {
                 for (x, &luma) in self.plane_row(0, y, w).iter().enumerate() {
@@ -91,25 +92,99 @@ impl<'a> RowConverter<'a> {
     }
 }
 
-/// One row of 4:2:0 YUV; chroma sample `x / 2` (nearest, left-sited) serves pixel `x`.
-#[allow(clippy::too_many_arguments)]
-fn yuv_row(
+/// One row of I420: planar U and V at half width.
+fn i420_row(
     luma: &[u8],
     u: &[u8],
     v: &[u8],
-    chroma_step: usize,
     k: &YuvCoefficients,
     r: &mut [f32],
     g: &mut [f32],
     b: &mut [f32],
 ) {
-    for (x, &luma) in luma.iter().enumerate() {
-        let c = (x / 2) * chroma_step;
-        let yy = (f32::from(luma) - k.y_offset) * k.y_scale;
-        let cb = f32::from(u[c]) - 128.0;
-        let cr = f32::from(v[c]) - 128.0;
-        r[x] = (yy + k.r_v * cr).clamp(0.0, 1.0);
-        g[x] = (yy + k.g_u * cb + k.g_v * cr).clamp(0.0, 1.0);
-        b[x] = (yy + k.b_u * cb).clamp(0.0, 1.0);
+    // Interleave U and V into the NV12 layout the row kernel reads; a row of
+    // chroma is small next to the luma and RGB rows it serves.
+    let mut uv = [0u8; 2 * 2048];
+    let mut start = 0;
+    for (u, v) in u.chunks(2048).zip(v.chunks(2048)) {
+        for (j, (&cu, &cv)) in u.iter().zip(v).enumerate() {
+            uv[2 * j] = cu;
+            uv[2 * j + 1] = cv;
+        }
+        let n = (2 * u.len()).min(luma.len() - start);
+        let end = start + n;
+        yuv_row(
+            &luma[start..end],
+            &uv[..2 * u.len()],
+            k,
+            &mut r[start..end],
+            &mut g[start..end],
+            &mut b[start..end],
+        );
+        start = end;
+    }
+}
+
+/// One row of 4:2:0 YUV with interleaved chroma (`uv` = U, V, U, V, …); chroma
+/// sample `x / 2` (nearest, left-sited) serves pixels `x` and `x + 1`.
+fn yuv_row(
+    luma: &[u8],
+    uv: &[u8],
+    k: &YuvCoefficients,
+    r: &mut [f32],
+    g: &mut [f32],
+    b: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { yuv_row_avx2(luma, uv, k, r, g, b) };
+    }
+    yuv_row_generic(luma, uv, k, r, g, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn yuv_row_avx2(
+    luma: &[u8],
+    uv: &[u8],
+    k: &YuvCoefficients,
+    r: &mut [f32],
+    g: &mut [f32],
+    b: &mut [f32],
+) {
+    yuv_row_generic(luma, uv, k, r, g, b)
+}
+
+#[inline(always)]
+fn yuv_row_generic(
+    luma: &[u8],
+    uv: &[u8],
+    k: &YuvCoefficients,
+    r: &mut [f32],
+    g: &mut [f32],
+    b: &mut [f32],
+) {
+    let pairs = luma.len() / 2;
+    let convert = |yy: u8, cb: f32, cr: f32| {
+        let yy = (f32::from(yy) - k.y_offset) * k.y_scale;
+        (
+            (yy + k.r_v * cr).clamp(0.0, 1.0),
+            (yy + k.g_u * cb + k.g_v * cr).clamp(0.0, 1.0),
+            (yy + k.b_u * cb).clamp(0.0, 1.0),
+        )
+    };
+    for j in 0..pairs {
+        let cb = f32::from(uv[2 * j]) - 128.0;
+        let cr = f32::from(uv[2 * j + 1]) - 128.0;
+        for x in [2 * j, 2 * j + 1] {
+            (r[x], g[x], b[x]) = convert(luma[x], cb, cr);
+        }
+    }
+    if luma.len() % 2 == 1 {
+        let x = luma.len() - 1;
+        let cb = f32::from(uv[2 * pairs]) - 128.0;
+        let cr = f32::from(uv[2 * pairs + 1]) - 128.0;
+        (r[x], g[x], b[x]) = convert(luma[x], cb, cr);
     }
 }

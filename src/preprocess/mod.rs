@@ -9,6 +9,7 @@
 mod convert;
 mod cpu;
 mod frame;
+mod simd;
 mod size;
 
 pub use cpu::CpuPreprocessor;
