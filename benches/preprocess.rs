@@ -86,6 +86,56 @@ fn gstreamer(frames: &[gst::Buffer], info: &gst_video::VideoInfo) -> Duration {
     took
 }
 
+/// The GPU path on the same frames (feature `cuda`, when a GPU is usable):
+/// milliseconds per frame and effective bandwidth (frame bytes read + output
+/// bytes written per second).
+#[cfg(feature = "cuda")]
+fn gpu(frames: &[gst::Buffer], info: &gst_video::VideoInfo) {
+    use candle_core::DType;
+    use gstradio::preprocess::cuda::GpuPreprocessor;
+    let device = match gstradio::model::parse_device("cuda:0") {
+        Ok(device) => device,
+        Err(err) => return println!("GPU: skipped ({err})"),
+    };
+    let mut layout = FrameLayout::packed(PixelFormat::Nv12, W, H);
+    for i in 0..2 {
+        layout.strides[i] = info.stride()[i] as usize;
+        layout.offsets[i] = info.offset()[i];
+    }
+    let maps: Vec<_> = frames.iter().map(|f| f.map_readable().unwrap()).collect();
+    let batch: Vec<&[u8]> = maps.iter().take(8).map(|m| m.as_slice()).collect();
+    let mut pre = GpuPreprocessor::new(&device).unwrap();
+    for dtype in [DType::F32, DType::BF16] {
+        let run = |pre: &mut GpuPreprocessor| {
+            let t = pre
+                .process_batch(
+                    &batch,
+                    &layout,
+                    TARGET,
+                    true,
+                    &Normalization::IDENTITY,
+                    dtype,
+                )
+                .unwrap();
+            device.synchronize().unwrap();
+            t
+        };
+        run(&mut pre);
+        let started = Instant::now();
+        let rounds = 20;
+        for _ in 0..rounds {
+            run(&mut pre);
+        }
+        let per_frame = started.elapsed().as_secs_f64() / (rounds * batch.len()) as f64;
+        let bytes = layout.min_size() + 3 * TARGET.0 * TARGET.1 * dtype.size_in_bytes();
+        println!(
+            "GPU {dtype:?}: {:.3} ms/frame (upload included), {:.1} GB/s effective",
+            per_frame * 1000.0,
+            bytes as f64 / per_frame / 1e9
+        );
+    }
+}
+
 fn main() {
     gst::init().unwrap();
     rayon::ThreadPoolBuilder::new()
@@ -110,4 +160,6 @@ fn main() {
          videoconvert ! videoscale {gst_ms:.2} ms/frame (RGB u8, bilinear); ratio {:.2}",
         ours_ms / gst_ms
     );
+    #[cfg(feature = "cuda")]
+    gpu(&frames, &info);
 }

@@ -19,6 +19,19 @@ pub(crate) struct YuvCoefficients {
 }
 
 impl YuvCoefficients {
+    /// `[y_scale, y_offset, r_v, g_u, g_v, b_u]`, the order kernels.cu reads them in.
+    #[cfg(feature = "cuda")]
+    pub fn as_array(&self) -> [f32; 6] {
+        [
+            self.y_scale,
+            self.y_offset,
+            self.r_v,
+            self.g_u,
+            self.g_v,
+            self.b_u,
+        ]
+    }
+
     pub fn new(colorimetry: Colorimetry) -> Self {
         let (kr, kb) = colorimetry.matrix.kr_kb();
         let kg = 1.0 - kr - kb;

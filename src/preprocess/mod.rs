@@ -8,6 +8,8 @@
 
 mod convert;
 mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod frame;
 mod simd;
 mod size;
@@ -75,6 +77,9 @@ pub enum PreprocessError {
     /// The frame has no pixels.
     #[error("empty frame")]
     Empty,
+    /// A CUDA call or the kernel compilation failed.
+    #[error("GPU preprocessing failed: {0}")]
+    Gpu(String),
 }
 
 fn check_frame(data: &[u8], layout: &FrameLayout) -> Result<(), PreprocessError> {

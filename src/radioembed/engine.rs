@@ -81,20 +81,41 @@ pub(crate) struct EngineOptions {
     pub outputs: OutputOptions,
 }
 
+/// Where frames are preprocessed: next to the model.
+enum Preprocessor {
+    Cpu(CpuPreprocessor),
+    #[cfg(feature = "cuda")]
+    Gpu(Box<crate::preprocess::cuda::GpuPreprocessor>),
+}
+
 /// A shared model plus this stream's preprocessing buffers.
 pub(crate) struct Engine {
     model: Arc<RadioModel>,
-    preprocessor: CpuPreprocessor,
+    preprocessor: Preprocessor,
     options: EngineOptions,
 }
 
 impl Engine {
-    pub fn new(model: Arc<RadioModel>, options: EngineOptions) -> Self {
-        Self {
+    /// Pairs a model with a preprocessor on the model's device.
+    pub fn new(model: Arc<RadioModel>, options: EngineOptions) -> Result<Self, String> {
+        let preprocessor = if model.device().is_cpu() {
+            Preprocessor::Cpu(CpuPreprocessor::new())
+        } else {
+            #[cfg(feature = "cuda")]
+            {
+                Preprocessor::Gpu(Box::new(
+                    crate::preprocess::cuda::GpuPreprocessor::new(model.device())
+                        .map_err(|e| e.to_string())?,
+                ))
+            }
+            #[cfg(not(feature = "cuda"))]
+            return Err("a non-CPU model needs the `cuda` feature".into());
+        };
+        Ok(Self {
             model,
-            preprocessor: CpuPreprocessor::new(),
+            preprocessor,
             options,
-        }
+        })
     }
 
     /// The loaded model.
@@ -151,28 +172,59 @@ impl Engine {
             mean: info.norm_mean,
             std: info.norm_std,
         };
-        let mut pixels = vec![0f32; frames.len() * 3 * h * w];
-        for (frame, out) in frames.iter().zip(pixels.chunks_exact_mut(3 * h * w)) {
-            let mut layout = format.layout.clone();
-            match frame.meta::<gst_video::VideoMeta>() {
-                Some(meta) => {
-                    copy_planes(&mut layout.strides, meta.stride());
-                    copy_planes(&mut layout.offsets, meta.offset());
+        let layouts: Vec<FrameLayout> = frames
+            .iter()
+            .map(|frame| {
+                let mut layout = format.layout.clone();
+                match frame.meta::<gst_video::VideoMeta>() {
+                    Some(meta) => {
+                        copy_planes(&mut layout.strides, meta.stride());
+                        copy_planes(&mut layout.offsets, meta.offset());
+                    }
+                    None => {
+                        copy_planes(&mut layout.strides, format.info.stride());
+                        copy_planes(&mut layout.offsets, format.info.offset());
+                    }
                 }
-                None => {
-                    copy_planes(&mut layout.strides, format.info.stride());
-                    copy_planes(&mut layout.offsets, format.info.offset());
+                layout
+            })
+            .collect();
+        let maps = frames
+            .iter()
+            .map(|frame| frame.map_readable())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| "cannot map the frame for reading".to_string())?;
+        let batch = match &mut self.preprocessor {
+            Preprocessor::Cpu(pre) => {
+                let mut pixels = vec![0f32; frames.len() * 3 * h * w];
+                for ((map, layout), out) in maps
+                    .iter()
+                    .zip(&layouts)
+                    .zip(pixels.chunks_exact_mut(3 * h * w))
+                {
+                    pre.process(map, layout, (h, w), self.options.antialias, &norm, out)
+                        .map_err(|e| e.to_string())?;
                 }
+                Tensor::from_vec(pixels, (frames.len(), 3, h, w), &Device::Cpu)
+                    .map_err(|e| e.to_string())?
             }
-            let map = frame
-                .map_readable()
-                .map_err(|_| "cannot map the frame for reading".to_string())?;
-            self.preprocessor
-                .process(&map, &layout, (h, w), self.options.antialias, &norm, out)
-                .map_err(|e| e.to_string())?;
-        }
-        let batch = Tensor::from_vec(pixels, (frames.len(), 3, h, w), &Device::Cpu)
-            .map_err(|e| e.to_string())?;
+            #[cfg(feature = "cuda")]
+            Preprocessor::Gpu(pre) => {
+                if layouts.iter().any(|l| *l != layouts[0]) {
+                    return Err("frames of one batch have different plane layouts".into());
+                }
+                let data: Vec<&[u8]> = maps.iter().map(|m| m.as_slice()).collect();
+                pre.process_batch(
+                    &data,
+                    &layouts[0],
+                    (h, w),
+                    self.options.antialias,
+                    &norm,
+                    self.model.dtype(),
+                )
+                .map_err(|e| e.to_string())?
+            }
+        };
         let output = self
             .model
             .forward_normalized(&batch)

@@ -441,7 +441,8 @@ impl RadioEmbed {
                 antialias: settings.antialias,
                 outputs,
             },
-        );
+        )
+        .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?;
         if let TargetSize::Fixed { width, height } = settings.target() {
             engine
                 .model()

@@ -1,0 +1,319 @@
+//! The GPU preprocessing path (feature `cuda`): the frame goes up once as raw
+//! planes from pinned host memory, and two NVRTC-compiled kernels
+//! (`kernels.cu`) convert, resize and normalise it straight into the device
+//! buffer that becomes the model's input tensor, in f32, f16 or bf16, on
+//! candle's own stream.
+
+mod nvrtc;
+
+use std::sync::OnceLock;
+
+use candle_core::cuda_backend::{CudaDevice, CudaStorage};
+use candle_core::op::BackpropOp;
+use candle_core::{DType, Device, Storage, Tensor};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PinnedHostSlice, PushKernelArg};
+
+pub use nvrtc::{Compiled, KERNEL_NAMES, KERNEL_SOURCE, compile_kernels};
+
+use super::convert::YuvCoefficients;
+use super::frame::{FrameLayout, PixelFormat};
+use super::{Normalization, PreprocessError, check_frame};
+use crate::resample::{AxisTaps, PackedTaps};
+
+const MODULE: &str = "radio_preprocess";
+const BLOCK: u32 = 256;
+
+/// `struct Frame` of kernels.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct FrameDesc {
+    format: i32,
+    width: i32,
+    height: i32,
+    bpp: i32,
+    ro: i32,
+    go: i32,
+    bo: i32,
+    strides: [i32; 3],
+    offsets: [i64; 3],
+    yuv: [f32; 6],
+}
+
+// SAFETY: plain `repr(C)` data matching the kernel's struct.
+unsafe impl DeviceRepr for FrameDesc {}
+
+/// `struct Norm` of kernels.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct NormDesc {
+    scale: [f32; 3],
+    bias: [f32; 3],
+}
+
+// SAFETY: plain `repr(C)` data matching the kernel's struct.
+unsafe impl DeviceRepr for NormDesc {}
+
+fn gpu(err: impl std::fmt::Display) -> PreprocessError {
+    PreprocessError::Gpu(err.to_string())
+}
+
+/// The kernels' PTX, compiled once per process.
+fn ptx() -> Result<&'static str, PreprocessError> {
+    static PTX: OnceLock<Result<String, String>> = OnceLock::new();
+    PTX.get_or_init(|| compile_kernels().map(|c| c.ptx))
+        .as_deref()
+        .map_err(|e| PreprocessError::Gpu(e.clone()))
+}
+
+fn format_code(format: PixelFormat) -> i32 {
+    PixelFormat::ALL
+        .iter()
+        .position(|&f| f == format)
+        .expect("every format is listed") as i32
+}
+
+/// Taps on the device.
+struct DeviceTaps {
+    starts: CudaSlice<i32>,
+    weights: CudaSlice<f32>,
+    support: i32,
+}
+
+impl DeviceTaps {
+    fn upload(device: &CudaDevice, taps: &PackedTaps) -> Result<Self, PreprocessError> {
+        let stream = device.cuda_stream();
+        let starts: Vec<i32> = taps.starts.iter().map(|&s| s as i32).collect();
+        Ok(Self {
+            starts: stream.clone_htod(&starts).map_err(gpu)?,
+            weights: stream.clone_htod(&taps.weights).map_err(gpu)?,
+            support: taps.support as i32,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PlanKey {
+    frame: (usize, usize),
+    target: (usize, usize),
+    antialias: bool,
+    frame_bytes: usize,
+    batch: usize,
+}
+
+/// Device buffers for one (frame size, target size, batch) combination.
+struct Plan {
+    key: PlanKey,
+    rows: DeviceTaps,
+    cols: DeviceTaps,
+    staging: PinnedHostSlice<u8>,
+    frames: CudaSlice<u8>,
+    intermediate: CudaSlice<f32>,
+}
+
+/// Converts batches of frames to normalised model input on a CUDA device.
+pub struct GpuPreprocessor {
+    device: CudaDevice,
+    plan: Option<Plan>,
+}
+
+impl GpuPreprocessor {
+    /// Prepares the kernels for `device` (compiling them on first use).
+    pub fn new(device: &Device) -> Result<Self, PreprocessError> {
+        let Device::Cuda(device) = device else {
+            return Err(PreprocessError::Gpu("not a CUDA device".into()));
+        };
+        let ptx = ptx()?;
+        for name in KERNEL_NAMES {
+            device
+                .get_or_load_custom_func(name, MODULE, ptx)
+                .map_err(gpu)?;
+        }
+        Ok(Self {
+            device: device.clone(),
+            plan: None,
+        })
+    }
+
+    /// Converts frames of one layout into a (B, 3, h, w) tensor of `dtype` on the
+    /// device. `frames[i]` is the i-th frame's memory, laid out as `layout` says.
+    pub fn process_batch(
+        &mut self,
+        frames: &[&[u8]],
+        layout: &FrameLayout,
+        target: (usize, usize),
+        antialias: bool,
+        norm: &Normalization,
+        dtype: DType,
+    ) -> Result<Tensor, PreprocessError> {
+        for frame in frames {
+            check_frame(frame, layout)?;
+        }
+        let frame_bytes = layout.min_size();
+        let (th, tw) = target;
+        let (fw, fh) = (layout.width, layout.height);
+        let key = PlanKey {
+            frame: (fw, fh),
+            target,
+            antialias,
+            frame_bytes,
+            batch: frames.len(),
+        };
+        let stream = self.device.cuda_stream();
+        if self.plan.as_ref().is_none_or(|p| p.key != key) {
+            let rows = PackedTaps::new(&AxisTaps::bilinear(fh, th, antialias), fh);
+            let cols = PackedTaps::new(&AxisTaps::bilinear(fw, tw, antialias), fw);
+            let bytes = frame_bytes * frames.len();
+            self.plan = Some(Plan {
+                rows: DeviceTaps::upload(&self.device, &rows)?,
+                cols: DeviceTaps::upload(&self.device, &cols)?,
+                // SAFETY: every byte is written below before it is read.
+                staging: unsafe { stream.context().alloc_pinned::<u8>(bytes) }.map_err(gpu)?,
+                frames: stream.alloc_zeros::<u8>(bytes).map_err(gpu)?,
+                intermediate: stream.alloc_zeros::<f32>(3 * th * fw).map_err(gpu)?,
+                key,
+            });
+        }
+        let plan = self.plan.as_mut().expect("plan was just made");
+
+        // The previous batch's upload must be done before the staging buffer is reused.
+        stream.synchronize().map_err(gpu)?;
+        let staging = plan.staging.as_mut_slice().map_err(gpu)?;
+        for (frame, slot) in frames.iter().zip(staging.chunks_exact_mut(frame_bytes)) {
+            slot.copy_from_slice(&frame[..frame_bytes]);
+        }
+        stream
+            .memcpy_htod(&plan.staging, &mut plan.frames)
+            .map_err(gpu)?;
+
+        let desc = frame_desc(layout);
+        let norm = NormDesc {
+            scale: [0, 1, 2].map(|c| norm.scale_bias(c).0),
+            bias: [0, 1, 2].map(|c| norm.scale_bias(c).1),
+        };
+        let per_image = 3 * th * tw;
+        let out = match dtype {
+            DType::F32 => Tensor::from_storage(
+                Storage::Cuda(CudaStorage::wrap_cuda_slice(
+                    self.run::<f32>("horizontal_f32", frames.len(), &desc, &norm, per_image)?,
+                    self.device.clone(),
+                )),
+                (frames.len(), 3, th, tw),
+                BackpropOp::none(),
+                false,
+            ),
+            DType::F16 => Tensor::from_storage(
+                Storage::Cuda(CudaStorage::wrap_cuda_slice(
+                    self.run::<half::f16>("horizontal_f16", frames.len(), &desc, &norm, per_image)?,
+                    self.device.clone(),
+                )),
+                (frames.len(), 3, th, tw),
+                BackpropOp::none(),
+                false,
+            ),
+            DType::BF16 => Tensor::from_storage(
+                Storage::Cuda(CudaStorage::wrap_cuda_slice(
+                    self.run::<half::bf16>(
+                        "horizontal_bf16",
+                        frames.len(),
+                        &desc,
+                        &norm,
+                        per_image,
+                    )?,
+                    self.device.clone(),
+                )),
+                (frames.len(), 3, th, tw),
+                BackpropOp::none(),
+                false,
+            ),
+            other => {
+                return Err(PreprocessError::Gpu(format!(
+                    "dtype {other:?} not supported"
+                )));
+            }
+        };
+        Ok(out)
+    }
+
+    /// Launches both passes for every frame into a fresh output buffer.
+    fn run<T: DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &mut self,
+        horizontal: &str,
+        batch: usize,
+        desc: &FrameDesc,
+        norm: &NormDesc,
+        per_image: usize,
+    ) -> Result<CudaSlice<T>, PreprocessError> {
+        let plan = self.plan.as_mut().expect("plan exists");
+        let stream = self.device.cuda_stream();
+        let ptx = ptx()?;
+        let vertical = self
+            .device
+            .get_or_load_custom_func("vertical", MODULE, ptx)
+            .map_err(gpu)?;
+        let horizontal = self
+            .device
+            .get_or_load_custom_func(horizontal, MODULE, ptx)
+            .map_err(gpu)?;
+        let (fw, th) = (desc.width, (plan.key.target.0) as i32);
+        let tw = plan.key.target.1 as i32;
+        let mut out = stream.alloc_zeros::<T>(batch * per_image).map_err(gpu)?;
+        for b in 0..batch {
+            let frame = plan
+                .frames
+                .slice(b * plan.key.frame_bytes..(b + 1) * plan.key.frame_bytes);
+            let mut args = vertical.builder();
+            args.arg(&frame)
+                .arg(desc)
+                .arg(&plan.rows.starts)
+                .arg(&plan.rows.weights)
+                .arg(&plan.rows.support)
+                .arg(&th)
+                .arg(&mut plan.intermediate);
+            let cfg = LaunchConfig {
+                grid_dim: ((fw as u32).div_ceil(BLOCK), th as u32, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: argument types and order match `vertical` in kernels.cu; the
+            // grid covers exactly the intermediate's frame_w x out_h entries.
+            unsafe { args.launch(cfg) }.map_err(gpu)?;
+
+            let mut image = out.slice_mut(b * per_image..(b + 1) * per_image);
+            let mut args = horizontal.builder();
+            args.arg(&plan.intermediate)
+                .arg(&fw)
+                .arg(&th)
+                .arg(&tw)
+                .arg(&plan.cols.starts)
+                .arg(&plan.cols.weights)
+                .arg(&plan.cols.support)
+                .arg(norm)
+                .arg(&mut image);
+            let cfg = LaunchConfig {
+                grid_dim: ((tw as u32).div_ceil(BLOCK), th as u32, 3),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: as above for `horizontal_*`; the grid covers 3 x out_h x out_w.
+            unsafe { args.launch(cfg) }.map_err(gpu)?;
+        }
+        Ok(out)
+    }
+}
+
+fn frame_desc(layout: &FrameLayout) -> FrameDesc {
+    let (bpp, [ro, go, bo]) = layout.format.packed_rgb().unwrap_or((1, [0, 0, 0]));
+    let k = YuvCoefficients::new(layout.colorimetry);
+    FrameDesc {
+        format: format_code(layout.format),
+        width: layout.width as i32,
+        height: layout.height as i32,
+        bpp: bpp as i32,
+        ro: ro as i32,
+        go: go as i32,
+        bo: bo as i32,
+        strides: layout.strides.map(|s| s as i32),
+        offsets: layout.offsets.map(|o| o as i64),
+        yuv: k.as_array(),
+    }
+}

@@ -1,0 +1,99 @@
+//! The CUDA preprocessing kernels (feature `cuda`): they compile with NVRTC
+//! wherever libnvrtc loads (no GPU needed), and on a GPU they equal the CPU path
+//! for every format and size.
+
+#![cfg(feature = "cuda")]
+
+use candle_core::{DType, Device};
+use gstradio::model::parse_device;
+use gstradio::preprocess::cuda::{GpuPreprocessor, KERNEL_NAMES, compile_kernels};
+use gstradio::preprocess::{
+    Colorimetry, CpuPreprocessor, FrameLayout, Normalization, PixelFormat, YuvMatrix,
+};
+
+#[test]
+fn kernels_compile_without_warnings() {
+    let compiled = compile_kernels().expect("NVRTC compiles the kernels");
+    assert!(compiled.log.is_empty(), "NVRTC printed:\n{}", compiled.log);
+    for name in KERNEL_NAMES {
+        assert!(
+            compiled.ptx.contains(&format!(".entry {name}(")),
+            "PTX lacks entry {name}"
+        );
+    }
+}
+
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut s = seed.max(1);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn gpu_equals_cpu_for_every_format_and_dtype() {
+    let device = match parse_device("cuda:0") {
+        Ok(device) => device,
+        Err(err) => {
+            eprintln!("SKIPPED: no usable GPU ({err}); kernel launches not checked here");
+            return;
+        }
+    };
+    let norm = Normalization {
+        mean: [0.481_454_7, 0.457_827_5, 0.408_210_7],
+        std: [0.268_629_5, 0.261_302_6, 0.275_777_1],
+    };
+    let mut gpu = GpuPreprocessor::new(&device).unwrap();
+    let mut cpu = CpuPreprocessor::new();
+    for format in PixelFormat::ALL {
+        for ((w, h), target, aa) in [
+            ((97, 131), (96, 128), true),
+            ((1920, 1080), (512, 912), true),
+            ((64, 48), (160, 208), false),
+        ] {
+            let mut layout = FrameLayout::packed(format, w, h);
+            layout.colorimetry = Colorimetry {
+                matrix: YuvMatrix::Bt709,
+                full_range: false,
+            };
+            let frames = [noise(layout.min_size(), 7), noise(layout.min_size(), 9)];
+            let mut expected = vec![0f32; 2 * 3 * target.0 * target.1];
+            for (frame, out) in frames
+                .iter()
+                .zip(expected.chunks_exact_mut(3 * target.0 * target.1))
+            {
+                cpu.process(frame, &layout, target, aa, &norm, out).unwrap();
+            }
+            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            // bf16 keeps 8 significant bits; normalised inputs stay below 2.2 in
+            // magnitude, so 1e-2 absolute covers its rounding.
+            for (dtype, tol) in [(DType::F32, 1e-5f32), (DType::BF16, 1e-2)] {
+                let got = gpu
+                    .process_batch(&refs, &layout, target, aa, &norm, dtype)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .to_device(&Device::Cpu)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let worst = got
+                    .iter()
+                    .zip(&expected)
+                    .map(|(g, e)| (g - e).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst <= tol,
+                    "{format:?} {w}x{h} -> {target:?} {dtype:?}: off by {worst}"
+                );
+            }
+        }
+    }
+}
