@@ -12,6 +12,7 @@ out=target/gpu-check
 case "${1:-}" in
   build)
     eval "$(scripts/cuda-toolkit.sh)"
+    export CARGO_TARGET_DIR=target/cuda
     mkdir -p "$out"
     cargo test --release --features cuda --no-run --message-format=json 2>/dev/null \
       | python3 -c 'import json,sys
@@ -20,9 +21,9 @@ for l in sys.stdin:
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpu_preprocess","model_fixtures"):
         print(m["executable"])' | xargs -I{} cp {} "$out/"
     cargo bench --features cuda --bench preprocess --no-run 2>&1 | tail -1
-    cp "$(ls -t target/release/deps/preprocess-* | grep -v '\.d$' | head -1)" "$out/preprocess-bench"
+    cp "$(ls -t target/cuda/release/deps/preprocess-* | grep -v '\.d$' | head -1)" "$out/preprocess-bench"
     cargo build --release --features cuda --bin radio-embed
-    cp target/release/radio-embed "$out/"
+    cp target/cuda/release/radio-embed "$out/"
     ls -la "$out"
     ;;
   run)

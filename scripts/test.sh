@@ -24,6 +24,9 @@ step "cuda feature: toolkit from PyPI"
 eval "$(scripts/cuda-toolkit.sh)"
 
 step "cuda feature: clippy, build and tests (no GPU: CUDA tests report a skip)"
+# A target folder of its own: the cdylib of a cuda build needs libcuda to load and
+# must not replace the CPU build's target/debug/libgstradio.so.
+export CARGO_TARGET_DIR=target/cuda
 cargo clippy --features cuda --all-targets -- -D warnings
 LD_LIBRARY_PATH="$CUDA_TOOLKIT_LIB:$CUDA_STUB_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
   cargo test --features cuda

@@ -351,3 +351,75 @@ fn many_state_cycles_do_not_grow_memory() {
     let grown = rss_kb().saturating_sub(warm);
     assert!(grown < 8 * 1024, "RSS grew by {grown} kB over 200 cycles");
 }
+
+#[test]
+fn gap_closes_the_open_batch_in_order() {
+    let mut h = harness("resolution=32 batch-size=4 batch-timeout=60000000000");
+    h.push(frame(0)).unwrap();
+    h.push(frame(1)).unwrap();
+    // Without the GAP these two frames would wait a minute for their batch.
+    let gap = gst::event::Gap::builder(gst::ClockTime::from_seconds(1)).build();
+    assert!(h.push_event(gap));
+    for i in 0..2 {
+        let out = h.pull().unwrap();
+        assert_eq!(out.pts(), frame(i).pts());
+        assert!(embedding(&out).is_some());
+    }
+    let mut saw_gap = false;
+    while let Some(event) = h.try_pull_event() {
+        saw_gap |= event.type_() == gst::EventType::Gap;
+    }
+    assert!(saw_gap, "the GAP event was not forwarded");
+}
+
+#[test]
+fn caps_change_drains_the_old_batch_first() {
+    let mut h = harness("resolution=32 batch-size=4 batch-timeout=60000000000");
+    h.push(frame(0)).unwrap();
+    h.push(frame(1)).unwrap();
+    // New caps: 32x32 frames, so the model input becomes 32x32.
+    h.set_src_caps_str("video/x-raw,format=GRAY8,width=32,height=32,framerate=30/1");
+    let square = |i: u64| {
+        let mut b = gst::Buffer::from_mut_slice(vec![(i * 40) as u8; 32 * 32]);
+        b.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_seconds(1 + i));
+        b
+    };
+    for i in 0..4 {
+        h.push(square(i)).unwrap();
+    }
+    let sizes: Vec<(usize, usize)> = (0..6)
+        .map(|_| embedding(&h.pull().unwrap()).unwrap().input_size)
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![(48, 32), (48, 32), (32, 32), (32, 32), (32, 32), (32, 32)]
+    );
+}
+
+#[test]
+fn changing_the_latency_budget_posts_a_latency_message() {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc is-live=true ! video/x-raw,width=64,height=48 ! \
+         radioembed name=e model={} resolution=32 ! fakesink",
+        model_path()
+    ))
+    .unwrap()
+    .downcast::<gst::Bin>()
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let _ = pipeline.state(gst::ClockTime::from_seconds(10));
+    while bus.pop().is_some() {}
+    let element = pipeline.by_name("e").unwrap();
+    element.set_property("processing-latency", 250_000_000u64);
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(5),
+        &[gst::MessageType::Latency],
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+    let msg = msg.expect("a latency message");
+    assert_eq!(msg.src().unwrap().name(), "e");
+}
