@@ -4,7 +4,10 @@
 
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use candle_core::{DType, Device};
+use common::{max_abs_diff_slices, noise};
 use gstradio::model::parse_device;
 use gstradio::preprocess::cuda::{GpuPreprocessor, KERNEL_NAMES, compile_kernels};
 use gstradio::preprocess::{
@@ -21,18 +24,6 @@ fn kernels_compile_without_warnings() {
             "PTX lacks entry {name}"
         );
     }
-}
-
-fn noise(len: usize, seed: u32) -> Vec<u8> {
-    let mut s = seed.max(1);
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 24) as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -84,11 +75,7 @@ fn gpu_equals_cpu_for_every_format_and_dtype() {
                     .unwrap()
                     .to_vec1::<f32>()
                     .unwrap();
-                let worst = got
-                    .iter()
-                    .zip(&expected)
-                    .map(|(g, e)| (g - e).abs())
-                    .fold(0f32, f32::max);
+                let worst = max_abs_diff_slices(&got, &expected);
                 assert!(
                     worst <= tol,
                     "{format:?} {w}x{h} -> {target:?} {dtype:?}: off by {worst}"

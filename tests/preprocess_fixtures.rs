@@ -5,7 +5,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{cases, max_abs_diff};
+use common::{cases, max_abs_diff, max_abs_diff_slices, noise};
 use gstradio::preprocess::{
     Colorimetry, CpuPreprocessor, FrameLayout, Normalization, PixelFormat, YuvMatrix,
 };
@@ -52,19 +52,6 @@ fn resize_matches_pytorch_with_and_without_antialias() {
         checked += 1;
     }
     assert_eq!(checked, 6, "expected three sizes with antialias on and off");
-}
-
-/// Deterministic pseudo-random bytes (xorshift) for synthetic frames.
-fn noise(len: usize, seed: u32) -> Vec<u8> {
-    let mut s = seed.max(1);
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 24) as u8
-        })
-        .collect()
 }
 
 /// A frame of `format` with padded strides (8 extra bytes per row) and random content.
@@ -117,11 +104,7 @@ fn every_format_equals_convert_then_resize() {
                     &mut got,
                 )
                 .unwrap();
-                let err = got
-                    .iter()
-                    .zip(&expected)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
+                let err = max_abs_diff_slices(&got, &expected);
                 assert!(
                     err <= 1e-5,
                     "{format:?} {w}x{h} -> {target:?}: off by {err}"
@@ -220,37 +203,29 @@ fn yuv_limited_range_extremes() {
 
 #[test]
 fn short_buffers_and_strides_are_refused() {
-    let mut pre = CpuPreprocessor::new();
+    let refuse = |data: &[u8], layout: &FrameLayout| {
+        let mut out = vec![0f32; 3 * 16 * 16];
+        CpuPreprocessor::new()
+            .process(
+                data,
+                layout,
+                (16, 16),
+                false,
+                &Normalization::IDENTITY,
+                &mut out,
+            )
+            .unwrap_err()
+            .to_string()
+    };
     let layout = FrameLayout::packed(PixelFormat::Nv12, 64, 48);
-    let mut out = vec![0f32; 3 * 16 * 16];
-    let err = pre
-        .process(
-            &[0; 100],
-            &layout,
-            (16, 16),
-            false,
-            &Normalization::IDENTITY,
-            &mut out,
-        )
-        .unwrap_err();
     assert_eq!(
-        err.to_string(),
+        refuse(&[0; 100], &layout),
         "frame buffer holds 100 bytes but its 64x48 layout needs 4608"
     );
     let mut narrow = layout.clone();
     narrow.strides[0] = 32;
-    let err = pre
-        .process(
-            &[0; 5000],
-            &narrow,
-            (16, 16),
-            false,
-            &Normalization::IDENTITY,
-            &mut out,
-        )
-        .unwrap_err();
     assert_eq!(
-        err.to_string(),
+        refuse(&[0; 5000], &narrow),
         "plane 0 stride 32 is shorter than its 64-byte rows"
     );
 }

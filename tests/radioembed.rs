@@ -100,33 +100,10 @@ fn every_frame_gets_embeddings_equal_to_the_model() {
         .unwrap();
     let input = Tensor::from_vec(pixels, (1, 3, 32, 48), &Device::Cpu).unwrap();
     let reference = model.forward_normalized(&input).unwrap();
-    let expected = reference
-        .summary
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let err = e
-        .summary
-        .unwrap()
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let err = common::max_abs_diff_slices(&e.summary.unwrap(), &flat(&reference.summary));
     assert!(err <= 1e-5, "summary off by {err}");
-    let expected = reference
-        .features
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let err = e
-        .spatial
-        .unwrap()
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let err = common::max_abs_diff_slices(&e.spatial.unwrap(), &flat(&reference.features));
     assert!(err <= 1e-5, "spatial off by {err}");
 }
 

@@ -65,6 +65,21 @@ impl FusedLinear {
     }
 }
 
+/// A copy of a contiguous f32 CPU tensor's values, to be transformed in place.
+fn contiguous_f32(
+    op: &str,
+    storage: &CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<Vec<f32>> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: f32 input expected");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: contiguous input expected");
+    };
+    Ok(data[start..end].to_vec())
+}
+
 struct BiasAct<'a> {
     bias: &'a [f32],
     act: Activation,
@@ -80,14 +95,8 @@ impl CustomOp1 for BiasAct<'_> {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("bias-act: f32 input expected");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("bias-act: contiguous input expected");
-        };
+        let mut out = contiguous_f32(self.name(), storage, layout)?;
         let n = self.bias.len();
-        let mut out = data[start..end].to_vec();
         use rayon::prelude::*;
         let rows_per_task = (16384 / n).max(1);
         let (bias, act) = (self.bias, self.act);
@@ -146,14 +155,8 @@ impl CustomOp1 for ScaledSoftmax {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("scaled-softmax: f32 input expected");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("scaled-softmax: contiguous input expected");
-        };
+        let mut out = contiguous_f32(self.name(), storage, layout)?;
         let n = layout.shape().dims().last().copied().unwrap_or(1);
-        let mut out = data[start..end].to_vec();
         use rayon::prelude::*;
         let scale = self.scale;
         out.par_chunks_mut((16384 / n).max(1) * n)

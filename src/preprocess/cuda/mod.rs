@@ -191,47 +191,46 @@ impl GpuPreprocessor {
             bias: [0, 1, 2].map(|c| norm.scale_bias(c).1),
         };
         let per_image = 3 * th * tw;
-        let out = match dtype {
-            DType::F32 => Tensor::from_storage(
-                Storage::Cuda(CudaStorage::wrap_cuda_slice(
-                    self.run::<f32>("horizontal_f32", frames.len(), &desc, &norm, per_image)?,
-                    self.device.clone(),
-                )),
-                (frames.len(), 3, th, tw),
-                BackpropOp::none(),
-                false,
-            ),
-            DType::F16 => Tensor::from_storage(
-                Storage::Cuda(CudaStorage::wrap_cuda_slice(
-                    self.run::<half::f16>("horizontal_f16", frames.len(), &desc, &norm, per_image)?,
-                    self.device.clone(),
-                )),
-                (frames.len(), 3, th, tw),
-                BackpropOp::none(),
-                false,
-            ),
-            DType::BF16 => Tensor::from_storage(
-                Storage::Cuda(CudaStorage::wrap_cuda_slice(
-                    self.run::<half::bf16>(
-                        "horizontal_bf16",
-                        frames.len(),
-                        &desc,
-                        &norm,
-                        per_image,
-                    )?,
-                    self.device.clone(),
-                )),
-                (frames.len(), 3, th, tw),
-                BackpropOp::none(),
-                false,
-            ),
+        let storage = match dtype {
+            DType::F32 => self.wrap(self.run::<f32>(
+                "horizontal_f32",
+                frames.len(),
+                &desc,
+                &norm,
+                per_image,
+            )?),
+            DType::F16 => self.wrap(self.run::<half::f16>(
+                "horizontal_f16",
+                frames.len(),
+                &desc,
+                &norm,
+                per_image,
+            )?),
+            DType::BF16 => self.wrap(self.run::<half::bf16>(
+                "horizontal_bf16",
+                frames.len(),
+                &desc,
+                &norm,
+                per_image,
+            )?),
             other => {
                 return Err(PreprocessError::Gpu(format!(
                     "dtype {other:?} not supported"
                 )));
             }
         };
+        let out = Tensor::from_storage(
+            storage,
+            (frames.len(), 3, th, tw),
+            BackpropOp::none(),
+            false,
+        );
         Ok(out)
+    }
+
+    /// Hands a device buffer to candle without copying it.
+    fn wrap<T: candle_core::cuda_backend::CudaDType>(&self, slice: CudaSlice<T>) -> Storage {
+        Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, self.device.clone()))
     }
 
     /// Launches both passes for every frame into a fresh output buffer.
