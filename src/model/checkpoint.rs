@@ -170,6 +170,49 @@ impl Checkpoint {
     }
 }
 
+/// The weights as a VarBuilder backend that reports a missing tensor as
+/// `CannotFindTensor` (the mmap backend reports a parser error instead).
+pub(crate) struct WeightsBackend(pub MmapedSafetensors);
+
+impl candle_nn::var_builder::SimpleBackend for WeightsBackend {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        hints: candle_nn::Init,
+        dtype: candle_core::DType,
+        dev: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.require(name)?;
+        candle_nn::var_builder::SimpleBackend::get(&self.0, shape, name, hints, dtype, dev)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: candle_core::DType,
+        dev: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.require(name)?;
+        candle_nn::var_builder::SimpleBackend::get_unchecked(&self.0, name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.get(name).is_ok()
+    }
+}
+
+impl WeightsBackend {
+    fn require(&self, name: &str) -> candle_core::Result<()> {
+        if self.0.get(name).is_err() {
+            return Err(candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The innermost message of a candle error, without backtraces.
 fn root_message(err: &candle_core::Error) -> String {
     use candle_core::Error as E;

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{LayerNorm, Module, VarBuilder};
 
 use super::block::{Block, BlockDims};
-use super::checkpoint::{Checkpoint, KeyScheme};
+use super::checkpoint::{Checkpoint, KeyScheme, WeightsBackend};
 use super::config::{Config, ConfigLayout};
 use super::error::{ModelError, Result, classify_load_error};
 use super::patch_generator::{PatchGenerator, PatchGeneratorKeys};
@@ -201,7 +201,11 @@ impl RadioModel {
         let parameter_count = ckpt.parameter_count();
         let scheme = ckpt.scheme;
 
-        let vb = VarBuilder::from_backend(Box::new(ckpt.tensors), dtype, device.clone());
+        let vb = VarBuilder::from_backend(
+            Box::new(WeightsBackend(ckpt.tensors)),
+            dtype,
+            device.clone(),
+        );
         let conditioner = vb.pp(names.input_conditioner);
         let norm_mean = conditioner.get_with_hints_dtype(
             (3, 1, 1),

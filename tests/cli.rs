@@ -1,0 +1,135 @@
+//! The `radio-embed` command line: info, forward against the fixtures, preprocess.
+
+mod common;
+
+use std::process::Command;
+
+use candle_core::Device;
+use common::{cases, fixture, max_abs_diff};
+
+fn radio_embed(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_radio-embed"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn info_describes_the_model() {
+    let model = fixture("tiny-h-native");
+    let (ok, out, err) = radio_embed(&["info", "--model", model.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    for line in [
+        "config layout     native (transformers RadioModel)",
+        "width             96",
+        "depth             3",
+        "heads             4 (head dim 24)",
+        "position grid     7x7",
+        "summary dim       192",
+    ] {
+        assert!(out.contains(line), "missing `{line}` in:\n{out}");
+    }
+}
+
+#[test]
+fn forward_reproduces_the_fixture_outputs() {
+    let dir = std::env::temp_dir().join(format!("radio-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("out.safetensors");
+    let input = fixture("tiny-so400m/cases.safetensors");
+    let model = fixture("tiny-so400m");
+    let (ok, stdout, err) = radio_embed(&[
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("case2.input: summary [2, 128], features [2, 60, 64]"),
+        "{stdout}"
+    );
+    let got = candle_core::safetensors::load(&output, &Device::Cpu).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let expected = cases("tiny-so400m");
+    for case in ["case0", "case1", "case2", "case3"] {
+        for out in ["summary", "features"] {
+            let key = format!("{case}.{out}");
+            let err = max_abs_diff(&got[&key], &expected[&key]);
+            assert!(err <= 1e-4, "{key} off by {err}");
+        }
+    }
+}
+
+#[test]
+fn forward_refuses_a_bad_dtype_and_device() {
+    let model = fixture("tiny-so400m");
+    let m = model.to_str().unwrap();
+    let (ok, _, err) = radio_embed(&[
+        "forward", "--model", m, "--input", "x", "--output", "y", "--dtype", "f8",
+    ]);
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        "radio-embed: unknown dtype `f8`: use f32, f16 or bf16"
+    );
+    let (ok, _, err) = radio_embed(&[
+        "forward", "--model", m, "--input", "x", "--output", "y", "--device", "tpu",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("device tpu is unavailable"), "{err}");
+}
+
+#[test]
+fn preprocess_matches_the_pytorch_resize() {
+    let dir = std::env::temp_dir().join(format!("radio-cli-pre-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("seen.safetensors");
+    let input = format!(
+        "{}:image_u8_hwc",
+        fixture("preprocess/cases.safetensors").display()
+    );
+    let (ok, stdout, err) = radio_embed(&[
+        "preprocess",
+        "--input",
+        &input,
+        "--size",
+        "48x64",
+        "--antialias",
+        "true",
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        stdout.trim(),
+        format!("131x97 -> 64x48 (antialias true) -> {}", output.display())
+    );
+    let got = candle_core::safetensors::load(&output, &Device::Cpu).unwrap();
+    let png = dir.join("seen.png");
+    let (ok, _, err) = radio_embed(&[
+        "preprocess",
+        "--input",
+        &input,
+        "--resolution",
+        "96",
+        "--output",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(std::fs::metadata(&png).unwrap().len() > 100);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = max_abs_diff(
+        &got["resized"],
+        &cases("preprocess")["resize_48x64_antialias_1"],
+    );
+    assert!(err <= 2e-5, "off by {err}");
+}
