@@ -2,20 +2,24 @@
 //!
 //! The data flows one way: caps + raw frame → [`preprocess`] → [`model`] →
 //! [`postprocess`] → [`meta`] on the buffer. The element in [`radioembed`] is only
-//! GStreamer glue around them; [`model_store`] finds and shares models.
+//! GStreamer glue around them; [`model_store`] finds and shares models;
+//! [`radioindexsink`] writes embeddings into an [`index`].
 
 use gst::glib;
 
+pub mod index;
 pub mod meta;
 pub mod model;
 pub mod model_store;
 pub mod postprocess;
 pub mod preprocess;
 pub mod radioembed;
+pub mod radioindexsink;
 pub mod resample;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    radioembed::register(plugin)
+    radioembed::register(plugin)?;
+    radioindexsink::register(plugin)
 }
 
 gst::plugin_define!(

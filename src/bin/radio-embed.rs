@@ -95,9 +95,54 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+    /// Embed videos frame by frame into an index (one row per sampled frame).
+    Index {
+        /// Video files or URIs.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+        /// Index file (.sqlite); created if missing.
+        #[arg(long)]
+        db: PathBuf,
+        /// Frames per second to embed.
+        #[arg(long, default_value_t = 1.0)]
+        fps: f64,
+        /// Model folder or Hugging Face repo id.
+        #[arg(long, default_value = "nvidia/C-RADIOv4-SO400M")]
+        model: String,
+        /// auto, cpu or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Shorter side of the model input.
+        #[arg(long, default_value_t = 512)]
+        resolution: u32,
+        /// Rows per committed transaction (a crash loses at most these).
+        #[arg(long, default_value_t = 256)]
+        transaction_rows: u32,
+    },
+    /// Find the indexed frames most similar to an image or a video frame.
+    Search {
+        /// Index file made by `radio-embed index`.
+        #[arg(long)]
+        db: PathBuf,
+        /// Query image (PNG/JPEG).
+        #[arg(long, conflicts_with = "frame", required_unless_present = "frame")]
+        image: Option<PathBuf>,
+        /// Query frame as VIDEO@SECONDS.
+        #[arg(long)]
+        frame: Option<String>,
+        /// Number of results.
+        #[arg(short, default_value_t = 10)]
+        k: usize,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 type CliResult<T> = Result<T, String>;
+
+#[path = "radio-embed/video_index.rs"]
+mod video_index;
 
 fn dtype(name: &str) -> CliResult<DType> {
     parse_dtype(name).ok_or_else(|| format!("unknown dtype `{name}`: use f32, f16 or bf16"))
@@ -389,6 +434,29 @@ fn main() -> ExitCode {
             &device,
             &output,
         ),
+        Command::Index {
+            inputs,
+            db,
+            fps,
+            model,
+            device,
+            resolution,
+            transaction_rows,
+        } => video_index::index(
+            &inputs,
+            &db,
+            fps,
+            &model,
+            &device,
+            (resolution, transaction_rows),
+        ),
+        Command::Search {
+            db,
+            image,
+            frame,
+            k,
+            json,
+        } => video_index::search(&db, image.as_deref(), frame.as_deref(), k, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
