@@ -73,7 +73,7 @@ pub fn index(
     (resolution, transaction_rows): (u32, u32),
 ) -> CliResult<()> {
     init()?;
-    if !(fps > 0.0) {
+    if fps.is_nan() || fps <= 0.0 {
         return Err("--fps must be positive".into());
     }
     let rate = gst::Fraction::approximate_f64(fps).ok_or("--fps is out of range")?;
