@@ -17,4 +17,9 @@ for expected in "Filter/Analyzer/Video" "SINK template: 'sink'" "SRC template: '
     exit 1
   fi
 done
-echo "radioembed loads from $plugin: element, pads and 15 properties present"
+if ! GST_REGISTRY="$dir/registry.bin" GST_PLUGIN_PATH="$dir" GST_PLUGIN_SYSTEM_PATH= \
+  gst-inspect-1.0 radioindexsink | grep -q "transaction-rows"; then
+  echo "gst-inspect-1.0 radioindexsink fails" >&2
+  exit 1
+fi
+echo "radio plugin loads from $plugin: radioembed (pads, 15 properties) and radioindexsink"
