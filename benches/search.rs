@@ -52,7 +52,10 @@ fn main() {
         let _ = std::fs::remove_file(db);
         let started = Instant::now();
         build(db);
-        println!("built {ROWS} rows in {:.1} s", started.elapsed().as_secs_f64());
+        println!(
+            "built {ROWS} rows in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
     }
     let query = vector(12_345_678);
     search(db, &query, 10, 2).unwrap();
@@ -77,10 +80,7 @@ fn main() {
         .collect();
     all.sort_by(|a, b| b.0.total_cmp(&a.0));
     let hits = search(db, &query, 10, 2).unwrap();
-    let exact = hits
-        .iter()
-        .zip(&all)
-        .all(|(h, (_, i))| h.frame_index == *i);
+    let exact = hits.iter().zip(&all).all(|(h, (_, i))| h.frame_index == *i);
     println!(
         "search {ROWS} x {DIM}: median {median:.1} ms for the top 10 ({:.0} rows/s, {:.2} GB/s of vectors), \
          target 200 ms: ratio {:.2}; top 10 equal to brute force: {exact}",
