@@ -191,57 +191,37 @@ impl GpuPreprocessor {
             bias: [0, 1, 2].map(|c| norm.scale_bias(c).1),
         };
         let per_image = 3 * th * tw;
+        let n = frames.len();
         let storage = match dtype {
-            DType::F32 => self.wrap(self.run::<f32>(
-                "horizontal_f32",
-                frames.len(),
-                &desc,
-                &norm,
-                per_image,
-            )?),
-            DType::F16 => self.wrap(self.run::<half::f16>(
-                "horizontal_f16",
-                frames.len(),
-                &desc,
-                &norm,
-                per_image,
-            )?),
-            DType::BF16 => self.wrap(self.run::<half::bf16>(
-                "horizontal_bf16",
-                frames.len(),
-                &desc,
-                &norm,
-                per_image,
-            )?),
+            DType::F32 => self.run::<f32>("horizontal_f32", n, &desc, &norm, per_image)?,
+            DType::F16 => self.run::<half::f16>("horizontal_f16", n, &desc, &norm, per_image)?,
+            DType::BF16 => self.run::<half::bf16>("horizontal_bf16", n, &desc, &norm, per_image)?,
             other => {
                 return Err(PreprocessError::Gpu(format!(
                     "dtype {other:?} not supported"
                 )));
             }
         };
-        let out = Tensor::from_storage(
+        Ok(Tensor::from_storage(
             storage,
-            (frames.len(), 3, th, tw),
+            (n, 3, th, tw),
             BackpropOp::none(),
             false,
-        );
-        Ok(out)
+        ))
     }
 
-    /// Hands a device buffer to candle without copying it.
-    fn wrap<T: candle_core::cuda_backend::CudaDType>(&self, slice: CudaSlice<T>) -> Storage {
-        Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, self.device.clone()))
-    }
-
-    /// Launches both passes for every frame into a fresh output buffer.
-    fn run<T: DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+    /// Launches both passes for every frame into a fresh output buffer, handed to
+    /// candle without a copy.
+    fn run<
+        T: DeviceRepr + cudarc::driver::ValidAsZeroBits + candle_core::cuda_backend::CudaDType,
+    >(
         &mut self,
         horizontal: &str,
         batch: usize,
         desc: &FrameDesc,
         norm: &NormDesc,
         per_image: usize,
-    ) -> Result<CudaSlice<T>, PreprocessError> {
+    ) -> Result<Storage, PreprocessError> {
         let plan = self.plan.as_mut().expect("plan exists");
         let stream = self.device.cuda_stream();
         let ptx = ptx()?;
@@ -296,7 +276,10 @@ impl GpuPreprocessor {
             // SAFETY: as above for `horizontal_*`; the grid covers 3 x out_h x out_w.
             unsafe { args.launch(cfg) }.map_err(gpu)?;
         }
-        Ok(out)
+        Ok(Storage::Cuda(CudaStorage::wrap_cuda_slice(
+            out,
+            self.device.clone(),
+        )))
     }
 }
 
