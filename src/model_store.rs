@@ -50,13 +50,17 @@ fn is_model_dir(dir: &Path) -> bool {
     dir.join("config.json").is_file() && dir.join("model.safetensors").is_file()
 }
 
-/// Resolves a model name to a folder holding config.json and model.safetensors.
+/// Resolves a model name to a folder holding config.json and model.safetensors:
+/// the name itself, or a snapshot in the Hugging Face cache ([`hf_cache_dir`]).
 pub fn locate(name: &str) -> Result<PathBuf, LocateError> {
+    locate_in(name, &hf_cache_dir())
+}
+
+fn locate_in(name: &str, cache: &Path) -> Result<PathBuf, LocateError> {
     let direct = PathBuf::from(name);
     if is_model_dir(&direct) {
         return Ok(direct);
     }
-    let cache = hf_cache_dir();
     let repo = cache.join(format!("models--{}", name.replace('/', "--")));
     let by_ref = std::fs::read_to_string(repo.join("refs/main"))
         .ok()
@@ -133,10 +137,7 @@ mod tests {
         std::fs::write(snap.join("model.safetensors"), "").unwrap();
         std::fs::create_dir_all(root.join("models--org--tiny/refs")).unwrap();
         std::fs::write(root.join("models--org--tiny/refs/main"), "abc123\n").unwrap();
-        // SAFETY: this test is the only one in the process touching HF_HUB_CACHE.
-        unsafe { std::env::set_var("HF_HUB_CACHE", &root) };
-        let found = locate("org/tiny");
-        unsafe { std::env::remove_var("HF_HUB_CACHE") };
+        let found = locate_in("org/tiny", &root);
         std::fs::remove_dir_all(&root).unwrap();
         assert_eq!(found.unwrap(), snap);
     }
