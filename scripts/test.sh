@@ -15,6 +15,9 @@ step "cargo clippy"
 cargo clippy --all-targets -- -D warnings
 
 step "cargo test"
+# The cdylib is what GStreamer and the Python meta test load; cargo test alone
+# builds the library only as an rlib.
+cargo build --lib
 cargo test
 
 step "gst-inspect-1.0 radioembed from the build tree"
@@ -28,5 +31,6 @@ step "cuda feature: clippy, build and tests (no GPU: CUDA tests report a skip)"
 # must not replace the CPU build's target/debug/libgstradio.so.
 export CARGO_TARGET_DIR=target/cuda
 cargo clippy --features cuda --all-targets -- -D warnings
+cargo build --features cuda --lib
 LD_LIBRARY_PATH="$CUDA_TOOLKIT_LIB:$CUDA_STUB_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
   cargo test --features cuda

@@ -6,7 +6,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The plugin the test binary was built next to: `target/<profile>/libgstradio.so`.
+/// The plugin the test binary was built next to: `target/<profile>/libgstradio.so`
+/// (made by `cargo build --lib`, which scripts/test.sh runs before the tests).
 fn built_plugin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent()
@@ -19,7 +20,11 @@ fn built_plugin() -> PathBuf {
 #[test]
 fn python_reads_the_meta_of_every_frame() {
     let plugin = built_plugin();
-    assert!(plugin.exists(), "{} not built", plugin.display());
+    assert!(
+        plugin.exists(),
+        "{} not built: run `cargo build --lib` first",
+        plugin.display()
+    );
     let dir = std::env::temp_dir().join(format!("radio-py-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(&plugin, dir.join("libgstradio.so")).unwrap();
