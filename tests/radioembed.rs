@@ -296,40 +296,6 @@ fn elements_share_one_model() {
 }
 
 #[test]
-fn many_state_cycles_do_not_grow_memory() {
-    init();
-    let rss_kb = || {
-        std::fs::read_to_string("/proc/self/statm")
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            * 4
-    };
-    let launch = format!(
-        "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! radioembed model={} resolution=32 ! fakesink",
-        model_path()
-    );
-    let pipeline = gst::parse::launch(&launch).unwrap();
-    let cycle = || {
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let _ = pipeline.state(gst::ClockTime::from_seconds(10));
-        pipeline.set_state(gst::State::Null).unwrap();
-    };
-    for _ in 0..20 {
-        cycle();
-    }
-    let warm = rss_kb();
-    for _ in 0..200 {
-        cycle();
-    }
-    let grown = rss_kb().saturating_sub(warm);
-    assert!(grown < 8 * 1024, "RSS grew by {grown} kB over 200 cycles");
-}
-
-#[test]
 fn gap_closes_the_open_batch_in_order() {
     let mut h = harness("resolution=32 batch-size=4 batch-timeout=60000000000");
     h.push(frame(0)).unwrap();
@@ -342,11 +308,14 @@ fn gap_closes_the_open_batch_in_order() {
         assert_eq!(out.pts(), frame(i).pts());
         assert!(embedding(&out).is_some());
     }
-    let mut saw_gap = false;
-    while let Some(event) = h.try_pull_event() {
-        saw_gap |= event.type_() == gst::EventType::Gap;
+    // Sticky events (stream-start, caps, segment) come first; the GAP follows the
+    // two frames. pull_event waits (up to a minute) for the task to push it.
+    loop {
+        let event = h.pull_event().expect("the GAP event is forwarded");
+        if event.type_() == gst::EventType::Gap {
+            break;
+        }
     }
-    assert!(saw_gap, "the GAP event was not forwarded");
 }
 
 #[test]

@@ -1,0 +1,43 @@
+//! Repeated NULL → PLAYING → NULL cycles of a radioembed pipeline must not grow
+//! memory. Alone in its own test binary, so that no other test's allocations
+//! move the process's resident size while it measures.
+
+mod common;
+
+use gst::prelude::*;
+
+fn resident_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 4
+}
+
+#[test]
+fn many_state_cycles_do_not_grow_memory() {
+    gst::init().unwrap();
+    gstradio::plugin_register_static().unwrap();
+    let launch = format!(
+        "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! radioembed model={} resolution=32 ! fakesink",
+        common::fixture("tiny-so400m").display()
+    );
+    let pipeline = gst::parse::launch(&launch).unwrap();
+    let cycle = || {
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let _ = pipeline.state(gst::ClockTime::from_seconds(10));
+        pipeline.set_state(gst::State::Null).unwrap();
+    };
+    for _ in 0..20 {
+        cycle();
+    }
+    let warm = resident_kb();
+    for _ in 0..200 {
+        cycle();
+    }
+    let grown = resident_kb().saturating_sub(warm);
+    assert!(grown < 8 * 1024, "RSS grew by {grown} kB over 200 cycles");
+}
