@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# Every `cargo test` result line goes to this log, summed up at the end.
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
+tests() { "$@" 2>&1 | tee -a "$results"; }
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -18,7 +23,7 @@ step "cargo test"
 # The cdylib is what GStreamer and the Python meta test load; cargo test alone
 # builds the library only as an rlib.
 cargo build --lib
-cargo test
+tests cargo test
 
 step "gst-inspect-1.0 radioembed from the build tree"
 scripts/check-plugin.sh target/debug/libgstradio.so
@@ -33,4 +38,7 @@ export CARGO_TARGET_DIR=target/cuda
 cargo clippy --features cuda --all-targets -- -D warnings
 cargo build --features cuda --lib
 LD_LIBRARY_PATH="$CUDA_TOOLKIT_LIB:$CUDA_STUB_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-  cargo test --features cuda
+  tests cargo test --features cuda
+
+grep -o 'test result: [a-zA-Z]*\. [0-9]* passed; [0-9]* failed' "$results" |
+  awk '{ passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }'
