@@ -9,6 +9,8 @@
 //! ratio shows what batching, preprocessing, meta and pushing cost on top of the
 //! model.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,19 +32,8 @@ fn element_run(model: &str, batch: usize, frames: usize) -> Duration {
     // PLAYING costs no load; preroll runs the first batch, so time from here.
     pipeline.set_state(gst::State::Ready).unwrap();
     let started = Instant::now();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::NONE,
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
+    common::play_to_eos(&pipeline);
     let took = started.elapsed();
-    if let gst::MessageView::Error(err) = msg.view() {
-        panic!("pipeline failed: {}", err.error());
-    }
     pipeline.set_state(gst::State::Null).unwrap();
     took
 }

@@ -5,6 +5,8 @@
 //!
 //!     cargo bench --bench index_throughput
 
+mod common;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -17,16 +19,7 @@ fn run(launch: &str) -> gst::Pipeline {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::NONE,
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
+    common::play_to_eos(pipeline.upcast_ref());
     pipeline
 }
 

@@ -269,6 +269,17 @@ fn erf(x: f32) -> f32 {
 mod tests {
     use super::*;
 
+    fn max_err(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn erf_matches_libm() {
         let worst = (-6000..=6000)
@@ -304,14 +315,7 @@ mod tests {
         let x = Tensor::randn(0f32, 3.0, (2, 3, 7, 19), &dev).unwrap();
         let expected = candle_nn::ops::softmax_last_dim(&(&x * 0.125).unwrap()).unwrap();
         let got = scaled_softmax_last_dim(&x, 0.125).unwrap();
-        let err = (got - expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_err(&got, &expected);
         assert!(err < 1e-6, "off by {err}");
     }
 
@@ -325,14 +329,7 @@ mod tests {
         let expected = linear.forward(&x).unwrap().gelu_erf().unwrap();
         let fused = FusedLinear::new(linear).unwrap();
         let got = fused.forward(&x, Activation::Gelu).unwrap();
-        let err = (got - expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_err(&got, &expected);
         assert!(err < 1e-5, "off by {err}");
     }
 }

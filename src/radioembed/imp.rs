@@ -1,6 +1,6 @@
 //! The `radioembed` GObject subclass: properties, pads, events, the batching task.
 
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use candle_core::DType;
@@ -142,7 +142,7 @@ pub struct RadioEmbed {
     srcpad: gst::Pad,
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
-    queue: Arc<BatchQueue>,
+    queue: BatchQueue,
     stats: Mutex<Stats>,
 }
 
@@ -271,12 +271,11 @@ impl RadioEmbed {
         };
         let flow = match work {
             Work::Batch(batch) => self.process_batch(batch),
-            Work::Event(Item::Event(event)) => self.forward_event(event),
-            Work::Event(Item::Drain(done)) => {
+            Work::Event(event) => self.forward_event(event),
+            Work::Drain(done) => {
                 let _ = done.send(());
                 Ok(gst::FlowSuccess::Ok)
             }
-            Work::Event(Item::Buffer { .. }) => unreachable!("buffers come in batches"),
         };
         self.queue.set_flow(flow);
         if let Err(err) = flow {
@@ -315,13 +314,11 @@ impl RadioEmbed {
                 }
             }
         }
-        let is_eos = matches!(event.view(), gst::EventView::Eos(_));
-        if self.srcpad.push_event(event) || is_eos {
-            Ok(gst::FlowSuccess::Ok)
-        } else {
+        // A refused event is downstream's business; the stream goes on, as in queue.
+        if !self.srcpad.push_event(event) {
             gst::debug!(CAT, imp = self, "downstream refused an event");
-            Ok(gst::FlowSuccess::Ok)
         }
+        Ok(gst::FlowSuccess::Ok)
     }
 
     fn process_batch(&self, mut batch: Vec<Queued>) -> Result<gst::FlowSuccess, gst::FlowError> {
@@ -534,7 +531,7 @@ impl ObjectSubclass for RadioEmbed {
             srcpad,
             settings: Mutex::new(Settings::default()),
             state: Mutex::new(None),
-            queue: Arc::new(BatchQueue::default()),
+            queue: BatchQueue::default(),
             stats: Mutex::new(Stats::default()),
         }
     }

@@ -36,8 +36,10 @@ pub(crate) struct Queued {
 pub(crate) enum Work {
     /// Embed the `embed` buffers of this list (in one forward), then push all in order.
     Batch(Vec<Queued>),
-    /// Forward an event or answer a drain.
-    Event(Item),
+    /// Forward an event.
+    Event(gst::Event),
+    /// Answer a drain request.
+    Drain(SyncSender<()>),
 }
 
 struct Inner {
@@ -162,7 +164,11 @@ impl BatchQueue {
                         self.changed.notify_all();
                     }
                     Some(_) if batch.is_empty() => {
-                        return inner.items.pop_front().map(Work::Event);
+                        return match inner.items.pop_front() {
+                            Some(Item::Event(event)) => Some(Work::Event(event)),
+                            Some(Item::Drain(done)) => Some(Work::Drain(done)),
+                            _ => unreachable!("front was not a buffer"),
+                        };
                     }
                     Some(_) => return Some(Work::Batch(batch)),
                     None => break,
@@ -220,10 +226,7 @@ mod tests {
         let long = Duration::from_secs(60);
         assert_eq!(batch_indices(q.next_work(2, long)), vec![0, 1]);
         assert_eq!(batch_indices(q.next_work(2, long)), vec![2]);
-        assert!(matches!(
-            q.next_work(2, long),
-            Some(Work::Event(Item::Event(_)))
-        ));
+        assert!(matches!(q.next_work(2, long), Some(Work::Event(_))));
     }
 
     #[test]
