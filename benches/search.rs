@@ -1,8 +1,9 @@
-//! Search over 100,000 rows of 2304-dim summaries (SO400M's width): median time
-//! of an exact top-10 query with 2 threads and rows/s scanned, checked against a
-//! brute-force ranking of the same vectors in the same run.
+//! Search over 100,000 rows of 2304-dim summaries (SO400M's width) in each store
+//! (SQLite and Parquet): median time of an exact top-10 query with 2 threads and
+//! rows/s scanned, checked against a brute-force ranking of the same vectors in
+//! the same run.
 //!
-//!     cargo bench --bench search      (writes a ~0.9 GB index to target/bench/)
+//!     cargo bench --bench search      (writes two ~0.9 GB indexes to target/bench/)
 
 use std::path::Path;
 use std::time::Instant;
@@ -46,29 +47,8 @@ fn build(db: &Path) {
 }
 
 fn main() {
-    let db = Path::new("target/bench/search-100k.sqlite");
     std::fs::create_dir_all("target/bench").unwrap();
-    if count_rows(db, None).ok() != Some(ROWS as u64) {
-        let _ = std::fs::remove_file(db);
-        let started = Instant::now();
-        build(db);
-        println!(
-            "built {ROWS} rows in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
     let query = vector(12_345_678);
-    search(db, &query, 10, 2).unwrap();
-    let mut times: Vec<f64> = (0..7)
-        .map(|_| {
-            let started = Instant::now();
-            search(db, &query, 10, 2).unwrap();
-            started.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-
     // Brute force over the same vectors (regenerated) for the exact top 10.
     let qn = query.iter().map(|v| v * v).sum::<f32>().sqrt();
     let mut all: Vec<(f32, u64)> = (0..ROWS as u64)
@@ -79,13 +59,37 @@ fn main() {
         })
         .collect();
     all.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let hits = search(db, &query, 10, 2).unwrap();
-    let exact = hits.iter().zip(&all).all(|(h, (_, i))| h.frame_index == *i);
-    println!(
-        "search {ROWS} x {DIM}: median {median:.1} ms for the top 10 ({:.0} rows/s, {:.2} GB/s of vectors), \
-         target 200 ms: ratio {:.2}; top 10 equal to brute force: {exact}",
-        ROWS as f64 / (median / 1000.0),
-        (ROWS * DIM * 4) as f64 / (median / 1000.0) / 1e9,
-        median / 200.0
-    );
+
+    for store in ["sqlite", "parquet"] {
+        let db = format!("target/bench/search-100k.{store}");
+        let db = Path::new(&db);
+        if count_rows(db, None).ok() != Some(ROWS as u64) {
+            let _ = std::fs::remove_file(db);
+            let started = Instant::now();
+            build(db);
+            println!(
+                "{store}: built {ROWS} rows in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        search(db, &query, 10, 2).unwrap();
+        let mut times: Vec<f64> = (0..7)
+            .map(|_| {
+                let started = Instant::now();
+                search(db, &query, 10, 2).unwrap();
+                started.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        let hits = search(db, &query, 10, 2).unwrap();
+        let exact = hits.iter().zip(&all).all(|(h, (_, i))| h.frame_index == *i);
+        println!(
+            "{store}: search {ROWS} x {DIM}: median {median:.1} ms for the top 10 ({:.0} rows/s, \
+             {:.2} GB/s of vectors), target 200 ms: ratio {:.2}; top 10 equal to brute force: {exact}",
+            ROWS as f64 / (median / 1000.0),
+            (ROWS * DIM * 4) as f64 / (median / 1000.0) / 1e9,
+            median / 200.0
+        );
+    }
 }

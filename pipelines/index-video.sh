@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Indexes one video file with a plain gst-launch pipeline: one frame per second is
-# embedded and written into an SQLite index that `radio-embed search` queries.
-# Usage: pipelines/index-video.sh VIDEO INDEX.sqlite [MODEL]
+# embedded and written into an index (.sqlite or .parquet) that `radio-embed search` queries.
+# Usage: pipelines/index-video.sh VIDEO INDEX.sqlite|INDEX.parquet [MODEL]
 set -euo pipefail
 video="$(realpath "$1")"
 uri="file://$video"

@@ -84,10 +84,11 @@ fn tiny() -> String {
     fixture("tiny-so400m").display().to_string()
 }
 
-#[test]
-fn a_frame_finds_itself_and_reindexing_replaces_rows() {
-    let dir = TempDir::new("search");
-    let (clip, db) = (dir.0.join("clip.avi"), dir.0.join("idx.sqlite"));
+/// Indexes the clip into `db`, checks that frames find themselves, then indexes
+/// it again (and a second source) to check that rows are replaced, not added.
+fn frames_find_themselves_and_reindexing_replaces_rows(store: &str) {
+    let dir = TempDir::new(&format!("search-{store}"));
+    let (clip, db) = (dir.0.join("clip.avi"), dir.0.join(format!("idx.{store}")));
     make_clip(&clip, 20);
     let out = index(&clip, &db, &tiny());
     assert!(
@@ -127,6 +128,14 @@ fn a_frame_finds_itself_and_reindexing_replaces_rows() {
         assert_eq!(hits.as_array().unwrap().len(), 3);
     }
 
+    let copy = dir.0.join("copy.avi");
+    std::fs::copy(&clip, &copy).unwrap();
+    let out = index(&copy, &db, &tiny());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = index(&clip, &db, &tiny());
     assert!(
         out.status.success(),
@@ -135,9 +144,22 @@ fn a_frame_finds_itself_and_reindexing_replaces_rows() {
     );
     assert_eq!(
         count_rows(&db, None).unwrap(),
-        30,
-        "re-indexing duplicated rows"
+        60,
+        "re-indexing duplicated or lost rows"
     );
+    let uri = |p: &Path| glib::filename_to_uri(p, None).unwrap().to_string();
+    assert_eq!(count_rows(&db, Some(&uri(&clip))).unwrap(), 30);
+    assert_eq!(count_rows(&db, Some(&uri(&copy))).unwrap(), 30);
+}
+
+#[test]
+fn a_frame_finds_itself_and_reindexing_replaces_rows_sqlite() {
+    frames_find_themselves_and_reindexing_replaces_rows("sqlite");
+}
+
+#[test]
+fn a_frame_finds_itself_and_reindexing_replaces_rows_parquet() {
+    frames_find_themselves_and_reindexing_replaces_rows("parquet");
 }
 
 #[test]
@@ -196,13 +218,15 @@ fn a_killed_indexer_leaves_a_valid_file_and_a_rerun_completes() {
     assert_eq!(count_rows(&db, None).unwrap(), 1200);
 }
 
-#[test]
-fn bad_input_is_refused_and_the_index_untouched() {
-    let dir = TempDir::new("bad");
-    let (clip, db) = (dir.0.join("clip.avi"), dir.0.join("idx.sqlite"));
+/// An unreadable video, an index of another model and an unwritable path are
+/// refused with a clear message, and the existing index keeps its rows.
+fn bad_input_is_refused_and_the_index_untouched(store: &str) {
+    let dir = TempDir::new(&format!("bad-{store}"));
+    let (clip, db) = (dir.0.join("clip.avi"), dir.0.join(format!("idx.{store}")));
     make_clip(&clip, 5);
     assert!(index(&clip, &db, &tiny()).status.success());
     let rows = count_rows(&db, None).unwrap();
+    let bytes = std::fs::read(&db).unwrap();
 
     let out = index(&dir.0.join("missing.mp4"), &db, &tiny());
     assert!(!out.status.success());
@@ -222,12 +246,159 @@ fn bad_input_is_refused_and_the_index_untouched() {
         "{err}"
     );
 
-    let out = index(&clip, Path::new("/proc/radio-index.sqlite"), &tiny());
+    let unwritable = format!("/proc/radio-index.{store}");
+    let out = index(&clip, Path::new(&unwritable), &tiny());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/proc/radio-index.sqlite"), "{err}");
+    assert!(err.contains(&unwritable), "{err}");
 
     assert_eq!(count_rows(&db, None).unwrap(), rows);
+    if store == "parquet" {
+        assert!(
+            std::fs::read(&db).unwrap() == bytes,
+            "the Parquet index changed"
+        );
+        let partial = dir.0.join("idx.parquet.partial");
+        assert!(
+            !partial.exists(),
+            "a refused run left {}",
+            partial.display()
+        );
+    }
     let out = radio_embed(&["search", "--db", clip.to_str().unwrap(), "--frame", "x@1"]);
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown format; name it *.sqlite or *.parquet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_and_the_index_untouched_sqlite() {
+    bad_input_is_refused_and_the_index_untouched("sqlite");
+}
+
+#[test]
+fn bad_input_is_refused_and_the_index_untouched_parquet() {
+    bad_input_is_refused_and_the_index_untouched("parquet");
+}
+
+#[test]
+fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Int64Type};
+    use gstradio::index::{IndexSettings, IndexWriter, Row};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let dir = TempDir::new("parquet-layout");
+    let path = dir.0.join("rows.parquet");
+    let partial = dir.0.join("rows.parquet.partial");
+    let settings = IndexSettings {
+        model: "m".into(),
+        input: "64x48".into(),
+        summary_dim: 8,
+    };
+    let row = |i: u64| Row {
+        pts_ns: (i != 3).then_some(i * 100),
+        frame_index: i,
+        input_size: (64, 48),
+        summary: (0..8).map(|j| i as f32 + j as f32 / 8.0).collect(),
+        spatial: i.is_multiple_of(2).then(|| (vec![i as f32; 2 * 3 * 4], (2, 3), 4)),
+    };
+    let mut writer = IndexWriter::open(&path, &settings, "cam", 4).unwrap();
+    for i in 0..4 {
+        writer.append(&row(i)).unwrap();
+    }
+    let after_one_group = std::fs::metadata(&partial).unwrap().len();
+    for i in 4..8 {
+        writer.append(&row(i)).unwrap();
+    }
+    assert!(
+        std::fs::metadata(&partial).unwrap().len() > after_one_group,
+        "the second full row group was not written out"
+    );
+    writer.append(&row(8)).unwrap();
+    let wrong = Row {
+        summary: vec![0.0; 7],
+        ..row(9)
+    };
+    let err = writer.append(&wrong).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "a vector has 7 values but the index holds 8-dimensional summaries"
+    );
+    assert!(!path.exists(), "the index appeared before it was complete");
+    assert_eq!(writer.finish().unwrap(), 9);
+    assert!(!partial.exists());
+
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
+    assert_eq!(reader.metadata().num_row_groups(), 3);
+    let pairs = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap();
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|p| p.key == k)
+            .and_then(|p| p.value.clone())
+    };
+    assert_eq!(get("radioembed.model").as_deref(), Some("m"));
+    assert_eq!(get("radioembed.input").as_deref(), Some("64x48"));
+    assert_eq!(get("radioembed.summary_dim").as_deref(), Some("8"));
+    let summary_type = reader
+        .schema()
+        .field_with_name("summary")
+        .unwrap()
+        .data_type()
+        .clone();
+    assert!(
+        matches!(&summary_type, arrow_schema::DataType::FixedSizeList(item, 8)
+            if item.data_type() == &arrow_schema::DataType::Float32),
+        "{summary_type}"
+    );
+    let batches: Vec<_> = reader.build().unwrap().map(Result::unwrap).collect();
+    let batch = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(batch.num_rows(), 9);
+    let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+    let pts = column("pts_ns");
+    let pts = pts.as_primitive::<Int64Type>();
+    let summaries = column("summary");
+    let summaries = summaries.as_fixed_size_list();
+    let spatial = column("spatial");
+    let spatial = spatial.as_list::<i32>();
+    let grid_width = column("grid_width");
+    let grid_width = grid_width.as_primitive::<arrow_array::types::Int32Type>();
+    for i in 0..9 {
+        let expected = row(i as u64);
+        assert_eq!(
+            pts.is_valid(i).then(|| pts.value(i) as u64),
+            expected.pts_ns
+        );
+        let summary = summaries.value(i);
+        assert_eq!(
+            summary.as_primitive::<Float32Type>().values(),
+            &expected.summary[..]
+        );
+        match expected.spatial {
+            Some((values, grid, _)) => {
+                let got = spatial.value(i);
+                assert_eq!(got.as_primitive::<Float32Type>().values(), &values[..]);
+                assert_eq!(grid_width.value(i), grid.1 as i32);
+            }
+            None => assert!(spatial.is_null(i) && grid_width.is_null(i)),
+        }
+    }
+
+    // A writer dropped before it finishes leaves the finished index as it was.
+    let before = std::fs::read(&path).unwrap();
+    let mut writer = IndexWriter::open(&path, &settings, "other", 4).unwrap();
+    writer.append(&row(0)).unwrap();
+    drop(writer);
+    assert!(std::fs::read(&path).unwrap() == before);
+    assert!(!partial.exists());
 }

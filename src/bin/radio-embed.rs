@@ -100,7 +100,7 @@ enum Command {
         /// Video files or URIs.
         #[arg(required = true)]
         inputs: Vec<String>,
-        /// Index file (.sqlite); created if missing.
+        /// Index file: .sqlite or .parquet; created if missing.
         #[arg(long)]
         db: PathBuf,
         /// Frames per second to embed.
@@ -115,7 +115,8 @@ enum Command {
         /// Shorter side of the model input.
         #[arg(long, default_value_t = 512)]
         resolution: u32,
-        /// Rows per committed transaction (a crash loses at most these).
+        /// Rows per SQLite transaction (a crash loses at most these) or
+        /// Parquet row group.
         #[arg(long, default_value_t = 256)]
         transaction_rows: u32,
     },

@@ -1,19 +1,23 @@
 //! Frame-level video indexing: embedded frames into a store, and exact cosine
 //! search over it.
 //!
-//! The store is one SQLite file (bundled SQLite, WAL journal): a `frames` table
-//! with one row per embedded frame and an `index_info` table recording the model
-//! and settings the index was built with, so that a query is embedded the same
-//! way. Rows are written in transactions of a few hundred, so a crash loses at
-//! most the open transaction and the file stays valid; indexing a source again
-//! replaces its rows. Search is an exact scan (the vectors are read straight from
-//! SQLite's pages), split over threads by row id.
+//! The store is picked by the file's extension:
+//! - `.sqlite` (also `.sqlite3`, `.db`): an embedded SQLite database written in
+//!   transactions, so a crash loses at most the open one;
+//! - `.parquet`: an Apache Parquet file with the summary as a fixed-size list of
+//!   float32, for DuckDB, Spark or LanceDB once an index outgrows one machine;
+//!   it is written beside the old file and renamed over it when complete, so a
+//!   crash leaves the previous index as it was.
+//!
+//! Both record the [`IndexSettings`] the vectors were made with, so that a query
+//! is embedded the same way, and both replace a source's rows when it is indexed
+//! again. Search is an exact scan split over threads.
 
-mod search;
-mod store;
+mod parquet;
+mod sqlite;
+mod topk;
 
-pub use search::{Hit, search};
-pub use store::{IndexSettings, IndexWriter, Row, count_rows, read_settings};
+use std::path::Path;
 
 /// Everything that can go wrong with an index.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,28 @@ pub enum IndexError {
         path: String,
         /// SQLite's error.
         source: rusqlite::Error,
+    },
+    /// Reading or writing a Parquet index failed.
+    #[error("index {path}: {source}")]
+    Parquet {
+        /// The index file.
+        path: String,
+        /// The Parquet or Arrow error.
+        source: ::parquet::errors::ParquetError,
+    },
+    /// A file could not be created, read or renamed.
+    #[error("index {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The path's extension names no store.
+    #[error("index {path}: unknown format; name it *.sqlite or *.parquet")]
+    UnknownFormat {
+        /// The index file.
+        path: String,
     },
     /// The index was built with other settings than the ones now used.
     #[error(
@@ -42,17 +68,237 @@ pub enum IndexError {
         requested: String,
     },
     /// The file is not an index of this tool.
-    #[error("{path} is not a radioembed index (no index_info table)")]
+    #[error("{path} is not a radioembed index (it records no model, input size or dimension)")]
     NotAnIndex {
         /// The file.
         path: String,
     },
-    /// A query vector has another length than the indexed ones.
-    #[error("query has {found} values but the index holds {expected}-dimensional summaries")]
+    /// A vector has another length than the indexed ones.
+    #[error("a vector has {found} values but the index holds {expected}-dimensional summaries")]
     Dimension {
         /// Length of the indexed vectors.
         expected: usize,
-        /// Length of the query.
+        /// Length of the offending vector.
         found: usize,
     },
+}
+
+/// The kinds of file an index can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFormat {
+    /// An SQLite database (`.sqlite`, `.sqlite3`, `.db`).
+    Sqlite,
+    /// An Apache Parquet file (`.parquet`).
+    Parquet,
+}
+
+impl StoreFormat {
+    /// The store a path names by its extension.
+    pub fn of(path: &Path) -> Result<Self, IndexError> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("sqlite" | "sqlite3" | "db") => Ok(Self::Sqlite),
+            Some("parquet") => Ok(Self::Parquet),
+            _ => Err(IndexError::UnknownFormat {
+                path: path.display().to_string(),
+            }),
+        }
+    }
+}
+
+/// How an index's vectors were made; a query must be embedded the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSettings {
+    /// Model id (repo id or folder) as given to radioembed.
+    pub model: String,
+    /// Model input size of the indexed frames, `WIDTHxHEIGHT`.
+    pub input: String,
+    /// Length of the summary vectors.
+    pub summary_dim: usize,
+}
+
+impl IndexSettings {
+    /// The settings as the key/value pairs a store records.
+    fn pairs(&self) -> [(&'static str, String); 3] {
+        [
+            ("model", self.model.clone()),
+            ("input", self.input.clone()),
+            ("summary_dim", self.summary_dim.to_string()),
+        ]
+    }
+
+    /// Reads the pairs back through `get`; `None` when one is missing.
+    fn from_pairs<E>(
+        get: &mut impl FnMut(&str) -> Result<Option<String>, E>,
+    ) -> Result<Option<Self>, E> {
+        let (Some(model), Some(input), Some(dim)) =
+            (get("model")?, get("input")?, get("summary_dim")?)
+        else {
+            return Ok(None);
+        };
+        Ok(dim.parse().ok().map(|summary_dim| Self {
+            model,
+            input,
+            summary_dim,
+        }))
+    }
+
+    /// Fails with [`IndexError::Mismatch`] on the first setting that differs
+    /// between these (stored) settings and the `requested` ones.
+    fn expect_same(&self, requested: &Self, path: &Path) -> Result<(), IndexError> {
+        for ((key, stored), (_, want)) in self.pairs().into_iter().zip(requested.pairs()) {
+            if stored != want {
+                return Err(IndexError::Mismatch {
+                    path: path.display().to_string(),
+                    key: key.into(),
+                    stored,
+                    requested: want,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One embedded frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Stream timestamp in nanoseconds, if the buffer had one.
+    pub pts_ns: Option<u64>,
+    /// Running index of the frame in its stream.
+    pub frame_index: u64,
+    /// Model input size (width, height).
+    pub input_size: (usize, usize),
+    /// The summary vector.
+    pub summary: Vec<f32>,
+    /// The pooled patch grid, row-major (grid-height, grid-width, dim), if stored.
+    pub spatial: Option<(Vec<f32>, (usize, usize), usize)>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The indexed source (URI or source id).
+    pub source: String,
+    /// Stream timestamp in nanoseconds.
+    pub pts_ns: Option<u64>,
+    /// Running frame index in the source.
+    pub frame_index: u64,
+    /// Cosine similarity with the query.
+    pub score: f32,
+}
+
+/// Writes the rows of one source into an index of either format.
+pub struct IndexWriter(Writer);
+
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one writer per stream, never moved in a loop"
+)]
+enum Writer {
+    Sqlite(sqlite::SqliteWriter),
+    Parquet(parquet::ParquetWriter),
+}
+
+impl IndexWriter {
+    /// Opens (or creates) the index at `path`, checks its settings against
+    /// `settings` (a new index records them) and drops earlier rows of
+    /// `source`. `rows_per_write` rows make one SQLite transaction or one
+    /// Parquet row group.
+    pub fn open(
+        path: &Path,
+        settings: &IndexSettings,
+        source: &str,
+        rows_per_write: usize,
+    ) -> Result<Self, IndexError> {
+        let rows_per_write = rows_per_write.max(1);
+        Ok(Self(match StoreFormat::of(path)? {
+            StoreFormat::Sqlite => Writer::Sqlite(sqlite::SqliteWriter::open(
+                path,
+                settings,
+                source,
+                rows_per_write,
+            )?),
+            StoreFormat::Parquet => Writer::Parquet(parquet::ParquetWriter::open(
+                path,
+                settings,
+                source,
+                rows_per_write,
+            )?),
+        }))
+    }
+
+    /// The settings rows must match.
+    fn settings(&self) -> &IndexSettings {
+        match &self.0 {
+            Writer::Sqlite(w) => w.settings(),
+            Writer::Parquet(w) => w.settings(),
+        }
+    }
+
+    /// Adds one row; writes out a transaction or row group when one is full.
+    pub fn append(&mut self, row: &Row) -> Result<(), IndexError> {
+        let expected = self.settings().summary_dim;
+        if row.summary.len() != expected {
+            return Err(IndexError::Dimension {
+                expected,
+                found: row.summary.len(),
+            });
+        }
+        match &mut self.0 {
+            Writer::Sqlite(w) => w.append(row),
+            Writer::Parquet(w) => w.append(row),
+        }
+    }
+
+    /// Writes out what is left; returns the number of rows this writer added.
+    pub fn finish(self) -> Result<u64, IndexError> {
+        match self.0 {
+            Writer::Sqlite(w) => w.finish(),
+            Writer::Parquet(w) => w.finish(),
+        }
+    }
+}
+
+/// The settings an index was built with.
+pub fn read_settings(path: &Path) -> Result<IndexSettings, IndexError> {
+    let stored = match StoreFormat::of(path)? {
+        StoreFormat::Sqlite => sqlite::read_settings(path)?,
+        StoreFormat::Parquet => parquet::read_settings(path)?,
+    };
+    stored.ok_or_else(|| IndexError::NotAnIndex {
+        path: path.display().to_string(),
+    })
+}
+
+/// Number of rows, optionally of one source.
+pub fn count_rows(path: &Path, source: Option<&str>) -> Result<u64, IndexError> {
+    match StoreFormat::of(path)? {
+        StoreFormat::Sqlite => sqlite::count_rows(path, source),
+        StoreFormat::Parquet => parquet::count_rows(path, source),
+    }
+}
+
+/// The `k` rows most similar (cosine) to `query`, best first, scanning every
+/// row with `threads` threads.
+pub fn search(
+    path: &Path,
+    query: &[f32],
+    k: usize,
+    threads: usize,
+) -> Result<Vec<Hit>, IndexError> {
+    let settings = read_settings(path)?;
+    if settings.summary_dim != query.len() {
+        return Err(IndexError::Dimension {
+            expected: settings.summary_dim,
+            found: query.len(),
+        });
+    }
+    let threads = threads.max(1);
+    match StoreFormat::of(path)? {
+        StoreFormat::Sqlite => sqlite::search(path, query, k, threads),
+        StoreFormat::Parquet => parquet::search(path, query, k, threads),
+    }
 }

@@ -8,7 +8,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::index::{IndexSettings, IndexWriter, Row};
+use crate::index::{IndexSettings, IndexWriter, Row, StoreFormat};
 use crate::meta::Embedding;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -104,7 +104,7 @@ impl ObjectImpl for RadioIndexSink {
             vec![
                 glib::ParamSpecString::builder("location")
                     .nick("Location")
-                    .blurb("Index file (.sqlite), created if missing")
+                    .blurb("Index file: .sqlite (SQLite) or .parquet (Apache Parquet); created if missing")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("source-id")
@@ -114,7 +114,10 @@ impl ObjectImpl for RadioIndexSink {
                     .build(),
                 glib::ParamSpecUInt::builder("transaction-rows")
                     .nick("Transaction rows")
-                    .blurb("Rows per committed transaction (a crash loses at most these)")
+                    .blurb(
+                        "Rows per SQLite transaction (a crash loses at most these) or per \
+                         Parquet row group",
+                    )
                     .minimum(1)
                     .maximum(1_000_000)
                     .default_value(DEFAULT_TRANSACTION_ROWS)
@@ -185,12 +188,14 @@ impl ElementImpl for RadioIndexSink {
 
 impl BaseSinkImpl for RadioIndexSink {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        if lock(&self.settings).location.is_none() {
+        let Some(location) = lock(&self.settings).location.clone() else {
             return Err(gst::error_msg!(
                 gst::ResourceError::NotFound,
-                ("radioindexsink needs a location (an .sqlite file)")
+                ("radioindexsink needs a location (an .sqlite or .parquet file)")
             ));
-        }
+        };
+        StoreFormat::of(location.as_ref())
+            .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{}", e)))?;
         *lock(&self.state) = State::default();
         Ok(())
     }

@@ -1,46 +1,16 @@
-//! Writing rows into the SQLite store.
+//! The SQLite store: one file (bundled SQLite, WAL journal) with a `frames`
+//! table, one row per embedded frame, and an `index_info` table holding the
+//! [`IndexSettings`]. Rows are written in transactions, so a crash loses at most
+//! the open one and the file stays valid; indexing a source again replaces its
+//! rows. Search reads the vectors straight from SQLite's mapped pages, split
+//! over threads by row id.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::IndexError;
-
-/// How an index's vectors were made; a query must be embedded the same way.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexSettings {
-    /// Model id (repo id or folder) as given to radioembed.
-    pub model: String,
-    /// Model input size of the indexed frames, `WIDTHxHEIGHT`.
-    pub input: String,
-    /// Length of the summary vectors.
-    pub summary_dim: usize,
-}
-
-impl IndexSettings {
-    fn pairs(&self) -> [(&'static str, String); 3] {
-        [
-            ("model", self.model.clone()),
-            ("input", self.input.clone()),
-            ("summary_dim", self.summary_dim.to_string()),
-        ]
-    }
-}
-
-/// One embedded frame.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// Stream timestamp in nanoseconds, if the buffer had one.
-    pub pts_ns: Option<u64>,
-    /// Running index of the frame in its stream.
-    pub frame_index: u64,
-    /// Model input size (width, height).
-    pub input_size: (usize, usize),
-    /// The summary vector.
-    pub summary: Vec<f32>,
-    /// The pooled patch grid, row-major (grid-height, grid-width, dim), if stored.
-    pub spatial: Option<(Vec<f32>, (usize, usize), usize)>,
-}
+use super::topk::{LeBytes, TopK, dot, norm};
+use super::{Hit, IndexError, IndexSettings, Row};
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -71,17 +41,17 @@ fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
 }
 
 /// Little-endian f32 bytes.
-pub(crate) fn to_bytes(values: &[f32]) -> Vec<u8> {
+fn to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+fn open_read_only(path: &Path) -> Result<Connection, IndexError> {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite(path))
+}
+
 /// The settings stored in an index, if it has any.
-pub fn read_settings(path: &Path) -> Result<IndexSettings, IndexError> {
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(sqlite(path))?;
-    read_settings_from(&conn, path)?.ok_or_else(|| IndexError::NotAnIndex {
-        path: path.display().to_string(),
-    })
+pub(super) fn read_settings(path: &Path) -> Result<Option<IndexSettings>, IndexError> {
+    read_settings_from(&open_read_only(path)?, path)
 }
 
 fn read_settings_from(conn: &Connection, path: &Path) -> Result<Option<IndexSettings>, IndexError> {
@@ -95,28 +65,16 @@ fn read_settings_from(conn: &Connection, path: &Path) -> Result<Option<IndexSett
     if !has_table {
         return Ok(None);
     }
-    let get = |key: &str| -> Result<Option<String>, IndexError> {
-        conn.query_row("SELECT value FROM index_info WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(sqlite(path))
-    };
-    let (Some(model), Some(input), Some(dim)) = (get("model")?, get("input")?, get("summary_dim")?)
-    else {
-        return Ok(None);
-    };
-    Ok(Some(IndexSettings {
-        model,
-        input,
-        summary_dim: dim.parse().unwrap_or(0),
-    }))
+    let mut st = conn
+        .prepare("SELECT value FROM index_info WHERE key = ?1")
+        .map_err(sqlite(path))?;
+    let mut get = |key: &str| st.query_row([key], |r| r.get(0)).optional();
+    IndexSettings::from_pairs(&mut get).map_err(sqlite(path))
 }
 
 /// Number of rows, optionally of one source.
-pub fn count_rows(path: &Path, source: Option<&str>) -> Result<u64, IndexError> {
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(sqlite(path))?;
+pub(super) fn count_rows(path: &Path, source: Option<&str>) -> Result<u64, IndexError> {
+    let conn = open_read_only(path)?;
     let n: i64 = match source {
         Some(s) => conn.query_row("SELECT count(*) FROM frames WHERE source = ?1", [s], |r| {
             r.get(0)
@@ -128,19 +86,20 @@ pub fn count_rows(path: &Path, source: Option<&str>) -> Result<u64, IndexError> 
 }
 
 /// Appends the rows of one source, committing every `transaction_rows` rows.
-pub struct IndexWriter {
+pub(super) struct SqliteWriter {
     conn: Connection,
-    path: std::path::PathBuf,
+    path: PathBuf,
+    settings: IndexSettings,
     source: String,
     transaction_rows: usize,
     pending: usize,
     written: u64,
 }
 
-impl IndexWriter {
+impl SqliteWriter {
     /// Opens (or creates) the index, checks its settings against `settings`
     /// (a new index records them) and removes earlier rows of `source`.
-    pub fn open(
+    pub(super) fn open(
         path: &Path,
         settings: &IndexSettings,
         source: &str,
@@ -149,18 +108,7 @@ impl IndexWriter {
         let conn = Connection::open(path).map_err(sqlite(path))?;
         conn.execute_batch(SCHEMA).map_err(sqlite(path))?;
         match read_settings_from(&conn, path)? {
-            Some(stored) => {
-                for ((key, have), (_, want)) in stored.pairs().into_iter().zip(settings.pairs()) {
-                    if have != want {
-                        return Err(IndexError::Mismatch {
-                            path: path.display().to_string(),
-                            key: key.into(),
-                            stored: have,
-                            requested: want,
-                        });
-                    }
-                }
-            }
+            Some(stored) => stored.expect_same(settings, path)?,
             None => {
                 for (key, value) in settings.pairs() {
                     conn.execute(
@@ -177,15 +125,21 @@ impl IndexWriter {
         Ok(Self {
             conn,
             path: path.to_path_buf(),
+            settings: settings.clone(),
             source: source.to_string(),
-            transaction_rows: transaction_rows.max(1),
+            transaction_rows,
             pending: 0,
             written: 0,
         })
     }
 
+    /// The settings the index was built with.
+    pub(super) fn settings(&self) -> &IndexSettings {
+        &self.settings
+    }
+
     /// Adds one row; commits when the transaction is full.
-    pub fn append(&mut self, row: &Row) -> Result<(), IndexError> {
+    pub(super) fn append(&mut self, row: &Row) -> Result<(), IndexError> {
         let norm = row.summary.iter().map(|v| v * v).sum::<f32>().sqrt();
         let (spatial, grid, dim) = match &row.spatial {
             Some((values, grid, dim)) => (Some(to_bytes(values)), Some(*grid), Some(*dim)),
@@ -233,8 +187,91 @@ impl IndexWriter {
     }
 
     /// Commits what is left; returns the number of rows written.
-    pub fn finish(mut self) -> Result<u64, IndexError> {
+    pub(super) fn finish(mut self) -> Result<u64, IndexError> {
         self.commit()?;
         Ok(self.written)
     }
+}
+
+/// The `k` rows most similar (cosine) to `query`, best first, scanning every
+/// row with `threads` readers over disjoint row-id ranges.
+pub(super) fn search(
+    path: &Path,
+    query: &[f32],
+    k: usize,
+    threads: usize,
+) -> Result<Vec<Hit>, IndexError> {
+    let err = sqlite(path);
+    let open = || {
+        let conn = open_read_only(path)?;
+        // Read blobs from the mapped file rather than through the page cache copy.
+        conn.execute_batch("PRAGMA mmap_size = 68719476736;")
+            .map_err(&err)?;
+        Ok::<_, IndexError>(conn)
+    };
+    let (lo, hi): (i64, i64) = open()?
+        .query_row(
+            "SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM frames",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(&err)?;
+    let qnorm = norm(query);
+    let threads = threads.max(1) as i64;
+    let span = (hi - lo + 1).max(0);
+    let scan = |from: i64, to: i64| -> Result<TopK<i64>, IndexError> {
+        let conn = open()?;
+        let mut st = conn
+            .prepare("SELECT id, summary, summary_norm FROM frames WHERE id >= ?1 AND id < ?2")
+            .map_err(&err)?;
+        let mut rows = st.query([from, to]).map_err(&err)?;
+        let mut best = TopK::new(k);
+        while let Some(row) = rows.next().map_err(&err)? {
+            let id: i64 = row.get(0).map_err(&err)?;
+            let blob = row
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_blob()?))
+                .map_err(&err)?;
+            let rnorm: f64 = row.get(2).map_err(&err)?;
+            let score =
+                dot(&LeBytes(blob), query) / (qnorm * (rnorm as f32).max(f32::MIN_POSITIVE));
+            best.offer(score, || id);
+        }
+        Ok(best)
+    };
+    let partials = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (from, to) = (lo + span * t / threads, lo + span * (t + 1) / threads);
+                let scan = &scan;
+                scope.spawn(move || scan(from, to))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("search worker panicked"))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let mut best = TopK::new(k);
+    for partial in partials {
+        best.merge(partial);
+    }
+    let conn = open()?;
+    let mut st = conn
+        .prepare("SELECT source, pts_ns, frame_index FROM frames WHERE id = ?1")
+        .map_err(&err)?;
+    best.into_sorted()
+        .into_iter()
+        .map(|(score, id)| {
+            st.query_row([id], |r| {
+                Ok(Hit {
+                    source: r.get(0)?,
+                    pts_ns: r.get::<_, Option<i64>>(1)?.map(|p| p as u64),
+                    frame_index: r.get::<_, i64>(2)? as u64,
+                    score,
+                })
+            })
+            .map_err(&err)
+        })
+        .collect()
 }
