@@ -305,7 +305,9 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
         frame_index: i,
         input_size: (64, 48),
         summary: (0..8).map(|j| i as f32 + j as f32 / 8.0).collect(),
-        spatial: i.is_multiple_of(2).then(|| (vec![i as f32; 2 * 3 * 4], (2, 3), 4)),
+        spatial: i
+            .is_multiple_of(2)
+            .then(|| (vec![i as f32; 2 * 3 * 4], (2, 3), 4)),
     };
     let mut writer = IndexWriter::open(&path, &settings, "cam", 4).unwrap();
     for i in 0..4 {
