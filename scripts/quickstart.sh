@@ -2,7 +2,7 @@
 # The main job in one command: installs what it needs, builds the plugin and runs
 # a real GStreamer pipeline (videotestsrc ! radioembed ! appsink) that prints one
 # line of embeddings per frame. Uses nvidia/C-RADIOv4-SO400M when it is in the
-# Hugging Face cache (or can be downloaded), else says so and uses the tiny test
+# Hugging Face cache or can be downloaded, else says why and uses the tiny test
 # checkpoint in tests/fixtures/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,22 +21,18 @@ if ! command -v cargo >/dev/null; then
   . "$HOME/.cargo/env"
 fi
 
-cargo build --lib
+cargo build --lib --bin radio-embed
 plugins="$(mktemp -d)"
 trap 'rm -rf "$plugins"' EXIT
 cp target/debug/libgstradio.so "$plugins/"
 
 model="nvidia/C-RADIOv4-SO400M"
-snapshot="$(ls -d "${HF_HUB_CACHE:-${HF_HOME:-$HOME/.cache/huggingface}/hub}/models--nvidia--C-RADIOv4-SO400M/snapshots/"*/ 2>/dev/null | head -n1 || true)"
-if [ -z "$snapshot" ] && command -v hf >/dev/null; then
-  hf download "$model" config.json model.safetensors >/dev/null 2>&1 || true
-  snapshot="$(ls -d "${HF_HUB_CACHE:-${HF_HOME:-$HOME/.cache/huggingface}/hub}/models--nvidia--C-RADIOv4-SO400M/snapshots/"*/ 2>/dev/null | head -n1 || true)"
-fi
-if [ -z "$snapshot" ]; then
+# Finds the model in the Hugging Face cache, or downloads it there (1.6 GB).
+if ! target/debug/radio-embed info --model "$model" >/dev/null; then
   echo "NOTE: $model is not in the Hugging Face cache and could not be downloaded"
-  echo "      (pip install huggingface_hub && hf download $model)."
-  echo "      Running on the tiny random-weight test checkpoint instead: the numbers"
-  echo "      below show the pipeline works, they are not meaningful embeddings."
+  echo "      (the reason is above). Running on the tiny random-weight test checkpoint"
+  echo "      instead: the numbers below show the pipeline works, they are not"
+  echo "      meaningful embeddings."
   model="$PWD/tests/fixtures/tiny-so400m"
 fi
 

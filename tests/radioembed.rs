@@ -202,6 +202,55 @@ fn latency_adds_batching_and_processing_budget() {
     assert_eq!(min, gst::ClockTime::from_mseconds(50));
 }
 
+/// The (type, code, text) of every progress message radioembed posted while
+/// `launch` ran to its end.
+fn progress_messages(launch: &str) -> Vec<(gst::ProgressType, String, String)> {
+    init();
+    let pipeline = gst::parse::launch(launch).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let _ = pipeline.set_state(gst::State::Playing);
+    let mut seen = Vec::new();
+    while let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(30)) {
+        match msg.view() {
+            gst::MessageView::Progress(p) => {
+                let (type_, code, text) = p.get();
+                seen.push((type_, code.to_string(), text.to_string()));
+            }
+            gst::MessageView::Eos(_) | gst::MessageView::Error(_) => break,
+            _ => (),
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    seen
+}
+
+#[test]
+fn model_loading_is_announced_with_progress_messages() {
+    let model = model_path();
+    let seen = progress_messages(&format!(
+        "videotestsrc num-buffers=1 ! radioembed model={model} resolution=32 ! fakesink"
+    ));
+    assert_eq!(
+        seen,
+        vec![
+            (
+                gst::ProgressType::Start,
+                "model".to_string(),
+                format!("Loading model {model}")
+            ),
+            (
+                gst::ProgressType::Complete,
+                "model".to_string(),
+                format!("Model {model} loaded")
+            ),
+        ]
+    );
+    let seen =
+        progress_messages("videotestsrc num-buffers=1 ! radioembed model=/no/such ! fakesink");
+    let types: Vec<_> = seen.iter().map(|(t, _, _)| *t).collect();
+    assert_eq!(types, [gst::ProgressType::Start, gst::ProgressType::Error]);
+}
+
 fn run_to_error(launch: &str) -> String {
     init();
     let pipeline = gst::parse::launch(launch).unwrap();

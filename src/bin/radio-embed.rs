@@ -9,6 +9,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand};
 use gstradio::model::{RadioModel, parse_device, parse_dtype};
+use gstradio::model_store::{DownloadProgress, locate};
 use gstradio::preprocess::{
     CpuPreprocessor, FrameLayout, Normalization, PixelFormat, SizeLimits, TargetSize,
 };
@@ -28,15 +29,15 @@ struct Cli {
 enum Command {
     /// Print what a model folder holds: layout, dimensions, token counts, parameters.
     Info {
-        /// Folder with config.json and model.safetensors.
+        /// Folder with config.json and model.safetensors, or a Hugging Face repo id.
         #[arg(long)]
-        model: PathBuf,
+        model: String,
     },
     /// Run the model on every `*input` tensor of a safetensors file.
     Forward {
-        /// Folder with config.json and model.safetensors.
+        /// Folder with config.json and model.safetensors, or a Hugging Face repo id.
         #[arg(long)]
-        model: PathBuf,
+        model: String,
         /// safetensors file whose `<prefix>input` tensors are (B,3,H,W) f32 in 0..1.
         #[arg(long)]
         input: PathBuf,
@@ -52,9 +53,9 @@ enum Command {
     },
     /// Time forwards on random input: median ms per forward and images per second.
     Bench {
-        /// Folder with config.json and model.safetensors.
+        /// Folder with config.json and model.safetensors, or a Hugging Face repo id.
         #[arg(long)]
-        model: PathBuf,
+        model: String,
         /// Input size as HxW.
         #[arg(long, default_value = "224x224")]
         size: String,
@@ -147,6 +148,27 @@ mod video_index;
 
 fn dtype(name: &str) -> CliResult<DType> {
     parse_dtype(name).ok_or_else(|| format!("unknown dtype `{name}`: use f32, f16 or bf16"))
+}
+
+/// The folder of a model named by folder or repo id, downloading it (with a
+/// progress line on stderr) when it is in neither place.
+fn resolve(model: &str) -> CliResult<PathBuf> {
+    let mut shown = None;
+    let dir = locate(model, &mut |p: DownloadProgress| {
+        let percent = (p.done * 100).checked_div(p.total).unwrap_or(0);
+        if shown != Some((p.file, percent)) {
+            shown = Some((p.file, percent));
+            eprint!(
+                "\rdownloading {model} {}: {percent:3} % of {:.1} MiB ",
+                p.file,
+                p.total as f64 / 1048576.0
+            );
+        }
+    });
+    if shown.is_some() {
+        eprintln!();
+    }
+    dir.map_err(|e| e.to_string())
 }
 
 fn load(dir: &Path, device: &str, dtype_name: &str) -> CliResult<RadioModel> {
@@ -403,14 +425,14 @@ fn preprocess(
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Info { model } => info(&model),
+        Command::Info { model } => resolve(&model).and_then(|dir| info(&dir)),
         Command::Forward {
             model,
             input,
             output,
             device,
             dtype,
-        } => forward(&model, &input, &output, &device, &dtype),
+        } => resolve(&model).and_then(|dir| forward(&dir, &input, &output, &device, &dtype)),
         Command::Bench {
             model,
             size,
@@ -419,7 +441,8 @@ fn main() -> ExitCode {
             threads,
             device,
             dtype,
-        } => bench(&model, &size, batch, iters, threads, &device, &dtype),
+        } => resolve(&model)
+            .and_then(|dir| bench(&dir, &size, batch, iters, threads, &device, &dtype)),
         Command::Preprocess {
             input,
             size,

@@ -12,7 +12,7 @@ use super::engine::{Engine, EngineOptions, FORMATS, StreamFormat};
 use super::queue::{BatchQueue, Item, Queued, Work};
 use super::{MetaDtype, Outputs, Precision};
 use crate::model::parse_device;
-use crate::model_store::{locate, shared_model};
+use crate::model_store::{DownloadProgress, locate, shared_model};
 use crate::postprocess::OutputOptions;
 use crate::preprocess::TargetSize;
 
@@ -401,10 +401,62 @@ impl RadioEmbed {
             .build()
     }
 
-    /// Loads (or shares) the model and builds the streaming state.
+    /// Posts a GST_MESSAGE_PROGRESS with code `model`; `percent` (of a
+    /// download) goes into the message's structure too.
+    fn post_progress(&self, type_: gst::ProgressType, text: &str, percent: Option<u32>) {
+        let mut builder = gst::message::Progress::builder(type_, "model", text).src(&*self.obj());
+        if let Some(percent) = percent {
+            builder = builder.other_field("percent", percent);
+        }
+        let _ = self.obj().post_message(builder.build());
+    }
+
+    /// Loads the model between progress messages (start, download percentages,
+    /// then complete or error), as long operations in an element announce.
     fn prepare(&self) -> Result<(), gst::ErrorMessage> {
+        let model = lock(&self.settings).model.clone();
+        self.post_progress(
+            gst::ProgressType::Start,
+            &format!("Loading model {model}"),
+            None,
+        );
+        let result = self.load();
+        match &result {
+            Ok(()) => self.post_progress(
+                gst::ProgressType::Complete,
+                &format!("Model {model} loaded"),
+                None,
+            ),
+            Err(_) => self.post_progress(
+                gst::ProgressType::Error,
+                &format!("Model {model} could not be loaded"),
+                None,
+            ),
+        }
+        result
+    }
+
+    /// Reports a download as CONTINUE progress messages, one per percent.
+    fn download_reporter(&self) -> impl FnMut(DownloadProgress) + '_ {
+        let mut last = None;
+        move |p: DownloadProgress| {
+            let percent = (p.done * 100).checked_div(p.total).unwrap_or(0) as u32;
+            if last != Some((p.file, percent)) {
+                last = Some((p.file, percent));
+                self.post_progress(
+                    gst::ProgressType::Continue,
+                    &format!("Downloading {}: {percent} %", p.file),
+                    Some(percent),
+                );
+            }
+        }
+    }
+
+    /// Finds (or downloads), loads (or shares) the model and builds the
+    /// streaming state.
+    fn load(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let dir = locate(&settings.model)
+        let dir = locate(&settings.model, &mut self.download_reporter())
             .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
         let device = settings.device();
         let dtype = settings.dtype(&device);

@@ -2,8 +2,13 @@
 //!
 //! A model is named by a local folder (config.json + model.safetensors) or by a
 //! Hugging Face repo id (`nvidia/C-RADIOv4-SO400M`) found in the local Hugging Face
-//! cache. Elements in one process that ask for the same model, device and dtype get
-//! the same [`RadioModel`], so the weights are in memory once.
+//! cache or, with the `hf-hub` feature (on by default) and unless `HF_HUB_OFFLINE`
+//! is set, downloaded into it. Elements in one process that ask for the same
+//! model, device and dtype get the same [`RadioModel`], so the weights are in
+//! memory once.
+
+#[cfg(feature = "hf-hub")]
+mod hub;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,15 +25,29 @@ pub enum LocateError {
     /// Neither a folder nor a cached Hugging Face repo.
     #[error(
         "model `{name}` not found: it is not a folder with config.json and model.safetensors, \
-         and the Hugging Face cache has no snapshot of it (looked in {cache}). Download it \
-         with `hf download {name}` (pip install huggingface_hub), or set model=/path/to/folder"
+         and the Hugging Face cache has no snapshot of it (looked in {cache}); {download}. \
+         Download it with `hf download {name}` (pip install huggingface_hub), or set \
+         model=/path/to/folder"
     )]
     NotFound {
         /// The name as given.
         name: String,
         /// The cache folder searched.
         cache: String,
+        /// Why it was not downloaded either.
+        download: String,
     },
+}
+
+/// How far a model download has come, reported while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadProgress {
+    /// The file being downloaded (`config.json`, `model.safetensors`).
+    pub file: &'static str,
+    /// Bytes of it downloaded so far.
+    pub done: u64,
+    /// Its size in bytes.
+    pub total: u64,
 }
 
 /// The Hugging Face hub cache folder: `HF_HUB_CACHE`, else `HF_HOME/hub`, else
@@ -51,15 +70,81 @@ fn is_model_dir(dir: &Path) -> bool {
 }
 
 /// Resolves a model name to a folder holding config.json and model.safetensors:
-/// the name itself, or a snapshot in the Hugging Face cache ([`hf_cache_dir`]).
-pub fn locate(name: &str) -> Result<PathBuf, LocateError> {
-    locate_in(name, &hf_cache_dir())
+/// the name itself, a snapshot in the Hugging Face cache ([`hf_cache_dir`]), or
+/// (for an `org/name` repo id, with the `hf-hub` feature, when `HF_HUB_OFFLINE`
+/// is not set) a fresh download into that cache, whose progress goes to `report`.
+pub fn locate(
+    name: &str,
+    report: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, LocateError> {
+    let cache = hf_cache_dir();
+    if let Some(dir) = find(name, &cache) {
+        return Ok(dir);
+    }
+    let not_found = |download: String| LocateError::NotFound {
+        name: name.to_string(),
+        cache: cache.display().to_string(),
+        download,
+    };
+    if !is_repo_id(name) {
+        return Err(not_found(format!(
+            "`{name}` is not a Hugging Face repo id (org/name) to download either"
+        )));
+    }
+    if offline() {
+        return Err(not_found(
+            "HF_HUB_OFFLINE is set, so it was not downloaded".into(),
+        ));
+    }
+    download(name, &cache, report).map_err(not_found)
 }
 
-fn locate_in(name: &str, cache: &Path) -> Result<PathBuf, LocateError> {
+#[cfg(feature = "hf-hub")]
+fn download(
+    name: &str,
+    cache: &Path,
+    report: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, String> {
+    hub::download(name, cache, report).map_err(|e| format!("downloading it failed: {e}"))
+}
+
+#[cfg(not(feature = "hf-hub"))]
+fn download(
+    _name: &str,
+    _cache: &Path,
+    _report: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, String> {
+    Err("this build cannot download (it was built without the `hf-hub` feature)".into())
+}
+
+/// `HF_HUB_OFFLINE` set to a true value, as huggingface_hub reads it.
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
+/// `org/name`, as the hub spells repo ids (and no local path would).
+fn is_repo_id(name: &str) -> bool {
+    let valid = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with(['.', '-'])
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    matches!(name.split_once('/'), Some((org, repo)) if valid(org) && valid(repo))
+}
+
+/// The folder itself, or the cached snapshot that `refs/main` names, else the
+/// newest complete snapshot.
+fn find(name: &str, cache: &Path) -> Option<PathBuf> {
     let direct = PathBuf::from(name);
     if is_model_dir(&direct) {
-        return Ok(direct);
+        return Some(direct);
     }
     let repo = cache.join(format!("models--{}", name.replace('/', "--")));
     let by_ref = std::fs::read_to_string(repo.join("refs/main"))
@@ -74,13 +159,7 @@ fn locate_in(name: &str, cache: &Path) -> Result<PathBuf, LocateError> {
         dirs.sort();
         dirs.pop()
     };
-    by_ref
-        .filter(|p| is_model_dir(p))
-        .or_else(any_snapshot)
-        .ok_or_else(|| LocateError::NotFound {
-            name: name.to_string(),
-            cache: cache.display().to_string(),
-        })
+    by_ref.filter(|p| is_model_dir(p)).or_else(any_snapshot)
 }
 
 type CacheKey = (PathBuf, String, DType);
@@ -119,13 +198,26 @@ mod tests {
 
     #[test]
     fn missing_model_says_where_it_looked_and_how_to_fix() {
-        let err = locate("nobody/no-such-model").unwrap_err().to_string();
+        let err = locate("no-such-model", &mut |_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("model `no-such-model` not found"), "{err}");
         assert!(
-            err.starts_with("model `nobody/no-such-model` not found"),
+            err.contains("`no-such-model` is not a Hugging Face repo id (org/name)"),
             "{err}"
         );
-        assert!(err.contains("hf download nobody/no-such-model"), "{err}");
+        assert!(err.contains("hf download no-such-model"), "{err}");
         assert!(err.contains(&hf_cache_dir().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn repo_ids_are_told_from_paths() {
+        for id in ["nvidia/C-RADIOv4-SO400M", "org/tiny_model.v2"] {
+            assert!(is_repo_id(id), "{id}");
+        }
+        for not in ["/abs/path", "./rel", "a/b/c", "tiny", "../up", "org/", "/x"] {
+            assert!(!is_repo_id(not), "{not}");
+        }
     }
 
     #[test]
@@ -137,8 +229,8 @@ mod tests {
         std::fs::write(snap.join("model.safetensors"), "").unwrap();
         std::fs::create_dir_all(root.join("models--org--tiny/refs")).unwrap();
         std::fs::write(root.join("models--org--tiny/refs/main"), "abc123\n").unwrap();
-        let found = locate_in("org/tiny", &root);
+        let found = find("org/tiny", &root);
         std::fs::remove_dir_all(&root).unwrap();
-        assert_eq!(found.unwrap(), snap);
+        assert_eq!(found, Some(snap));
     }
 }
