@@ -324,18 +324,19 @@ fn cuda_without_a_gpu_is_a_clear_error() {
 #[test]
 fn elements_share_one_model() {
     init();
+    // A model no other test loads, so that its count is this test's alone.
+    let model = fixture("tiny-so400m-native");
     let launch = format!(
         "videotestsrc num-buffers=3 ! tee name=t \
          t. ! queue ! radioembed model={m} resolution=32 ! fakesink \
          t. ! queue ! radioembed model={m} resolution=32 ! fakesink",
-        // A model no other test loads, so that the count is this test's alone.
-        m = fixture("tiny-so400m-native").display()
+        m = model.display()
     );
     let pipeline = gst::parse::launch(&launch).unwrap();
-    let before = gstradio::model_store::load_count();
+    let before = gstradio::model_store::load_count(&model);
     pipeline.set_state(gst::State::Paused).unwrap();
     let _ = pipeline.state(gst::ClockTime::from_seconds(30));
-    let after = gstradio::model_store::load_count();
+    let after = gstradio::model_store::load_count(&model);
     pipeline.set_state(gst::State::Null).unwrap();
     assert_eq!(
         after - before,

@@ -12,7 +12,6 @@ mod hub;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use candle_core::DType;
@@ -166,7 +165,8 @@ type CacheKey = (PathBuf, String, DType);
 
 static MODELS: LazyLock<Mutex<HashMap<CacheKey, Weak<RadioModel>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
-static LOADS: AtomicUsize = AtomicUsize::new(0);
+static LOADS: LazyLock<Mutex<HashMap<PathBuf, usize>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Returns the loaded model for (folder, device, dtype), loading it if no live
 /// element holds it. Concurrent callers for the same key wait for one load.
@@ -181,15 +181,24 @@ pub fn shared_model(dir: &Path, device: &str, dtype: DType) -> Result<Arc<RadioM
         return Ok(model);
     }
     let model = Arc::new(RadioModel::load(&key.0, &parse_device(device)?, dtype)?);
-    LOADS.fetch_add(1, Ordering::Relaxed);
+    *LOADS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key.0.clone())
+        .or_default() += 1;
     models.retain(|_, weak| weak.strong_count() > 0);
     models.insert(key, Arc::downgrade(&model));
     Ok(model)
 }
 
-/// How many times [`shared_model`] has actually loaded weights in this process.
-pub fn load_count() -> usize {
-    LOADS.load(Ordering::Relaxed)
+/// How many times [`shared_model`] has actually loaded the weights of the
+/// model folder `dir` in this process (on any device, in any dtype).
+pub fn load_count(dir: &Path) -> usize {
+    let Ok(canonical) = dir.canonicalize() else {
+        return 0;
+    };
+    let loads = LOADS.lock().unwrap_or_else(|e| e.into_inner());
+    loads.get(&canonical).copied().unwrap_or(0)
 }
 
 #[cfg(test)]
