@@ -25,7 +25,9 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(vb: VarBuilder, names: &KeyNames, dims: BlockDims) -> Result<Self> {
+    /// The block's attention; a LayerScale `ls` is folded into the output
+    /// projection.
+    fn new(vb: VarBuilder, names: &KeyNames, dims: BlockDims, ls: Option<Tensor>) -> Result<Self> {
         let d = dims.width;
         let qkv = if vb.contains_tensor("qkv.weight") {
             candle_nn::linear(d, 3 * d, vb.pp("qkv"))?
@@ -44,7 +46,7 @@ impl Attention {
             };
             Linear::new(weight, bias)
         };
-        let proj = candle_nn::linear(d, d, vb.pp(names.attention_out))?;
+        let proj = fold_layer_scale(candle_nn::linear(d, d, vb.pp(names.attention_out))?, ls)?;
         let head_dim = d / dims.heads;
         Ok(Self {
             qkv: FusedLinear::new(qkv)?,
@@ -54,7 +56,8 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `residual + proj(attention(x))`.
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let (b, n, d) = x.dims3()?;
         let head_dim = d / self.heads;
         let qkv = self
@@ -65,9 +68,9 @@ impl Attention {
         let q = qkv.get(0)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let weights = scaled_softmax_last_dim(&q.matmul(&k.t()?)?, self.scale)?;
+        let weights = scaled_softmax_last_dim(q.matmul(&k.t()?)?, self.scale)?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
-        self.proj.forward(&out, Activation::None)
+        self.proj.forward_residual(&out, residual)
     }
 }
 
@@ -78,25 +81,32 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(vb: VarBuilder, dims: BlockDims) -> Result<Self> {
+    /// The block's MLP; a LayerScale `ls` is folded into fc2.
+    fn new(vb: VarBuilder, dims: BlockDims, ls: Option<Tensor>) -> Result<Self> {
+        let fc1 = candle_nn::linear(dims.width, dims.mlp_hidden, vb.pp("fc1"))?;
+        let fc2 = candle_nn::linear(dims.mlp_hidden, dims.width, vb.pp("fc2"))?;
         Ok(Self {
-            fc1: FusedLinear::new(candle_nn::linear(
-                dims.width,
-                dims.mlp_hidden,
-                vb.pp("fc1"),
-            )?)?,
-            fc2: FusedLinear::new(candle_nn::linear(
-                dims.mlp_hidden,
-                dims.width,
-                vb.pp("fc2"),
-            )?)?,
+            fc1: FusedLinear::new(fc1)?,
+            fc2: FusedLinear::new(fold_layer_scale(fc2, ls)?)?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `residual + fc2(gelu(fc1(x)))`.
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let hidden = self.fc1.forward(x, Activation::Gelu)?;
-        self.fc2.forward(&hidden, Activation::None)
+        self.fc2.forward_residual(&hidden, residual)
     }
+}
+
+/// `γ ⊙ (x · Wᵀ + b)` as one Linear, its weight rows and bias scaled by γ: the
+/// LayerScale costs nothing at run time.
+fn fold_layer_scale(linear: Linear, gamma: Option<Tensor>) -> Result<Linear> {
+    let Some(gamma) = gamma else {
+        return Ok(linear);
+    };
+    let weight = linear.weight().broadcast_mul(&gamma.unsqueeze(1)?)?;
+    let bias = linear.bias().map(|b| b * &gamma).transpose()?;
+    Ok(Linear::new(weight, bias))
 }
 
 /// Names a per-channel LayerScale may be stored under, relative to the block.
@@ -124,37 +134,52 @@ fn layer_scale(vb: &VarBuilder, names: &[&str; 3], width: usize) -> Result<Optio
 pub(crate) struct Block {
     norm1: LayerNorm,
     attn: Attention,
-    ls1: Option<Tensor>,
     norm2: LayerNorm,
     mlp: Mlp,
-    ls2: Option<Tensor>,
 }
 
 impl Block {
     /// Builds block `vb` (already pointing at `…blocks.{i}`).
     pub fn new(vb: VarBuilder, names: &KeyNames, dims: BlockDims) -> Result<Self> {
+        let ls1 = layer_scale(&vb, &LAYER_SCALE_NAMES[0], dims.width)?;
+        let ls2 = layer_scale(&vb, &LAYER_SCALE_NAMES[1], dims.width)?;
         Ok(Self {
             norm1: candle_nn::layer_norm(dims.width, dims.eps, vb.pp("norm1"))?,
-            attn: Attention::new(vb.pp(names.attention), names, dims)?,
-            ls1: layer_scale(&vb, &LAYER_SCALE_NAMES[0], dims.width)?,
+            attn: Attention::new(vb.pp(names.attention), names, dims, ls1)?,
             norm2: candle_nn::layer_norm(dims.width, dims.eps, vb.pp("norm2"))?,
-            mlp: Mlp::new(vb.pp("mlp"), dims)?,
-            ls2: layer_scale(&vb, &LAYER_SCALE_NAMES[1], dims.width)?,
+            mlp: Mlp::new(vb.pp("mlp"), dims, ls2)?,
         })
     }
 
     /// Applies the block to a (B, N, D) sequence.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = scaled(self.attn.forward(&self.norm1.forward(x)?)?, &self.ls1)?;
-        let x = (x + y)?;
-        let y = scaled(self.mlp.forward(&self.norm2.forward(&x)?)?, &self.ls2)?;
-        Ok((x + y)?)
+        let x = self.attn.forward(&self.norm1.forward(x)?, x)?;
+        self.mlp.forward(&self.norm2.forward(&x)?, &x)
     }
 }
 
-fn scaled(x: Tensor, gamma: &Option<Tensor>) -> Result<Tensor> {
-    Ok(match gamma {
-        Some(g) => x.broadcast_mul(g)?,
-        None => x,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folded_layer_scale_equals_scaling_the_output() {
+        let dev = candle_core::Device::Cpu;
+        let w = Tensor::randn(0f32, 0.5, (6, 4), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.5, 6, &dev).unwrap();
+        let gamma = Tensor::randn(0f32, 1.0, 6, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 4), &dev).unwrap();
+        let linear = Linear::new(w, Some(b));
+        let expected = linear.forward(&x).unwrap().broadcast_mul(&gamma).unwrap();
+        let folded = fold_layer_scale(linear, Some(gamma)).unwrap();
+        let err = (folded.forward(&x).unwrap() - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err < 1e-6, "off by {err}");
+    }
 }
