@@ -28,7 +28,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use super::topk::{TopK, dot, norm};
+use super::topk::{TopK, dot, norm, scan_in_parallel};
 use super::{Hit, IndexError, IndexSettings, Row};
 
 /// Rows decoded at a time by search: small enough that a batch's values and
@@ -374,21 +374,6 @@ pub(super) fn search(
         }
         Ok(best)
     };
-    let partials = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.min(groups.max(1)))
-            .map(|first| {
-                let scan = &scan;
-                scope.spawn(move || scan(first))
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("search worker panicked"))
-            .collect::<Result<Vec<_>, _>>()
-    })?;
-    let mut best = TopK::new(k);
-    for partial in partials {
-        best.merge(partial);
-    }
+    let best = scan_in_parallel(threads.min(groups.max(1)), k, scan)?;
     Ok(best.into_sorted().into_iter().map(|(_, hit)| hit).collect())
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::topk::{LeBytes, TopK, dot, norm};
+use super::topk::{LeBytes, TopK, dot, norm, scan_in_parallel};
 use super::{Hit, IndexError, IndexSettings, Row};
 
 const SCHEMA: &str = "
@@ -239,23 +239,10 @@ pub(super) fn search(
         }
         Ok(best)
     };
-    let partials = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let (from, to) = (lo + span * t / threads, lo + span * (t + 1) / threads);
-                let scan = &scan;
-                scope.spawn(move || scan(from, to))
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("search worker panicked"))
-            .collect::<Result<Vec<_>, _>>()
+    let best = scan_in_parallel(threads as usize, k, |t| {
+        let t = t as i64;
+        scan(lo + span * t / threads, lo + span * (t + 1) / threads)
     })?;
-    let mut best = TopK::new(k);
-    for partial in partials {
-        best.merge(partial);
-    }
     let conn = open()?;
     let mut st = conn
         .prepare("SELECT source, pts_ns, frame_index FROM frames WHERE id = ?1")

@@ -39,6 +39,32 @@ impl<T> TopK<T> {
     }
 }
 
+/// Runs `scan(t)` for `t` in `0..threads` on scoped threads and merges their
+/// top-k lists; the first error wins.
+pub(super) fn scan_in_parallel<T: Send, E: Send>(
+    threads: usize,
+    k: usize,
+    scan: impl Fn(usize) -> Result<TopK<T>, E> + Sync,
+) -> Result<TopK<T>, E> {
+    let partials = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let scan = &scan;
+                scope.spawn(move || scan(t))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("search worker panicked"))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let mut best = TopK::new(k);
+    for partial in partials {
+        best.merge(partial);
+    }
+    Ok(best)
+}
+
 /// A vector of f32 read in chunks of 8, whatever its storage.
 pub(super) trait Lanes {
     /// Number of values.

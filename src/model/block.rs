@@ -160,6 +160,7 @@ impl Block {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fused::tests::max_err;
     use super::*;
 
     #[test]
@@ -172,14 +173,7 @@ mod tests {
         let linear = Linear::new(w, Some(b));
         let expected = linear.forward(&x).unwrap().broadcast_mul(&gamma).unwrap();
         let folded = fold_layer_scale(linear, Some(gamma)).unwrap();
-        let err = (folded.forward(&x).unwrap() - expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_err(&folded.forward(&x).unwrap(), &expected);
         assert!(err < 1e-6, "off by {err}");
     }
 }

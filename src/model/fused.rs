@@ -345,10 +345,11 @@ fn erf(x: f32) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn max_err(a: &Tensor, b: &Tensor) -> f32 {
+    /// Largest absolute difference of two f32 tensors.
+    pub(in crate::model) fn max_err(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()
