@@ -34,7 +34,7 @@ fn build(db: &Path) {
     let mut writer = IndexWriter::open(db, &settings, "bench", 10_000).unwrap();
     for i in 0..ROWS {
         writer
-            .append(&Row {
+            .append(Row {
                 pts_ns: Some(i as u64 * 1_000_000_000),
                 frame_index: i as u64,
                 input_size: (512, 512),

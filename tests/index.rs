@@ -311,22 +311,22 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
     };
     let mut writer = IndexWriter::open(&path, &settings, "cam", 4).unwrap();
     for i in 0..4 {
-        writer.append(&row(i)).unwrap();
+        writer.append(row(i)).unwrap();
     }
     let after_one_group = std::fs::metadata(&partial).unwrap().len();
     for i in 4..8 {
-        writer.append(&row(i)).unwrap();
+        writer.append(row(i)).unwrap();
     }
     assert!(
         std::fs::metadata(&partial).unwrap().len() > after_one_group,
         "the second full row group was not written out"
     );
-    writer.append(&row(8)).unwrap();
+    writer.append(row(8)).unwrap();
     let wrong = Row {
         summary: vec![0.0; 7],
         ..row(9)
     };
-    let err = writer.append(&wrong).unwrap_err().to_string();
+    let err = writer.append(wrong).unwrap_err().to_string();
     assert_eq!(
         err,
         "a vector has 7 values but the index holds 8-dimensional summaries"
@@ -399,7 +399,7 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
     // A writer dropped before it finishes leaves the finished index as it was.
     let before = std::fs::read(&path).unwrap();
     let mut writer = IndexWriter::open(&path, &settings, "other", 4).unwrap();
-    writer.append(&row(0)).unwrap();
+    writer.append(row(0)).unwrap();
     drop(writer);
     assert!(std::fs::read(&path).unwrap() == before);
     assert!(!partial.exists());

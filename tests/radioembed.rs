@@ -202,26 +202,36 @@ fn latency_adds_batching_and_processing_budget() {
     assert_eq!(min, gst::ClockTime::from_mseconds(50));
 }
 
-/// The (type, code, text) of every progress message radioembed posted while
-/// `launch` ran to its end.
-fn progress_messages(launch: &str) -> Vec<(gst::ProgressType, String, String)> {
+/// Every bus message of `launch` played until its EOS or error (that one last).
+fn run_to_end(launch: &str) -> Vec<gst::Message> {
     init();
     let pipeline = gst::parse::launch(launch).unwrap();
     let bus = pipeline.bus().unwrap();
     let _ = pipeline.set_state(gst::State::Playing);
     let mut seen = Vec::new();
     while let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(30)) {
-        match msg.view() {
-            gst::MessageView::Progress(p) => {
-                let (type_, code, text) = p.get();
-                seen.push((type_, code.to_string(), text.to_string()));
-            }
-            gst::MessageView::Eos(_) | gst::MessageView::Error(_) => break,
-            _ => (),
+        let end = matches!(msg.type_(), gst::MessageType::Eos | gst::MessageType::Error);
+        seen.push(msg);
+        if end {
+            break;
         }
     }
     pipeline.set_state(gst::State::Null).unwrap();
     seen
+}
+
+/// The (type, code, text) of every progress message posted while `launch` ran.
+fn progress_messages(launch: &str) -> Vec<(gst::ProgressType, String, String)> {
+    run_to_end(launch)
+        .iter()
+        .filter_map(|msg| match msg.view() {
+            gst::MessageView::Progress(p) => {
+                let (type_, code, text) = p.get();
+                Some((type_, code.to_string(), text.to_string()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -252,18 +262,8 @@ fn model_loading_is_announced_with_progress_messages() {
 }
 
 fn run_to_error(launch: &str) -> String {
-    init();
-    let pipeline = gst::parse::launch(launch).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let _ = pipeline.set_state(gst::State::Playing);
-    let msg = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Error, gst::MessageType::Eos],
-        )
-        .expect("pipeline ended");
-    pipeline.set_state(gst::State::Null).unwrap();
-    match msg.view() {
+    let messages = run_to_end(launch);
+    match messages.last().expect("pipeline ended").view() {
         gst::MessageView::Error(err) => err.error().to_string(),
         _ => panic!("pipeline ended without error"),
     }

@@ -153,19 +153,17 @@ fn dtype(name: &str) -> CliResult<DType> {
 /// The folder of a model named by folder or repo id, downloading it (with a
 /// progress line on stderr) when it is in neither place.
 fn resolve(model: &str) -> CliResult<PathBuf> {
-    let mut shown = None;
+    let mut shown = false;
     let dir = locate(model, &mut |p: DownloadProgress| {
-        let percent = (p.done * 100).checked_div(p.total).unwrap_or(0);
-        if shown != Some((p.file, percent)) {
-            shown = Some((p.file, percent));
-            eprint!(
-                "\rdownloading {model} {}: {percent:3} % of {:.1} MiB ",
-                p.file,
-                p.total as f64 / 1048576.0
-            );
-        }
+        shown = true;
+        eprint!(
+            "\rdownloading {model} {}: {:3} % of {:.1} MiB ",
+            p.file,
+            p.percent,
+            p.total as f64 / 1048576.0
+        );
     });
-    if shown.is_some() {
+    if shown {
         eprintln!();
     }
     dir.map_err(|e| e.to_string())

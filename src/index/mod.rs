@@ -239,7 +239,7 @@ impl IndexWriter {
     }
 
     /// Adds one row; writes out a transaction or row group when one is full.
-    pub fn append(&mut self, row: &Row) -> Result<(), IndexError> {
+    pub fn append(&mut self, row: Row) -> Result<(), IndexError> {
         let expected = self.settings().summary_dim;
         if row.summary.len() != expected {
             return Err(IndexError::Dimension {
@@ -248,7 +248,7 @@ impl IndexWriter {
             });
         }
         match &mut self.0 {
-            Writer::Sqlite(w) => w.append(row),
+            Writer::Sqlite(w) => w.append(&row),
             Writer::Parquet(w) => w.append(row),
         }
     }

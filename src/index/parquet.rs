@@ -229,8 +229,8 @@ impl ParquetWriter {
     }
 
     /// Adds one row; writes a row group out when one is full.
-    pub(super) fn append(&mut self, row: &Row) -> Result<(), IndexError> {
-        self.pending.push(row.clone());
+    pub(super) fn append(&mut self, row: Row) -> Result<(), IndexError> {
+        self.pending.push(row);
         self.written += 1;
         if self.pending.len() >= self.rows_per_group {
             self.write_pending()?;

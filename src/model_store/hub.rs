@@ -12,21 +12,26 @@ use super::DownloadProgress;
 /// wrong repo id fails before the long transfer).
 const FILES: [&str; 2] = ["config.json", "model.safetensors"];
 
-/// Passes hf-hub's byte counts on as [`DownloadProgress`].
+/// Passes hf-hub's byte counts on as [`DownloadProgress`], once per percent.
 struct Reporter<'a> {
     file: &'static str,
     done: u64,
     total: u64,
+    sent: Option<u32>,
     report: &'a mut dyn FnMut(DownloadProgress),
 }
 
 impl Reporter<'_> {
     fn send(&mut self) {
-        (self.report)(DownloadProgress {
-            file: self.file,
-            done: self.done,
-            total: self.total,
-        });
+        let percent = (self.done * 100).checked_div(self.total).unwrap_or(0) as u32;
+        if self.sent != Some(percent) {
+            self.sent = Some(percent);
+            (self.report)(DownloadProgress {
+                file: self.file,
+                percent,
+                total: self.total,
+            });
+        }
     }
 }
 
@@ -34,6 +39,7 @@ impl hf_hub::api::Progress for Reporter<'_> {
     fn init(&mut self, size: usize, _filename: &str) {
         self.total = size as u64;
         self.done = 0;
+        self.sent = None;
         self.send();
     }
 
@@ -65,6 +71,7 @@ pub(super) fn download(
             file,
             done: 0,
             total: 0,
+            sent: None,
             report: &mut *report,
         };
         // hf-hub asserts on its own cache writes; keep such a panic inside.

@@ -38,13 +38,14 @@ pub enum LocateError {
     },
 }
 
-/// How far a model download has come, reported while it runs.
+/// How far a model download has come, reported once per whole percent of
+/// each file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DownloadProgress {
     /// The file being downloaded (`config.json`, `model.safetensors`).
     pub file: &'static str,
-    /// Bytes of it downloaded so far.
-    pub done: u64,
+    /// Percent of it downloaded so far (0..=100).
+    pub percent: u32,
     /// Its size in bytes.
     pub total: u64,
 }

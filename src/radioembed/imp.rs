@@ -436,27 +436,20 @@ impl RadioEmbed {
         result
     }
 
-    /// Reports a download as CONTINUE progress messages, one per percent.
-    fn download_reporter(&self) -> impl FnMut(DownloadProgress) + '_ {
-        let mut last = None;
-        move |p: DownloadProgress| {
-            let percent = (p.done * 100).checked_div(p.total).unwrap_or(0) as u32;
-            if last != Some((p.file, percent)) {
-                last = Some((p.file, percent));
-                self.post_progress(
-                    gst::ProgressType::Continue,
-                    &format!("Downloading {}: {percent} %", p.file),
-                    Some(percent),
-                );
-            }
-        }
+    /// Reports a download as CONTINUE progress messages.
+    fn report_download(&self, p: DownloadProgress) {
+        self.post_progress(
+            gst::ProgressType::Continue,
+            &format!("Downloading {}: {} %", p.file, p.percent),
+            Some(p.percent),
+        );
     }
 
     /// Finds (or downloads), loads (or shares) the model and builds the
     /// streaming state.
     fn load(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let dir = locate(&settings.model, &mut self.download_reporter())
+        let dir = locate(&settings.model, &mut |p| self.report_download(p))
             .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
         let device = settings.device();
         let dtype = settings.dtype(&device);

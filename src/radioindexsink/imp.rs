@@ -56,7 +56,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RadioIndexSink {
-    fn open_writer(&self, embedding: &Embedding) -> Result<IndexWriter, gst::ErrorMessage> {
+    fn open_writer(
+        &self,
+        embedding: &Embedding,
+        summary_dim: usize,
+    ) -> Result<IndexWriter, gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
         let location = settings
             .location
@@ -68,7 +72,7 @@ impl RadioIndexSink {
         let index = IndexSettings {
             model: embedding.model.clone(),
             input: format!("{}x{}", embedding.input_size.0, embedding.input_size.1),
-            summary_dim: embedding.summary_dim(),
+            summary_dim,
         };
         gst::info!(CAT, imp = self, "indexing {source} into {location}");
         IndexWriter::open(
@@ -221,7 +225,7 @@ impl BaseSinkImpl for RadioIndexSink {
     }
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let embedding = match Embedding::from_buffer(buffer) {
+        let mut embedding = match Embedding::from_buffer(buffer) {
             Ok(Some(e)) => e,
             Ok(None) => return Ok(gst::FlowSuccess::Ok),
             Err(err) => {
@@ -229,7 +233,7 @@ impl BaseSinkImpl for RadioIndexSink {
                 return Err(gst::FlowError::Error);
             }
         };
-        let Some(summary) = embedding.summary.clone() else {
+        let Some(summary) = embedding.summary.take() else {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
@@ -240,13 +244,16 @@ impl BaseSinkImpl for RadioIndexSink {
         let mut state = lock(&self.state);
         if state.writer.is_none() {
             drop(state);
-            let writer = self.open_writer(&embedding).map_err(|message| {
-                self.post_error_message(message);
-                gst::FlowError::Error
-            })?;
+            let writer = self
+                .open_writer(&embedding, summary.len())
+                .map_err(|message| {
+                    self.post_error_message(message);
+                    gst::FlowError::Error
+                })?;
             state = lock(&self.state);
             state.writer = Some(writer);
         }
+        // The embedding's vectors move into the row uncopied.
         let row = Row {
             pts_ns: buffer.pts().map(|p| p.nseconds()),
             frame_index: embedding.frame_index,
@@ -254,11 +261,10 @@ impl BaseSinkImpl for RadioIndexSink {
             summary,
             spatial: embedding
                 .spatial
-                .clone()
                 .map(|s| (s, embedding.grid, embedding.spatial_dim)),
         };
         let writer = state.writer.as_mut().expect("opened above");
-        writer.append(&row).map_err(|e| {
+        writer.append(row).map_err(|e| {
             gst::element_imp_error!(self, gst::ResourceError::Write, ("{}", e));
             gst::FlowError::Error
         })?;
