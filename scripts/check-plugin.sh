@@ -17,8 +17,11 @@ for expected in "Filter/Analyzer/Video" "SINK template: 'sink'" "SRC template: '
     exit 1
   fi
 done
-if ! GST_REGISTRY="$dir/registry.bin" GST_PLUGIN_PATH="$dir" GST_PLUGIN_SYSTEM_PATH= \
-  gst-inspect-1.0 radioindexsink | grep -q "transaction-rows"; then
+# Captured first, as above: `gst-inspect | grep -q` fails under pipefail when grep
+# exits at its match and gst-inspect then dies of SIGPIPE.
+sink="$(GST_REGISTRY="$dir/registry.bin" GST_PLUGIN_PATH="$dir" GST_PLUGIN_SYSTEM_PATH= \
+  gst-inspect-1.0 radioindexsink)"
+if ! grep -q "transaction-rows" <<<"$sink"; then
   echo "gst-inspect-1.0 radioindexsink fails" >&2
   exit 1
 fi
