@@ -187,6 +187,14 @@ fn flush_drops_pending_frames() {
         assert_eq!(out.pts(), frame(i).pts(), "a pre-flush frame leaked");
         assert!(embedding(&out).is_some());
     }
+    // Sticky events the flush caught in the queue still reach downstream.
+    let downstream = h.sinkpad().unwrap();
+    assert!(
+        downstream
+            .sticky_event::<gst::event::StreamStart>(0)
+            .is_some()
+    );
+    assert!(downstream.current_caps().is_some());
 }
 
 #[test]

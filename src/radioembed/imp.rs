@@ -1,5 +1,6 @@
 //! The `radioembed` GObject subclass: properties, pads, events, the batching task.
 
+use std::ops::ControlFlow;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -183,11 +184,18 @@ impl RadioEmbed {
             EventView::FlushStop(_) => {
                 let forwarded = self.srcpad.push_event(event);
                 self.queue.set_flushing(false);
-                // The flush may have dropped a queued caps event before the task saw
-                // it; the pad still holds the caps, so hand them over again.
-                if let Some(caps) = pad.current_caps() {
-                    self.queue
-                        .push_event(Item::Event(gst::event::Caps::new(&caps)));
+                // The flush may have dropped queued sticky events (stream-start, caps,
+                // tags) before the task forwarded them; the sink pad still holds them,
+                // so hand them over again. Those already forwarded pass as no-ops.
+                let mut sticky = Vec::new();
+                pad.sticky_events_foreach(|event| {
+                    if !matches!(event.type_(), gst::EventType::Segment | gst::EventType::Eos) {
+                        sticky.push(event.clone());
+                    }
+                    ControlFlow::Continue(gst::EventForeachAction::Keep)
+                });
+                for event in sticky {
+                    self.queue.push_event(Item::Event(event));
                 }
                 self.start_task();
                 forwarded
