@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (what .ci/run runs once system packages are in):
 # formatting, lints, every unit and integration test, the plugin loading from the
-# build tree, and the `cuda` feature built against CUDA 13.0 from PyPI with its
+# build tree, the `v1_26` feature against GStreamer 1.26 (a Debian 13 chroot), and
+# the `cuda` feature built against CUDA 13.0 from PyPI with its
 # tests run on the CPU (a stub libcuda stands in for the driver).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,10 @@ tests cargo test
 
 step "gst-inspect-1.0 radioembed from the build tree"
 scripts/check-plugin.sh target/debug/libgstradio.so
+
+step "v1_26 feature (GstTensorMeta): GStreamer 1.26 in a Debian 13 chroot"
+scripts/gstreamer-1.26.sh cargo clippy --features v1_26 --lib --tests -- -D warnings
+tests scripts/gstreamer-1.26.sh cargo test --features v1_26 --lib --test radioembed
 
 step "cuda feature: toolkit from PyPI"
 eval "$(scripts/cuda-toolkit.sh)"

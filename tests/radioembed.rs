@@ -168,6 +168,37 @@ fn outputs_pooling_and_f16_shape_the_meta() {
     assert_eq!(e.dtype, gstradio::meta::MetaDtype::F16);
 }
 
+/// Built for GStreamer >= 1.26, every embedded frame also carries the standard
+/// `GstTensorMeta`, with the same numbers as the `RadioEmbedMeta`.
+#[cfg(feature = "v1_26")]
+#[test]
+fn tensor_meta_carries_the_same_embeddings() {
+    use gst_analytics::{TensorDataType, TensorMeta};
+    let floats = |b: &gst::BufferRef| -> Vec<f32> {
+        let map = b.map_readable().unwrap();
+        map.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let mut h = harness("resolution=32");
+    for i in 0..2 {
+        h.push(frame(i)).unwrap();
+        let out = h.pull().unwrap();
+        let e = embedding(&out).unwrap();
+        let meta = out.meta::<TensorMeta>().expect("tensor meta attached");
+        let [summary, spatial] = meta.as_slice() else {
+            panic!("expected two tensors, got {}", meta.as_slice().len());
+        };
+        assert_eq!(summary.id().as_str(), "radio-summary");
+        assert_eq!(summary.dims(), [1, 128]);
+        assert_eq!(summary.data_type(), TensorDataType::Float32);
+        assert_eq!(floats(summary.data()), e.summary.unwrap());
+        assert_eq!(spatial.id().as_str(), "radio-spatial");
+        assert_eq!(spatial.dims(), [1, 2, 3, 64]);
+        assert_eq!(floats(spatial.data()), e.spatial.unwrap());
+    }
+}
+
 #[test]
 fn flush_drops_pending_frames() {
     let mut h = harness("resolution=32 batch-size=4 batch-timeout=60000000000");

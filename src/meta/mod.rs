@@ -15,9 +15,14 @@
 //! | `input-width`, `input-height` | `guint` | the model input size in pixels |
 //! | `frame-index` | `guint64` | running index of the frame in the stream (0-based) |
 //!
-//! [`Embedding`] is the typed Rust view of the same data.
+//! [`Embedding`] is the typed Rust view of the same data. Built with the `v1_26`
+//! feature, the same vectors also travel as GStreamer's standard tensor meta
+//! (see [`tensor`]).
 
 use std::sync::Once;
+
+#[cfg(feature = "v1_26")]
+pub mod tensor;
 
 /// Name the custom meta is registered under.
 pub const META_NAME: &str = "RadioEmbedMeta";
@@ -166,16 +171,19 @@ impl Embedding {
         self.summary.as_ref().map_or(0, Vec::len)
     }
 
-    /// Attaches these embeddings to a buffer as a `RadioEmbedMeta`.
+    /// Attaches these embeddings to a buffer as a `RadioEmbedMeta` and, with the
+    /// `v1_26` feature, as a `GstTensorMeta` sharing the same vector buffers.
     pub fn attach(&self, buffer: &mut gst::BufferRef) -> Result<(), glib::BoolError> {
+        let summary = self.summary.as_ref().map(|v| encode(v, self.dtype));
+        let spatial = self.spatial.as_ref().map(|v| encode(v, self.dtype));
         let mut meta = gst::meta::CustomMeta::add(buffer, META_NAME)?;
         let s = meta.mut_structure();
         let uint = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        if let Some(summary) = &self.summary {
-            s.set("summary", encode(summary, self.dtype));
+        if let Some(summary) = &summary {
+            s.set("summary", summary);
         }
-        if let Some(spatial) = &self.spatial {
-            s.set("spatial", encode(spatial, self.dtype));
+        if let Some(spatial) = &spatial {
+            s.set("spatial", spatial);
         }
         s.set("summary-dim", uint(self.summary_dim()));
         s.set("spatial-dim", uint(self.spatial_dim));
@@ -186,6 +194,8 @@ impl Embedding {
         s.set("input-width", uint(self.input_size.0));
         s.set("input-height", uint(self.input_size.1));
         s.set("frame-index", self.frame_index);
+        #[cfg(feature = "v1_26")]
+        tensor::attach(buffer, self, summary, spatial);
         Ok(())
     }
 
@@ -228,7 +238,8 @@ impl Embedding {
 mod tests {
     use super::*;
 
-    fn sample(dtype: MetaDtype) -> Embedding {
+    /// A small embedding with every field set.
+    pub(super) fn sample(dtype: MetaDtype) -> Embedding {
         Embedding {
             summary: Some(vec![0.5, -1.25, 3.0]),
             spatial: Some((0..12).map(|i| i as f32 * 0.25).collect()),
