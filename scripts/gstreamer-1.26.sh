@@ -27,6 +27,7 @@ if [ ! -e "$root/.ready" ]; then
   chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     --no-install-recommends pkg-config gcc libc6-dev libgstreamer-plugins-bad1.0-dev \
     gstreamer1.0-plugins-base >/dev/null
+  chroot "$root" apt-get clean
   touch "$root/.ready"
 fi
 
