@@ -252,14 +252,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn round_trips_in_both_dtypes_and_survives_copies() {
+    /// A buffer carrying the metas of `embedding` (GStreamer and the meta set up).
+    pub(super) fn with_meta(embedding: &Embedding) -> gst::Buffer {
         gst::init().unwrap();
         register();
+        let mut buffer = gst::Buffer::with_size(16).unwrap();
+        embedding.attach(buffer.get_mut().unwrap()).unwrap();
+        buffer
+    }
+
+    #[test]
+    fn round_trips_in_both_dtypes_and_survives_copies() {
         for dtype in [MetaDtype::F32, MetaDtype::F16] {
             let embedding = sample(dtype);
-            let mut buffer = gst::Buffer::with_size(16).unwrap();
-            embedding.attach(buffer.get_mut().unwrap()).unwrap();
+            let buffer = with_meta(&embedding);
             assert_eq!(
                 Embedding::from_buffer(&buffer).unwrap(),
                 Some(embedding.clone())

@@ -65,16 +65,13 @@ pub(super) fn attach(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{META_NAME, register, tests::sample};
+    use crate::meta::META_NAME;
+    use crate::meta::tests::{sample, with_meta};
 
     #[test]
     fn tensors_share_the_custom_meta_vectors() {
-        gst::init().unwrap();
-        register();
         for dtype in [MetaDtype::F32, MetaDtype::F16] {
-            let embedding = sample(dtype);
-            let mut buffer = gst::Buffer::with_size(16).unwrap();
-            embedding.attach(buffer.get_mut().unwrap()).unwrap();
+            let buffer = with_meta(&sample(dtype));
             let custom = gst::meta::CustomMeta::from_buffer(&buffer, META_NAME).unwrap();
             let meta = buffer.meta::<TensorMeta>().expect("tensor meta attached");
             let tensors = meta.as_slice();
@@ -95,9 +92,7 @@ mod tests {
 
     #[test]
     fn summary_only_embeddings_carry_one_tensor() {
-        gst::init().unwrap();
-        register();
-        let embedding = Embedding {
+        let buffer = with_meta(&Embedding {
             summary: Some(vec![1.0; 4]),
             spatial: None,
             spatial_dim: 0,
@@ -106,9 +101,7 @@ mod tests {
             model: "tiny".into(),
             input_size: (16, 16),
             frame_index: 0,
-        };
-        let mut buffer = gst::Buffer::with_size(16).unwrap();
-        embedding.attach(buffer.get_mut().unwrap()).unwrap();
+        });
         let meta = buffer.meta::<TensorMeta>().unwrap();
         let ids: Vec<_> = meta.as_slice().iter().map(|t| t.id()).collect();
         assert_eq!(ids, [glib::Quark::from_str(SUMMARY_TENSOR)]);
