@@ -2,8 +2,8 @@
 # The project's test command (what .ci/run runs once system packages are in):
 # formatting, lints, every unit and integration test, the plugin loading from the
 # build tree, the `v1_26` feature against GStreamer 1.26 (a Debian 13 chroot), and
-# the `cuda` feature built against CUDA 13.0 from PyPI with its
-# tests run on the CPU (a stub libcuda stands in for the driver).
+# the `cuda` feature built against CUDA 13.0 from PyPI with its tests run on the
+# CPU (a stub libcuda stands in for the driver).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
