@@ -2,10 +2,15 @@
 # Runs a command (cargo, typically) in this checkout inside a Debian 13 chroot that
 # has GStreamer 1.26, which Debian 12 does not ship: the `v1_26` feature (the
 # embeddings as a GstTensorMeta) builds and is tested there. The root is made with
-# debootstrap and kept in .gst-1.26/ for the next run; this checkout, cargo and
-# rustup are bind-mounted into it at their own paths, so cargo reuses everything the
-# host build compiled that does not touch GStreamer. Needs root (debootstrap,
-# chroot, mount) and Debian's mirror.
+# debootstrap and kept in .gst-1.26/ for the next run.
+#
+# The chroot needs no network of its own for cargo: every crate of Cargo.lock is
+# fetched on the host first and cargo runs offline inside, with this checkout,
+# CARGO_HOME and RUSTUP_HOME bind-mounted at their own paths. Its builds go to
+# target/gst-1.26, never the host's target/debug: they link GStreamer 1.26
+# libraries the host does not have. debootstrap and apt take the host's own Debian
+# mirror (DEBIAN_MIRROR overrides it) and proxy settings, and the chroot gets the
+# host's CA certificates. Needs root (debootstrap, chroot, mount).
 #   usage: scripts/gstreamer-1.26.sh cargo test --features v1_26 --test radioembed
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,16 +18,41 @@ root="$repo/.gst-1.26"
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 rustup_home="${RUSTUP_HOME:-$HOME/.rustup}"
 cargo_bin="$(dirname "$(command -v cargo)")"
+host_certs=/etc/ssl/certs/ca-certificates.crt
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "gstreamer-1.26.sh: needs root for debootstrap, chroot and mount" >&2
   exit 1
 fi
 
+# The first Debian archive (not the security one) the host's apt reads, in either
+# source format.
+host_mirror() {
+  {
+    grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{ for (i = 2; i <= NF; i++) print $i }'
+    grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+      awk '{ for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:\/\//) { print $i; break } }'
+  } | grep -v security | grep -m1 -E '/debian/?$' || true
+}
+
+# The proxy the host's apt uses, if any, for debootstrap and the chroot's apt.
+apt_proxy="$(apt-config shell P Acquire::http::Proxy 2>/dev/null | sed -n "s/^P='\(.*\)'$/\1/p")"
+export http_proxy="${http_proxy:-$apt_proxy}"
+
 if [ ! -e "$root/.ready" ]; then
+  mirror="${DEBIAN_MIRROR:-$(host_mirror)}"
+  if [ -z "$mirror" ]; then
+    echo "gstreamer-1.26.sh: the host's apt sources name no Debian archive; set" \
+      "DEBIAN_MIRROR to one (a URL ending in /debian)" >&2
+    exit 1
+  fi
+  echo "gstreamer-1.26.sh: Debian 13 from $mirror${http_proxy:+ through $http_proxy}" >&2
   command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >&2
   rm -rf "$root"
-  debootstrap --variant=minbase trixie "$root" http://deb.debian.org/debian >/dev/null
+  debootstrap --variant=minbase trixie "$root" "$mirror" >/dev/null
+  if [ -n "$http_proxy" ]; then
+    echo "Acquire::http::Proxy \"$http_proxy\";" >"$root/etc/apt/apt.conf.d/80host-proxy"
+  fi
   chroot "$root" apt-get update -qq
   chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     --no-install-recommends pkg-config gcc libc6-dev libgstreamer-plugins-bad1.0-dev \
@@ -31,24 +61,36 @@ if [ ! -e "$root/.ready" ]; then
   touch "$root/.ready"
 fi
 
+# Everything cargo may need inside, optional dependencies included.
+(cd "$repo" && cargo fetch --locked --quiet)
+
 mounted=()
 unmount() {
   for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount "${mounted[i]}"; done
 }
 trap unmount EXIT
 bind() {
-  mkdir -p "$root$1"
-  mount --bind "$1" "$root$1"
-  mounted+=("$root$1")
+  if [ -d "$1" ]; then
+    mkdir -p "$root$2"
+  else
+    mkdir -p "$(dirname "$root$2")" && touch "$root$2"
+  fi
+  mount --bind "$1" "$root$2"
+  mounted+=("$root$2")
 }
-bind "$repo"
-bind "$cargo_home"
-bind "$rustup_home"
+bind "$repo" "$repo"
+bind "$cargo_home" "$cargo_home"
+bind "$rustup_home" "$rustup_home"
+if [ -f "$host_certs" ]; then
+  bind "$host_certs" /etc/ssl/certs/host-ca-certificates.crt
+fi
 mount -t proc proc "$root/proc"
 mounted+=("$root/proc")
 
 chroot "$root" pkg-config --modversion gstreamer-1.0 gstreamer-analytics-1.0 |
   paste -sd' ' | sed 's/^/GStreamer and its analytics library in the chroot: /'
 chroot "$root" env PATH="$cargo_bin:/usr/bin:/bin" \
-  CARGO_HOME="$cargo_home" RUSTUP_HOME="$rustup_home" \
+  CARGO_HOME="$cargo_home" RUSTUP_HOME="$rustup_home" CARGO_NET_OFFLINE=true \
+  CARGO_TARGET_DIR="$repo/target/gst-1.26" \
+  SSL_CERT_FILE=/etc/ssl/certs/host-ca-certificates.crt \
   bash -c 'cd "$1" && shift && exec "$@"' _ "$repo" "$@"
