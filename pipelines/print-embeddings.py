@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """Runs a radioembed pipeline and prints each frame's embeddings as read from Python.
 
-Usage: print-embeddings.py MODEL [PIPELINE_HEAD]
+Usage: print-embeddings.py MODEL [PIPELINE_HEAD [RADIOEMBED_PROPERTIES]]
 
-PIPELINE_HEAD is everything before radioembed (default: 8 frames of videotestsrc).
+PIPELINE_HEAD is everything before radioembed (default: 8 frames of videotestsrc);
+RADIOEMBED_PROPERTIES are more `name=value` settings of the element, e.g.
+"resolution=224 batch-size=4".
 Each line shows the frame's timestamp, its running index, the summary vector's
 length, L2 norm and first values, and the spatial grid. Reading the meta needs
 nothing but PyGObject (Debian: python3-gi, python3-gst-1.0).
@@ -37,9 +39,10 @@ def main():
         sys.exit(__doc__)
     model = sys.argv[1]
     head = sys.argv[2] if len(sys.argv) > 2 else "videotestsrc num-buffers=8 pattern=ball"
+    properties = sys.argv[3] if len(sys.argv) > 3 else ""
     Gst.init(None)
     pipeline = Gst.parse_launch(
-        f"{head} ! videoconvert ! radioembed name=embed model={model} "
+        f"{head} ! videoconvert ! radioembed name=embed model={model} {properties} "
         "! appsink name=sink emit-signals=false sync=false"
     )
     sink = pipeline.get_by_name("sink")
