@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::str::FromStr;
 use std::sync::Once;
 
 use candle_core::{DType, Device, Tensor};
@@ -457,4 +458,193 @@ fn changing_the_latency_budget_posts_a_latency_message() {
     pipeline.set_state(gst::State::Null).unwrap();
     let msg = msg.expect("a latency message");
     assert_eq!(msg.src().unwrap().name(), "e");
+}
+
+/// The last message of `launch` run to its end, which must be EOS within the
+/// time `run_to_end` waits.
+fn assert_reaches_eos(launch: &str) {
+    let messages = run_to_end(launch);
+    let last = messages.last().expect("pipeline posted messages");
+    assert_eq!(
+        last.type_(),
+        gst::MessageType::Eos,
+        "{launch}: ended with {last:?} instead of EOS"
+    );
+}
+
+#[test]
+fn downstream_eos_drops_frames_but_lets_upstream_eos_through() {
+    // identity returns EOS after 5 buffers; upstream's EOS must still reach the
+    // sink, with batches and with a model that is slower than the source.
+    for props in ["", "batch-size=4 batch-timeout=60000000000"] {
+        assert_reaches_eos(&format!(
+            "videotestsrc num-buffers=30 ! video/x-raw,width=64,height=48 ! \
+             radioembed model={} resolution=32 {props} ! identity eos-after=5 ! fakesink",
+            model_path()
+        ));
+    }
+}
+
+#[test]
+fn not_linked_goes_upstream_and_a_reconfigure_resumes() {
+    let mut h = harness("resolution=32");
+    let element = h.element().unwrap();
+    let src = element.static_pad("src").unwrap();
+    let downstream = h.sinkpad().unwrap();
+    src.unlink(&downstream).unwrap();
+    // The first frame is queued (OK); the task's push finds no peer and the
+    // frames after it are refused with NOT_LINKED, with no error of our own.
+    let mut refused = None;
+    for i in 0..100 {
+        if let Err(err) = h.push(frame(i)) {
+            refused = Some(err);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(refused, Some(gst::FlowError::NotLinked));
+    assert_eq!(h.push(frame(100)), Err(gst::FlowError::NotLinked));
+
+    src.link(&downstream).unwrap();
+    assert!(downstream.push_event(gst::event::Reconfigure::new()));
+    h.push(frame(101))
+        .expect("frames flow again after RECONFIGURE");
+    let out = h.pull().unwrap();
+    assert_eq!(out.pts(), frame(101).pts());
+    assert!(embedding(&out).is_some());
+}
+
+#[test]
+fn settings_fixed_at_load_are_refused_while_playing_and_the_rest_apply() {
+    let mut h = harness("resolution=32 batch-size=1");
+    h.play();
+    let element = h.element().unwrap();
+    element.set_property("model", "/some/other/model");
+    element.set_property("resolution", 64u32);
+    assert_eq!(element.property::<String>("model"), model_path());
+    assert_eq!(element.property::<u32>("resolution"), 32);
+
+    // batch-size applies live: two frames, one forward.
+    element.set_property("batch-size", 2u32);
+    element.set_property("batch-timeout", 60_000_000_000u64);
+    h.push(frame(0)).unwrap();
+    h.push(frame(1)).unwrap();
+    for i in 0..2 {
+        let out = h.pull().unwrap();
+        assert_eq!(embedding(&out).unwrap().frame_index, i);
+        assert_eq!(embedding(&out).unwrap().input_size, (48, 32));
+    }
+    let stats = element.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("batches").unwrap(), 1);
+}
+
+#[test]
+fn huge_timeouts_saturate_and_none_means_no_timeout() {
+    let max = gst::ClockTime::MAX.nseconds();
+    let mut h = harness(&format!(
+        "resolution=32 batch-size=4 batch-timeout={max} processing-latency={max}"
+    ));
+    h.play();
+    let src = h.element().unwrap().static_pad("src").unwrap();
+    let mut q = gst::query::Latency::new();
+    assert!(src.query(&mut q));
+    assert_eq!(q.result().1, gst::ClockTime::MAX);
+
+    // GST_CLOCK_TIME_NONE: no timeout; EOS closes the partial batch.
+    let element = h.element().unwrap();
+    element.set_property("batch-timeout", u64::MAX);
+    assert_eq!(element.property::<u64>("batch-timeout"), u64::MAX);
+    h.push(frame(0)).unwrap();
+    h.push_event(gst::event::Eos::new());
+    assert!(embedding(&h.pull().unwrap()).is_some());
+}
+
+#[test]
+fn allocation_adds_the_frames_in_flight_and_keeps_downstream_metas() {
+    let mut h = harness("resolution=32 batch-size=4");
+    h.add_propose_allocation_meta(gst_video::VideoMeta::meta_api(), None);
+    h.play();
+    let caps = gst::Caps::from_str(&format!(
+        "video/x-raw,format=RGB,width={W},height={H},framerate=30/1"
+    ))
+    .unwrap();
+    let mut q = gst::query::Allocation::new(Some(&caps), true);
+    assert!(h.srcpad().unwrap().peer_query(&mut q));
+    assert!(q.find_allocation_meta::<gst_video::VideoMeta>().is_some());
+    let pools: Vec<_> = q.allocation_pools().collect();
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    let (_, size, min, _) = &pools[0];
+    let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+    assert_eq!((*size as usize, *min), (info.size(), 8));
+}
+
+/// Whether the frame that went through `filter` after radioembed kept its meta.
+fn meta_survives(filter: &str) -> bool {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=1 ! video/x-raw,width=64,height=48 ! \
+         radioembed model={} resolution=32 ! {filter} ! fakesink name=out",
+        model_path()
+    ))
+    .unwrap()
+    .downcast::<gst::Bin>()
+    .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let sinkpad = pipeline.by_name("out").unwrap().static_pad("sink").unwrap();
+    let record = seen.clone();
+    sinkpad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer() {
+            *record.lock().unwrap() = Some(embedding(&buffer.copy()).is_some());
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let eos = pipeline.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_seconds(30),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(
+        eos.map(|m| m.type_()),
+        Some(gst::MessageType::Eos),
+        "{filter}"
+    );
+    seen.lock().unwrap().expect("a frame reached the sink")
+}
+
+#[test]
+fn elements_that_move_pixels_drop_the_grid() {
+    assert!(meta_survives("identity"));
+    assert!(meta_survives("queue"));
+    assert!(!meta_survives("videoflip video-direction=90r"));
+    assert!(!meta_survives(
+        "videoscale ! video/x-raw,width=32,height=24"
+    ));
+}
+
+#[test]
+fn flush_stop_racing_deactivation_never_deadlocks() {
+    for round in 0..20 {
+        let mut h = harness("resolution=32 batch-size=2");
+        h.play();
+        h.push(frame(0)).unwrap();
+        let element = h.element().unwrap();
+        let upstream = h.srcpad().unwrap();
+        let flusher = std::thread::spawn(move || {
+            for _ in 0..20 {
+                upstream.push_event(gst::event::FlushStart::new());
+                upstream.push_event(gst::event::FlushStop::new(false));
+            }
+        });
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = element.set_state(gst::State::Ready);
+            let _ = element.set_state(gst::State::Null);
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("set_state(NULL) deadlocked in round {round}"));
+        flusher.join().unwrap();
+    }
 }

@@ -106,21 +106,28 @@ pub enum MetaError {
 pub fn register() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        gst::meta::CustomMeta::register_with_transform(META_NAME, &[], |dest, meta, _src, kind| {
-            if kind != <gst::meta::MetaTransformCopy as gst::meta::MetaTransform>::quark() {
-                return false;
-            }
-            match gst::meta::CustomMeta::add(dest, META_NAME) {
-                Ok(mut copy) => {
-                    let fields = copy.mut_structure();
-                    for (name, value) in meta.structure().iter() {
-                        fields.set_value(name, value.clone());
-                    }
-                    true
+        // The grid describes the frame's pixels: elements that scale, crop or flip
+        // them (videoscale, videocrop, videoflip) drop metas with these tags.
+        let tags = ["video", "size", "orientation"];
+        gst::meta::CustomMeta::register_with_transform(
+            META_NAME,
+            &tags,
+            |dest, meta, _src, kind| {
+                if kind != <gst::meta::MetaTransformCopy as gst::meta::MetaTransform>::quark() {
+                    return false;
                 }
-                Err(_) => false,
-            }
-        });
+                match gst::meta::CustomMeta::add(dest, META_NAME) {
+                    Ok(mut copy) => {
+                        let fields = copy.mut_structure();
+                        for (name, value) in meta.structure().iter() {
+                            fields.set_value(name, value.clone());
+                        }
+                        true
+                    }
+                    Err(_) => false,
+                }
+            },
+        );
     });
 }
 

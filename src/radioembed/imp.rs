@@ -1,4 +1,8 @@
 //! The `radioembed` GObject subclass: properties, pads, events, the batching task.
+//!
+//! Lock order: `src_active` before the queue's own lock. `settings`, `state` and
+//! `stats` are taken alone, except `stats` then `settings` for the statistics.
+//! No lock is held while pushing downstream.
 
 use std::ops::ControlFlow;
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -44,7 +48,8 @@ struct Settings {
     height: u32,
     antialias: bool,
     batch_size: u32,
-    batch_timeout: gst::ClockTime,
+    /// `None`: no timeout, batches run when full or closed by an event.
+    batch_timeout: Option<gst::ClockTime>,
     inference_interval: u32,
     outputs: Outputs,
     spatial_pool: u32,
@@ -63,7 +68,7 @@ impl Default for Settings {
             height: 0,
             antialias: true,
             batch_size: DEFAULT_BATCH_SIZE,
-            batch_timeout: DEFAULT_BATCH_TIMEOUT,
+            batch_timeout: Some(DEFAULT_BATCH_TIMEOUT),
             inference_interval: 1,
             outputs: Outputs::Both,
             spatial_pool: 1,
@@ -108,14 +113,15 @@ impl Settings {
         }
     }
 
-    /// What this element adds to the pipeline latency.
+    /// What this element adds to the pipeline latency, saturated at the
+    /// largest clock time (an endless batch timeout is an unbounded latency).
     fn own_latency(&self) -> gst::ClockTime {
         let batching = if self.batch_size > 1 {
-            self.batch_timeout
+            self.batch_timeout.unwrap_or(gst::ClockTime::MAX)
         } else {
             gst::ClockTime::ZERO
         };
-        batching + self.processing_latency
+        batching.saturating_add(self.processing_latency)
     }
 }
 
@@ -133,8 +139,6 @@ struct Stats {
 struct State {
     engine: Engine,
     format: Option<StreamFormat>,
-    batch_size: usize,
-    batch_timeout: Duration,
 }
 
 /// The element.
@@ -145,6 +149,11 @@ pub struct RadioEmbed {
     state: Mutex<Option<State>>,
     queue: BatchQueue,
     stats: Mutex<Stats>,
+    /// Whether the source pad is active: pad (de)activation and flush handling
+    /// change the queue and the task under this lock, so a FLUSH_STOP racing
+    /// PAUSED→READY can neither restart the task on a deactivated pad nor leave
+    /// an unflushed queue without a task.
+    src_active: Mutex<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -153,10 +162,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl RadioEmbed {
     fn chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (interval, capacity) = {
-            let s = lock(&self.settings);
-            (u64::from(s.inference_interval), s.batch_size as usize)
-        };
+        let interval = u64::from(lock(&self.settings).inference_interval);
         let frame_index = {
             let mut stats = lock(&self.stats);
             stats.frames_in += 1;
@@ -168,7 +174,7 @@ impl RadioEmbed {
             frame_index,
             arrived: Instant::now(),
         };
-        self.queue.push_buffer(item, capacity)
+        self.queue.push_buffer(item)
     }
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
@@ -178,11 +184,17 @@ impl RadioEmbed {
             EventView::FlushStart(_) => {
                 self.queue.set_flushing(true);
                 let forwarded = self.srcpad.push_event(event);
+                let _active = lock(&self.src_active);
                 let _ = self.srcpad.pause_task();
                 forwarded
             }
             EventView::FlushStop(_) => {
                 let forwarded = self.srcpad.push_event(event);
+                let active = lock(&self.src_active);
+                if !*active {
+                    // Deactivated meanwhile: the queue stays flushing, no task.
+                    return forwarded;
+                }
                 self.queue.set_flushing(false);
                 // The flush may have dropped queued sticky events (stream-start, caps,
                 // tags) before the task forwarded them; the sink pad still holds them,
@@ -195,21 +207,64 @@ impl RadioEmbed {
                     ControlFlow::Continue(gst::EventForeachAction::Keep)
                 });
                 for event in sticky {
-                    self.queue.push_event(Item::Event(event));
+                    let _ = self.queue.push_event(Item::Event(event));
                 }
                 self.start_task();
                 forwarded
             }
             EventView::Caps(caps) => match self.check_caps(caps.caps()) {
-                Ok(()) => self.queue.push_event(Item::Event(event)),
+                Ok(()) => self.queue_event(event),
                 Err(message) => {
                     gst::element_imp_error!(self, gst::StreamError::Format, ("{}", message));
                     false
                 }
             },
-            _ if event.is_serialized() => self.queue.push_event(Item::Event(event)),
+            _ if event.is_serialized() => self.queue_event(event),
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
+    }
+
+    /// Queues a serialized event behind the buffers before it. Refused once
+    /// downstream returned a flow error; an EOS refused for NOT_LINKED or a
+    /// fatal error is where the stream ends, so, as `queue` does, that is
+    /// posted as the element's error and the EOS still goes downstream.
+    fn queue_event(&self, event: gst::Event) -> bool {
+        let eos = (event.type_() == gst::EventType::Eos).then(|| event.clone());
+        match self.queue.push_event(Item::Event(event)) {
+            Ok(()) => true,
+            Err(gst::FlowError::Flushing | gst::FlowError::Eos) => false,
+            Err(err) => {
+                if let Some(eos) = eos {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Failed,
+                        ("Internal data stream error."),
+                        ["streaming stopped, reason {err:?}"]
+                    );
+                    self.srcpad.push_event(eos);
+                }
+                false
+            }
+        }
+    }
+
+    fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        if event.type_() == gst::EventType::Reconfigure {
+            // Relinked or renegotiated downstream: try pushing again, as queue does.
+            let active = lock(&self.src_active);
+            let retry = [gst::FlowError::NotLinked, gst::FlowError::NotNegotiated]
+                .into_iter()
+                .any(|err| self.queue.clear_flow_error(err));
+            if *active && retry {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "reconfigured downstream, restarting the task"
+                );
+                self.start_task();
+            }
+        }
+        gst::Pad::event_default(pad, Some(&*self.obj()), event)
     }
 
     /// Refuses caps the model cannot take, with a message for the user.
@@ -222,13 +277,43 @@ impl RadioEmbed {
     }
 
     fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
-        if let gst::QueryViewMut::Drain(_) = query.view_mut() {
+        if query.is_serialized() {
+            // In order with the data: answered once everything before it was pushed
+            // (upstream sends nothing meanwhile, it waits for the answer).
             let (done, wait) = std::sync::mpsc::sync_channel(1);
-            if !self.queue.push_event(Item::Drain(done)) || wait.recv().is_err() {
+            if self.queue.push_event(Item::Drain(done)).is_err() || wait.recv().is_err() {
                 return false;
             }
         }
+        if let gst::QueryViewMut::Allocation(allocation) = query.view_mut() {
+            if !self.srcpad.peer_query(allocation.query_mut()) {
+                return false;
+            }
+            self.hold_in_allocation(allocation);
+            return true;
+        }
         gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    /// Adds the buffers this element keeps in flight (one batch queued, one in
+    /// the model) to the minimum of downstream's pools, or proposes a pool of
+    /// that many when downstream named none. Downstream's metas (VideoMeta among
+    /// them) stay as answered: buffers pass to it unchanged.
+    fn hold_in_allocation(&self, allocation: &mut gst::query::Allocation) {
+        let held = 2 * lock(&self.settings).batch_size;
+        let pools: Vec<_> = allocation.allocation_pools().collect();
+        if pools.is_empty() {
+            let size = allocation
+                .caps()
+                .and_then(|caps| gst_video::VideoInfo::from_caps(caps).ok())
+                .map_or(0, |info| info.size() as u32);
+            allocation.add_allocation_pool(None::<&gst::BufferPool>, size, held, 0);
+        }
+        for (i, (pool, size, min, max)) in pools.into_iter().enumerate() {
+            let min = min.saturating_add(held);
+            let max = if max == 0 { 0 } else { max.max(min) };
+            allocation.set_nth_allocation_pool(i as u32, pool.as_ref(), size, min, max);
+        }
     }
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -245,7 +330,11 @@ impl RadioEmbed {
                     imp = self,
                     "upstream latency {min}-{max:?}, adding {own}"
                 );
-                q.set(live, min + own, max.map(|m| m + own));
+                q.set(
+                    live,
+                    min.saturating_add(own),
+                    max.map(|m| m.saturating_add(own)),
+                );
                 true
             }
             _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
@@ -266,14 +355,11 @@ impl RadioEmbed {
 
     /// One turn of the source pad task: wait for work, do it, push the results.
     fn task_iteration(&self) {
-        let (batch_size, timeout) = match lock(&self.state).as_ref() {
-            Some(s) => (s.batch_size, s.batch_timeout),
-            None => {
-                let _ = self.srcpad.pause_task();
-                return;
-            }
-        };
-        let Some(work) = self.queue.next_work(batch_size, timeout) else {
+        if lock(&self.state).is_none() {
+            let _ = self.srcpad.pause_task();
+            return;
+        }
+        let Some(work) = self.queue.next_work() else {
             let _ = self.srcpad.pause_task();
             return;
         };
@@ -285,23 +371,26 @@ impl RadioEmbed {
                 Ok(gst::FlowSuccess::Ok)
             }
         };
-        self.queue.set_flow(flow);
-        if let Err(err) = flow {
-            gst::debug!(CAT, imp = self, "pausing task: {err:?}");
-            // Our own failures were posted where they happened; downstream's errors
-            // were posted by downstream. What is left is a stream nobody can take.
-            if matches!(
-                err,
-                gst::FlowError::NotNegotiated | gst::FlowError::NotLinked
-            ) {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Failed,
-                    ("Internal data stream error."),
-                    ["streaming stopped, reason {err:?}"]
-                );
+        match flow {
+            Ok(_) => (),
+            // Downstream takes no more buffers, but still events (a new segment may
+            // restart it): keep the task, drop buffers, tell upstream EOS.
+            Err(gst::FlowError::Eos) => {
+                gst::debug!(CAT, imp = self, "downstream is EOS, dropping buffers");
+                self.queue.downstream_eos();
             }
-            let _ = self.srcpad.pause_task();
+            // The queue knows it is flushing; FLUSH_STOP restarts the task.
+            Err(gst::FlowError::Flushing) => {
+                let _ = self.srcpad.pause_task();
+            }
+            // Upstream gets the error with its next buffer or event and stops the
+            // stream (our own failures were posted where they happened). A
+            // RECONFIGURE from downstream clears NOT_LINKED and NOT_NEGOTIATED.
+            Err(err) => {
+                gst::debug!(CAT, imp = self, "pausing task: {err:?}");
+                self.queue.set_flow(Err(err));
+                let _ = self.srcpad.pause_task();
+            }
         }
     }
 
@@ -503,8 +592,6 @@ impl RadioEmbed {
         *lock(&self.state) = Some(State {
             engine,
             format: None,
-            batch_size: settings.batch_size as usize,
-            batch_timeout: settings.batch_timeout.into(),
         });
         *lock(&self.stats) = Stats::default();
         Ok(())
@@ -518,6 +605,8 @@ impl RadioEmbed {
         if mode != gst::PadMode::Push {
             return Err(gst::loggable_error!(CAT, "only push mode is supported"));
         }
+        let mut src_active = lock(&self.src_active);
+        *src_active = active;
         if active {
             self.queue.set_flushing(false);
             self.start_task();
@@ -570,6 +659,13 @@ impl ObjectSubclass for RadioEmbed {
                     |imp| imp.src_query(pad, query),
                 )
             })
+            .event_function(|pad, parent, event| {
+                RadioEmbed::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_event(pad, event),
+                )
+            })
             .activatemode_function(|_pad, parent, mode, active| {
                 RadioEmbed::catch_panic_pad_function(
                     parent,
@@ -584,8 +680,17 @@ impl ObjectSubclass for RadioEmbed {
             srcpad,
             settings: Mutex::new(Settings::default()),
             state: Mutex::new(None),
-            queue: BatchQueue::default(),
+            queue: {
+                let queue = BatchQueue::default();
+                let settings = Settings::default();
+                queue.set_batching(
+                    settings.batch_size as usize,
+                    settings.batch_timeout.map(Duration::from),
+                );
+                queue
+            },
             stats: Mutex::new(Stats::default()),
+            src_active: Mutex::new(false),
         }
     }
 }
@@ -652,18 +757,19 @@ impl ObjectImpl for RadioEmbed {
                     .minimum(1)
                     .maximum(256)
                     .default_value(DEFAULT_BATCH_SIZE)
-                    .mutable_ready()
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt64::builder("batch-timeout")
                     .nick("Batch timeout")
                     .blurb(
                         "Longest time (ns) a frame waits for its batch to fill; a partial \
-                            batch runs when it expires",
+                            batch runs when it expires (18446744073709551615 = \
+                            GST_CLOCK_TIME_NONE: no timeout, not for live sources)",
                     )
                     .minimum(0)
-                    .maximum(u64::MAX - 1)
+                    .maximum(u64::MAX)
                     .default_value(DEFAULT_BATCH_TIMEOUT.nseconds())
-                    .mutable_ready()
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("inference-interval")
                     .nick("Inference interval")
@@ -718,6 +824,22 @@ impl ObjectImpl for RadioEmbed {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY) {
+            let obj = self.obj();
+            let state = obj.current_state().max(obj.pending_state());
+            if state > gst::State::Ready {
+                gst::element_imp_warning!(
+                    self,
+                    gst::LibraryError::Settings,
+                    (
+                        "property {} cannot change while the element is {state:?}; \
+                         set it in the READY or NULL state",
+                        pspec.name()
+                    )
+                );
+                return;
+            }
+        }
         let mut s = lock(&self.settings);
         let latency_before = s.own_latency();
         match pspec.name() {
@@ -740,8 +862,8 @@ impl ObjectImpl for RadioEmbed {
             "antialias" => s.antialias = value.get().expect("type checked upstream"),
             "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
             "batch-timeout" => {
-                s.batch_timeout =
-                    gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"))
+                let ns: u64 = value.get().expect("type checked upstream");
+                s.batch_timeout = (ns != u64::MAX).then(|| gst::ClockTime::from_nseconds(ns))
             }
             "inference-interval" => {
                 s.inference_interval = value.get().expect("type checked upstream")
@@ -756,7 +878,9 @@ impl ObjectImpl for RadioEmbed {
             other => unreachable!("unknown property {other}"),
         }
         let latency_changed = s.own_latency() != latency_before;
+        let batching = (s.batch_size as usize, s.batch_timeout.map(Duration::from));
         drop(s);
+        self.queue.set_batching(batching.0, batching.1);
         if latency_changed {
             let _ = self
                 .obj()
@@ -778,7 +902,10 @@ impl ObjectImpl for RadioEmbed {
             "height" => s.height.to_value(),
             "antialias" => s.antialias.to_value(),
             "batch-size" => s.batch_size.to_value(),
-            "batch-timeout" => s.batch_timeout.nseconds().to_value(),
+            "batch-timeout" => s
+                .batch_timeout
+                .map_or(u64::MAX, |t| t.nseconds())
+                .to_value(),
             "inference-interval" => s.inference_interval.to_value(),
             "outputs" => s.outputs.to_value(),
             "spatial-pool" => s.spatial_pool.to_value(),

@@ -4,6 +4,12 @@
 //! Upstream blocks only while a whole batch is already waiting, so it is never
 //! stalled by more than one batch. Serialized events travel in the same queue, so
 //! they stay in order with the buffers; one reaching the head closes the batch.
+//!
+//! Downstream's answers reach upstream as GStreamer's `queue` passes them on: a
+//! flow error (NOT_LINKED, NOT_NEGOTIATED, ERROR) is returned to the next buffer
+//! or serialized event, while EOS from downstream only drops buffers up to the
+//! next event that starts something new (SEGMENT, STREAM_START, EOS) and makes
+//! upstream's buffers return EOS until one arrives; events keep flowing.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::SyncSender;
@@ -47,6 +53,20 @@ struct Inner {
     buffers: usize,
     flushing: bool,
     flow: Result<gst::FlowSuccess, gst::FlowError>,
+    /// Downstream returned EOS and nothing queued could be pushed after it.
+    downstream_eos: bool,
+    /// Frames per forward, also the most buffers queued before upstream waits.
+    batch_size: usize,
+    /// Longest wait of a batch's first frame; `None`: no limit.
+    timeout: Option<Duration>,
+}
+
+/// Events after which downstream may take buffers again.
+fn restarts_flow(event: &gst::Event) -> bool {
+    matches!(
+        event.type_(),
+        gst::EventType::Segment | gst::EventType::StreamStart | gst::EventType::Eos
+    )
 }
 
 /// The queue shared by the two threads.
@@ -63,6 +83,9 @@ impl Default for BatchQueue {
                 buffers: 0,
                 flushing: true,
                 flow: Ok(gst::FlowSuccess::Ok),
+                downstream_eos: false,
+                batch_size: 1,
+                timeout: None,
             }),
             changed: Condvar::new(),
         }
@@ -74,20 +97,28 @@ impl BatchQueue {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a buffer, waiting while `capacity` buffers are already queued. Returns
-    /// the last downstream flow result, so errors and flushing reach upstream.
-    pub fn push_buffer(
-        &self,
-        item: Item,
-        capacity: usize,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+    /// Sets the batch size and timeout; a waiting batch sees them at once.
+    pub fn set_batching(&self, batch_size: usize, timeout: Option<Duration>) {
+        let mut inner = self.lock();
+        inner.batch_size = batch_size.max(1);
+        inner.timeout = timeout;
+        self.changed.notify_all();
+    }
+
+    /// Adds a buffer, waiting while a whole batch is already queued. Returns
+    /// the last downstream flow result, so errors and flushing reach upstream;
+    /// after EOS from downstream the buffer is dropped and EOS returned.
+    pub fn push_buffer(&self, item: Item) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut inner = self.lock();
         loop {
             if inner.flushing {
                 return Err(gst::FlowError::Flushing);
             }
             inner.flow?;
-            if inner.buffers < capacity {
+            if inner.downstream_eos {
+                return Err(gst::FlowError::Eos);
+            }
+            if inner.buffers < inner.batch_size {
                 break;
             }
             inner = self.changed.wait(inner).unwrap_or_else(|e| e.into_inner());
@@ -98,15 +129,23 @@ impl BatchQueue {
         inner.flow
     }
 
-    /// Adds an event or drain request; false when flushing.
-    pub fn push_event(&self, item: Item) -> bool {
+    /// Adds an event or drain request. Refused with `Flushing`, or with the flow
+    /// error downstream returned (the event could never be pushed).
+    pub fn push_event(&self, item: Item) -> Result<(), gst::FlowError> {
         let mut inner = self.lock();
         if inner.flushing {
-            return false;
+            return Err(gst::FlowError::Flushing);
+        }
+        inner.flow?;
+        if let Item::Event(event) = &item
+            && restarts_flow(event)
+            && event.type_() != gst::EventType::Eos
+        {
+            inner.downstream_eos = false;
         }
         inner.items.push_back(item);
         self.changed.notify_all();
-        true
+        Ok(())
     }
 
     /// Starts or stops flushing. Flushing drops everything queued and wakes both sides.
@@ -117,8 +156,44 @@ impl BatchQueue {
         inner.buffers = 0;
         if !flushing {
             inner.flow = Ok(gst::FlowSuccess::Ok);
+            inner.downstream_eos = false;
         }
         self.changed.notify_all();
+    }
+
+    /// Downstream returned EOS: drops the queued buffers up to the next event that
+    /// restarts the flow; with none queued, upstream's buffers get EOS from now on.
+    pub fn downstream_eos(&self) {
+        let mut inner = self.lock();
+        while let Some(front) = inner.items.front() {
+            match front {
+                Item::Event(event) if restarts_flow(event) => break,
+                Item::Buffer { .. } => {
+                    inner.items.pop_front();
+                    inner.buffers -= 1;
+                }
+                // Other events and drain requests still go through, in order.
+                _ => break,
+            }
+        }
+        let pushable = inner.items.iter().any(|item| match item {
+            Item::Event(event) => restarts_flow(event),
+            _ => false,
+        });
+        inner.downstream_eos = !pushable;
+        self.changed.notify_all();
+    }
+
+    /// Clears `error` (downstream was relinked or renegotiated); true if it was
+    /// the recorded flow, so the task should start again.
+    pub fn clear_flow_error(&self, error: gst::FlowError) -> bool {
+        let mut inner = self.lock();
+        if inner.flushing || inner.flow != Err(error) {
+            return false;
+        }
+        inner.flow = Ok(gst::FlowSuccess::Ok);
+        self.changed.notify_all();
+        true
     }
 
     /// Records what downstream answered, for upstream to see.
@@ -129,17 +204,18 @@ impl BatchQueue {
     }
 
     /// Waits for the next piece of work: a full batch, a batch whose oldest frame
-    /// waited `timeout`, a batch closed by an event, or an event. `None` when flushing.
-    pub fn next_work(&self, batch_size: usize, timeout: Duration) -> Option<Work> {
+    /// waited the timeout, a batch closed by an event, or an event. `None` when
+    /// flushing.
+    pub fn next_work(&self) -> Option<Work> {
         let mut inner = self.lock();
         let mut batch = Vec::new();
         let mut embeds = 0;
-        let mut deadline: Option<Instant> = None;
+        let mut first_arrived: Option<Instant> = None;
         loop {
             if inner.flushing {
                 return None;
             }
-            while embeds < batch_size {
+            while embeds < inner.batch_size {
                 match inner.items.front() {
                     Some(Item::Buffer { .. }) => {
                         let Some(Item::Buffer {
@@ -154,7 +230,7 @@ impl BatchQueue {
                         inner.buffers -= 1;
                         if embed {
                             embeds += 1;
-                            deadline.get_or_insert(arrived + timeout);
+                            first_arrived.get_or_insert(arrived);
                         }
                         batch.push(Queued {
                             buffer,
@@ -174,9 +250,13 @@ impl BatchQueue {
                     None => break,
                 }
             }
-            if embeds >= batch_size || (!batch.is_empty() && embeds == 0) {
+            if embeds >= inner.batch_size || (!batch.is_empty() && embeds == 0) {
                 return Some(Work::Batch(batch));
             }
+            // A deadline past any Instant (an endless timeout) is no deadline.
+            let deadline = first_arrived
+                .zip(inner.timeout)
+                .and_then(|(arrived, timeout)| arrived.checked_add(timeout));
             inner = match deadline {
                 Some(deadline) => {
                     let now = Instant::now();
@@ -214,45 +294,47 @@ mod tests {
         }
     }
 
-    #[test]
-    fn full_batches_then_events_close_partial_ones() {
+    /// A started queue taking up to 8 buffers, with no timeout.
+    fn queue() -> BatchQueue {
         gst::init().unwrap();
         let q = BatchQueue::default();
         q.set_flushing(false);
+        q.set_batching(8, None);
+        q
+    }
+
+    fn is_event(work: Option<Work>, type_: gst::EventType) -> bool {
+        matches!(work, Some(Work::Event(e)) if e.type_() == type_)
+    }
+
+    #[test]
+    fn full_batches_then_events_close_partial_ones() {
+        let q = queue();
         for i in 0..3 {
-            q.push_buffer(buffer(true, i), 8).unwrap();
+            q.push_buffer(buffer(true, i)).unwrap();
         }
-        assert!(q.push_event(Item::Event(gst::event::Eos::new())));
-        let long = Duration::from_secs(60);
-        assert_eq!(batch_indices(q.next_work(2, long)), vec![0, 1]);
-        assert_eq!(batch_indices(q.next_work(2, long)), vec![2]);
-        assert!(matches!(q.next_work(2, long), Some(Work::Event(_))));
+        q.push_event(Item::Event(gst::event::Eos::new())).unwrap();
+        q.set_batching(2, Some(Duration::from_secs(60)));
+        assert_eq!(batch_indices(q.next_work()), vec![0, 1]);
+        assert_eq!(batch_indices(q.next_work()), vec![2]);
+        assert!(is_event(q.next_work(), gst::EventType::Eos));
     }
 
     #[test]
     fn timeout_releases_a_partial_batch() {
-        gst::init().unwrap();
-        let q = BatchQueue::default();
-        q.set_flushing(false);
-        q.push_buffer(buffer(true, 0), 8).unwrap();
+        let q = queue();
+        q.push_buffer(buffer(true, 0)).unwrap();
+        q.set_batching(4, Some(Duration::from_millis(30)));
         let started = Instant::now();
-        assert_eq!(
-            batch_indices(q.next_work(4, Duration::from_millis(30))),
-            vec![0]
-        );
+        assert_eq!(batch_indices(q.next_work()), vec![0]);
         assert!(started.elapsed() >= Duration::from_millis(25));
     }
 
     #[test]
     fn skipped_frames_ride_along_without_waiting() {
-        gst::init().unwrap();
-        let q = BatchQueue::default();
-        q.set_flushing(false);
-        q.push_buffer(buffer(false, 0), 8).unwrap();
-        assert_eq!(
-            batch_indices(q.next_work(4, Duration::from_secs(60))),
-            vec![0]
-        );
+        let q = queue();
+        q.push_buffer(buffer(false, 0)).unwrap();
+        assert_eq!(batch_indices(q.next_work()), vec![0]);
     }
 
     #[test]
@@ -260,13 +342,74 @@ mod tests {
         gst::init().unwrap();
         let q = BatchQueue::default();
         assert_eq!(
-            q.push_buffer(buffer(true, 0), 8),
+            q.push_buffer(buffer(true, 0)),
             Err(gst::FlowError::Flushing)
         );
         q.set_flushing(false);
         q.set_flow(Err(gst::FlowError::Eos));
-        assert_eq!(q.push_buffer(buffer(true, 0), 8), Err(gst::FlowError::Eos));
+        assert_eq!(q.push_buffer(buffer(true, 0)), Err(gst::FlowError::Eos));
         q.set_flushing(true);
-        assert!(q.next_work(1, Duration::from_secs(60)).is_none());
+        assert!(q.next_work().is_none());
+    }
+
+    #[test]
+    fn downstream_eos_drops_buffers_but_lets_events_through() {
+        let q = queue();
+        for i in 0..3 {
+            q.push_buffer(buffer(true, i)).unwrap();
+        }
+        q.push_event(Item::Event(gst::event::Eos::new())).unwrap();
+        q.downstream_eos();
+        // The buffers are gone, the EOS is next and upstream still gets OK.
+        assert!(is_event(q.next_work(), gst::EventType::Eos));
+        q.push_buffer(buffer(true, 3)).unwrap();
+
+        // Nothing pushable queued: buffers get EOS until a new segment comes.
+        q.downstream_eos();
+        assert_eq!(q.push_buffer(buffer(true, 4)), Err(gst::FlowError::Eos));
+        let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+        q.push_event(Item::Event(gst::event::Segment::new(&segment)))
+            .unwrap();
+        assert!(is_event(q.next_work(), gst::EventType::Segment));
+        q.push_buffer(buffer(true, 5)).unwrap();
+        q.set_batching(1, None);
+        assert_eq!(batch_indices(q.next_work()), vec![5]);
+    }
+
+    #[test]
+    fn flow_errors_refuse_events_until_cleared() {
+        let q = queue();
+        q.set_flow(Err(gst::FlowError::NotLinked));
+        assert_eq!(
+            q.push_event(Item::Event(gst::event::Eos::new())),
+            Err(gst::FlowError::NotLinked)
+        );
+        assert!(!q.clear_flow_error(gst::FlowError::NotNegotiated));
+        assert!(q.clear_flow_error(gst::FlowError::NotLinked));
+        q.push_event(Item::Event(gst::event::Eos::new())).unwrap();
+    }
+
+    #[test]
+    fn an_endless_timeout_waits_for_a_full_batch() {
+        let q = queue();
+        q.push_buffer(buffer(true, 0)).unwrap();
+        q.push_buffer(buffer(true, 1)).unwrap();
+        // Duration::MAX overflows any Instant: it must mean "no deadline", not panic.
+        q.set_batching(2, Some(Duration::MAX));
+        assert_eq!(batch_indices(q.next_work()), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_new_batch_size_applies_to_the_waiting_batch() {
+        let q = std::sync::Arc::new(queue());
+        q.set_batching(4, None);
+        q.push_buffer(buffer(true, 0)).unwrap();
+        let waiter = {
+            let q = q.clone();
+            std::thread::spawn(move || batch_indices(q.next_work()))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        q.set_batching(1, None);
+        assert_eq!(waiter.join().unwrap(), vec![0]);
     }
 }
