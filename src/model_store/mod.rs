@@ -164,32 +164,72 @@ fn find(name: &str, cache: &Path) -> Option<PathBuf> {
 
 type CacheKey = (PathBuf, String, DType);
 
-static MODELS: LazyLock<Mutex<HashMap<CacheKey, Weak<RadioModel>>>> =
+/// One model's slot: its lock is held while that model loads, so callers for
+/// the same model wait for one load and callers for others do not wait at all.
+type Slot = Arc<Mutex<Weak<RadioModel>>>;
+
+static MODELS: LazyLock<Mutex<HashMap<CacheKey, Slot>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 static LOADS: LazyLock<Mutex<HashMap<PathBuf, usize>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Models kept loaded while a [`KeepLoaded`] guard lives.
+static KEPT: LazyLock<Mutex<Option<Vec<Arc<RadioModel>>>>> = LazyLock::new(|| Mutex::new(None));
+
+/// While this guard lives, every model [`shared_model`] hands out stays loaded
+/// even when no element holds it, so a process that runs one pipeline after
+/// another (`radio-embed index a.mp4 b.mp4`) loads the weights once.
+#[must_use = "models stay loaded only while the guard lives"]
+pub struct KeepLoaded(());
+
+/// Starts keeping loaded models until the returned guard is dropped.
+pub fn keep_loaded() -> KeepLoaded {
+    KEPT.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(Vec::new);
+    KeepLoaded(())
+}
+
+impl Drop for KeepLoaded {
+    fn drop(&mut self) {
+        *KEPT.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
 
 /// Returns the loaded model for (folder, device, dtype), loading it if no live
-/// element holds it. Concurrent callers for the same key wait for one load.
+/// element (or [`KeepLoaded`] guard) holds it. Concurrent callers for the same
+/// key wait for one load; loads of other models go on meanwhile.
 pub fn shared_model(dir: &Path, device: &str, dtype: DType) -> Result<Arc<RadioModel>, ModelError> {
     let canonical = dir.canonicalize().map_err(|source| ModelError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
     let key = (canonical, device.to_string(), dtype);
-    let mut models = MODELS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(model) = models.get(&key).and_then(Weak::upgrade) {
+    let slot = {
+        let mut models = MODELS.lock().unwrap_or_else(|e| e.into_inner());
+        models.retain(|k, slot| *k == key || Arc::strong_count(slot) > 1 || slot_is_live(slot));
+        models.entry(key.clone()).or_default().clone()
+    };
+    let mut loaded = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(model) = loaded.upgrade() {
         return Ok(model);
     }
     let model = Arc::new(RadioModel::load(&key.0, &parse_device(device)?, dtype)?);
     *LOADS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .entry(key.0.clone())
+        .entry(key.0)
         .or_default() += 1;
-    models.retain(|_, weak| weak.strong_count() > 0);
-    models.insert(key, Arc::downgrade(&model));
+    *loaded = Arc::downgrade(&model);
+    if let Some(kept) = KEPT.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        kept.push(model.clone());
+    }
     Ok(model)
+}
+
+/// Whether a slot's model is still held somewhere (a slot being loaded is
+/// locked and counts as live).
+fn slot_is_live(slot: &Slot) -> bool {
+    slot.try_lock().map_or(true, |weak| weak.strong_count() > 0)
 }
 
 /// How many times [`shared_model`] has actually loaded the weights of the
