@@ -283,4 +283,26 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
         assert_eq!(found, Some(snap));
     }
+
+    #[test]
+    fn a_keep_loaded_guard_spares_reloads_between_pipelines() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-so400m");
+        // A folder of this test's own, so no other test's loads are counted.
+        let dir = std::env::temp_dir().join(format!("radio-keep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["config.json", "model.safetensors"] {
+            std::fs::copy(fixture.join(file), dir.join(file)).unwrap();
+        }
+        let load = || drop(shared_model(&dir, "cpu", DType::F32).unwrap());
+        {
+            let _keep = keep_loaded();
+            load();
+            load();
+            assert_eq!(load_count(&dir), 1, "reloaded while the guard lived");
+        }
+        load();
+        load();
+        assert_eq!(load_count(&dir), 3, "kept loaded without a guard");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
