@@ -163,18 +163,18 @@ fn a_frame_finds_itself_and_reindexing_replaces_rows_parquet() {
 }
 
 #[test]
-fn a_killed_indexer_leaves_a_valid_file_and_a_rerun_completes() {
+fn a_killed_indexer_leaves_the_index_as_it_was_and_a_rerun_completes() {
     let dir = TempDir::new("kill");
     let (clip, db) = (dir.0.join("long.avi"), dir.0.join("idx.sqlite"));
     make_clip(&clip, 400);
-    let args = |db: &Path| {
+    let args = |fps: &str| {
         vec![
             "index".to_string(),
             clip.display().to_string(),
             "--db".into(),
             db.display().to_string(),
             "--fps".into(),
-            "10".into(),
+            fps.into(),
             "--model".into(),
             tiny(),
             "--resolution".into(),
@@ -183,18 +183,34 @@ fn a_killed_indexer_leaves_a_valid_file_and_a_rerun_completes() {
             "16".into(),
         ]
     };
+    let run = |fps: &str| {
+        let out = radio_embed(&args(fps).iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A complete index of the 120 s clip at 1 frame/s.
+    run("1");
+    assert_eq!(count_rows(&db, None).unwrap(), 120);
+
+    // Index it again at 10 frames/s; kill the indexer once its first
+    // transactions are written, without warning.
     let mut child = Command::new(env!("CARGO_BIN_EXE_radio-embed"))
-        .args(args(&db))
+        .args(args("10"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait for the first committed transaction, then kill without warning.
+    let pending = || -> i64 {
+        rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row("SELECT count(*) FROM pending_frames", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
     let started = Instant::now();
-    let mut committed = 0;
-    while committed == 0 && started.elapsed() < Duration::from_secs(60) {
+    while pending() < 32 && started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(20));
-        committed = count_rows(&db, None).unwrap_or(0);
     }
     child.kill().unwrap();
     let status = child.wait().unwrap();
@@ -202,20 +218,80 @@ fn a_killed_indexer_leaves_a_valid_file_and_a_rerun_completes() {
         !status.success(),
         "the indexer finished before it could be killed"
     );
-    let after_kill = count_rows(&db, None).expect("the index opens after SIGKILL");
-    assert!(
-        after_kill >= 16 && after_kill.is_multiple_of(16),
-        "{after_kill} rows: a partial transaction"
+    // The killed run's rows never became visible: the old ones are all there.
+    assert_eq!(
+        count_rows(&db, None).expect("the index opens after SIGKILL"),
+        120
     );
-    assert!(after_kill < 1200);
 
-    let out = radio_embed(&args(&db).iter().map(String::as_str).collect::<Vec<_>>());
+    run("10");
+    assert_eq!(count_rows(&db, None).unwrap(), 1200);
+    assert_eq!(pending(), 0, "the dead run's rows were not cleared");
+}
+
+/// Indexes `clip` into `db` through a pipeline whose decoded stream fails
+/// after `frames` frames.
+fn index_until_an_upstream_error(clip: &Path, db: &Path, source: &str, frames: u32) {
+    gst::init().unwrap();
+    gstradio::plugin_register_static().unwrap();
+    let launch = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! identity error-after={frames} ! \
+         radioembed model={} resolution=64 outputs=summary ! \
+         radioindexsink location={} source-id={source} transaction-rows=2",
+        clip.display(),
+        tiny(),
+        db.display()
+    );
+    let pipeline = gst::parse::launch(&launch).unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(
+        msg.type_(),
+        gst::MessageType::Error,
+        "the stream did not fail"
+    );
+}
+
+fn an_upstream_error_keeps_the_old_rows(store: &str) {
+    let dir = TempDir::new(&format!("error-{store}"));
+    let (clip, db) = (dir.0.join("clip.avi"), dir.0.join(format!("idx.{store}")));
+    make_clip(&clip, 20);
+    let out = index(&clip, &db, &tiny());
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(count_rows(&db, None).unwrap(), 1200);
+    assert_eq!(count_rows(&db, None).unwrap(), 30);
+    let uri = glib::filename_to_uri(clip.canonicalize().unwrap(), None).unwrap();
+
+    index_until_an_upstream_error(&clip, &db, &uri, 6);
+    assert_eq!(
+        count_rows(&db, Some(&uri)).unwrap(),
+        30,
+        "rows lost to a failed run"
+    );
+    if store == "parquet" {
+        assert!(!dir.0.join("idx.parquet.partial").exists());
+    }
+}
+
+#[test]
+fn an_upstream_error_keeps_the_old_rows_sqlite() {
+    an_upstream_error_keeps_the_old_rows("sqlite");
+}
+
+#[test]
+fn an_upstream_error_keeps_the_old_rows_parquet() {
+    an_upstream_error_keeps_the_old_rows("parquet");
 }
 
 /// An unreadable video, an index of another model and an unwritable path are
@@ -388,8 +464,15 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
         );
         match expected.spatial {
             Some((values, grid, _)) => {
+                // Grids are stored in f16; these small integers are exact in it.
                 let got = spatial.value(i);
-                assert_eq!(got.as_primitive::<Float32Type>().values(), &values[..]);
+                let got: Vec<f32> = got
+                    .as_primitive::<arrow_array::types::Float16Type>()
+                    .values()
+                    .iter()
+                    .map(|v| v.to_f32())
+                    .collect();
+                assert_eq!(got, values);
                 assert_eq!(grid_width.value(i), grid.1 as i32);
             }
             None => assert!(spatial.is_null(i) && grid_width.is_null(i)),
@@ -403,4 +486,182 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
     drop(writer);
     assert!(std::fs::read(&path).unwrap() == before);
     assert!(!partial.exists());
+}
+
+/// A buffer at `pts_s` seconds carrying an 8-dimensional summary made at `input`.
+fn embedded(pts_s: u64, input: (usize, usize)) -> gst::Buffer {
+    let mut buffer = gst::Buffer::new();
+    let b = buffer.get_mut().unwrap();
+    b.set_pts(gst::ClockTime::from_seconds(pts_s));
+    gstradio::meta::Embedding {
+        summary: Some((0..8).map(|j| (pts_s * 8 + j) as f32 + 1.0).collect()),
+        spatial: Some(vec![0.5; 2 * 2 * 4]),
+        spatial_dim: 4,
+        grid: (2, 2),
+        dtype: gstradio::meta::MetaDtype::F32,
+        model: "m".into(),
+        input_size: input,
+        frame_index: pts_s,
+    }
+    .attach(b)
+    .unwrap();
+    buffer
+}
+
+/// A playing radioindexsink writing into `db`, fed by a harness.
+fn sink_harness(db: &Path, props: &str) -> gst_check::Harness {
+    gst::init().unwrap();
+    gstradio::plugin_register_static().unwrap();
+    let sink = gst::ElementFactory::make("radioindexsink")
+        .property("location", db.display().to_string())
+        .build()
+        .unwrap();
+    for prop in props.split_whitespace() {
+        let (name, value) = prop.split_once('=').unwrap();
+        sink.set_property_from_str(name, value);
+    }
+    let mut h = gst_check::Harness::with_element(&sink, Some("sink"), None);
+    h.set_src_caps_str("application/x-radio-test");
+    h.play();
+    h
+}
+
+fn segment(start_s: u64, time_s: u64) -> gst::Event {
+    let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    segment.set_start(gst::ClockTime::from_seconds(start_s));
+    segment.set_time(gst::ClockTime::from_seconds(time_s));
+    gst::event::Segment::new(&segment)
+}
+
+/// (source, pts_ns, has a grid) of every stored row, in source and time order.
+fn stored_rows(db: &Path) -> Vec<(String, i64, bool)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut st = conn
+        .prepare("SELECT source, pts_ns, spatial IS NOT NULL FROM frames ORDER BY source, pts_ns")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn the_sink_stores_stream_time_once_per_frame_across_seeks_and_streams() {
+    let dir = TempDir::new("sink-stream");
+    let db = dir.0.join("idx.sqlite");
+    let mut h = sink_harness(&db, "transaction-rows=2");
+    // An MPEG-TS-like segment: timestamps start at 100 s, stream time at 0.
+    h.push_event(gst::event::StreamStart::new("cam-a"));
+    assert!(h.push_event(segment(100, 0)));
+    for s in 100..104 {
+        h.push(embedded(s, (64, 48))).unwrap();
+    }
+    // A flushing seek back to 101 s: frames 101..105 come again.
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert!(h.push_event(segment(101, 1)));
+    for s in 101..106 {
+        h.push(embedded(s, (64, 48))).unwrap();
+    }
+    // A new stream (as concat makes) is a new source.
+    h.push_event(gst::event::StreamStart::new("cam-b"));
+    assert!(h.push_event(segment(0, 0)));
+    h.push(embedded(7, (64, 48))).unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let ns = |s: i64| s * 1_000_000_000;
+    let mut expected: Vec<_> = (0..6)
+        .map(|s| ("cam-a".to_string(), ns(s), false))
+        .collect();
+    expected.push(("cam-b".to_string(), ns(7), false));
+    assert_eq!(stored_rows(&db), expected);
+}
+
+#[test]
+fn the_sink_stores_grids_only_when_asked_and_in_f16() {
+    let dir = TempDir::new("sink-spatial");
+    let db = dir.0.join("idx.sqlite");
+    let mut h = sink_harness(&db, "spatial=true source-id=cam");
+    h.push(embedded(0, (64, 48))).unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (bytes, dtype): (Vec<u8>, String) = conn
+        .query_row("SELECT spatial, spatial_dtype FROM frames", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((bytes.len(), dtype.as_str()), (2 * 2 * 4 * 2, "f16"));
+    assert_eq!(half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32(), 0.5);
+}
+
+#[test]
+fn the_sink_refuses_a_change_of_input_size_and_keeps_the_index() {
+    let dir = TempDir::new("sink-size");
+    let db = dir.0.join("idx.sqlite");
+    let mut h = sink_harness(&db, "source-id=cam");
+    h.push(embedded(0, (64, 48))).unwrap();
+    assert_eq!(h.push(embedded(1, (32, 32))), Err(gst::FlowError::Error));
+    h.element().unwrap().set_state(gst::State::Null).unwrap();
+    assert_eq!(stored_rows(&db), vec![]);
+}
+
+#[test]
+fn two_indexers_share_one_sqlite_index() {
+    use gstradio::index::{IndexSettings, IndexWriter, Row};
+    let dir = TempDir::new("two-writers");
+    let db = dir.0.join("idx.sqlite");
+    let settings = IndexSettings {
+        model: "m".into(),
+        input: "64x48".into(),
+        summary_dim: 8,
+    };
+    let row = |i: u64| Row {
+        pts_ns: Some(i),
+        frame_index: i,
+        input_size: (64, 48),
+        summary: vec![i as f32 + 1.0; 8],
+        spatial: None,
+    };
+    // Writer A indexes slowly (a live camera): 6 s for its rows, in one
+    // transaction's worth. Writer B opens, writes and completes meanwhile.
+    let mut a = IndexWriter::open(&db, &settings, "cam-a", 256).unwrap();
+    let slow = std::thread::spawn(move || {
+        for i in 0..30 {
+            a.append(row(i)).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        a.finish().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut b = IndexWriter::open(&db, &settings, "cam-b", 4).unwrap();
+    for i in 0..40 {
+        b.append(row(i)).unwrap();
+    }
+    assert_eq!(b.finish().unwrap(), 40);
+    assert_eq!(slow.join().unwrap(), 30);
+    assert_eq!(count_rows(&db, Some("cam-a")).unwrap(), 30);
+    assert_eq!(count_rows(&db, Some("cam-b")).unwrap(), 40);
+}
+
+#[test]
+fn a_second_parquet_writer_is_refused_clearly() {
+    use gstradio::index::{IndexSettings, IndexWriter};
+    let dir = TempDir::new("parquet-busy");
+    let path = dir.0.join("idx.parquet");
+    let settings = IndexSettings {
+        model: "m".into(),
+        input: "64x48".into(),
+        summary_dim: 8,
+    };
+    let first = IndexWriter::open(&path, &settings, "cam-a", 4).unwrap();
+    let err = IndexWriter::open(&path, &settings, "cam-b", 4)
+        .err()
+        .expect("a second writer was let in")
+        .to_string();
+    assert!(err.contains("is being written by another indexer"), "{err}");
+    first.finish().unwrap();
+    IndexWriter::open(&path, &settings, "cam-b", 4)
+        .unwrap()
+        .finish()
+        .unwrap();
 }

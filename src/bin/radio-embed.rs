@@ -116,10 +116,14 @@ enum Command {
         /// Shorter side of the model input.
         #[arg(long, default_value_t = 512)]
         resolution: u32,
-        /// Rows per SQLite transaction (a crash loses at most these) or
-        /// Parquet row group.
+        /// Rows per SQLite write transaction or Parquet row group (the rows
+        /// held in memory).
         #[arg(long, default_value_t = 256)]
         transaction_rows: u32,
+        /// Also store each frame's patch grid, average-pooled over K x K
+        /// patches, in f16 (default: summaries only, all that search reads).
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=64))]
+        spatial_pool: Option<u32>,
     },
     /// Find the indexed frames most similar to an image or a video frame.
     Search {
@@ -464,13 +468,18 @@ fn main() -> ExitCode {
             device,
             resolution,
             transaction_rows,
+            spatial_pool,
         } => video_index::index(
             &inputs,
             &db,
             fps,
             &model,
             &device,
-            (resolution, transaction_rows),
+            &video_index::Storage {
+                resolution,
+                transaction_rows,
+                spatial_pool,
+            },
         ),
         Command::Search {
             db,

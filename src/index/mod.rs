@@ -2,8 +2,9 @@
 //! search over it.
 //!
 //! The store is picked by the file's extension:
-//! - `.sqlite` (also `.sqlite3`, `.db`): an embedded SQLite database written in
-//!   transactions, so a crash loses at most the open one;
+//! - `.sqlite` (also `.sqlite3`, `.db`): an embedded SQLite database; a run's
+//!   rows become visible together when it completes, several writers may share
+//!   it;
 //! - `.parquet`: an Apache Parquet file with the summary as a fixed-size list of
 //!   float32, for DuckDB, Spark or LanceDB once an index outgrows one machine;
 //!   it is written beside the old file and renamed over it when complete, so a
@@ -11,7 +12,9 @@
 //!
 //! Both record the [`IndexSettings`] the vectors were made with, so that a query
 //! is embedded the same way, and both replace a source's rows when it is indexed
-//! again. Search is an exact scan split over threads.
+//! again, only once the new run completed: an error, a kill or a stop before the
+//! end leaves the index as it was. Patch grids, when stored, are f16. Search is
+//! an exact scan split over threads.
 
 mod parquet;
 mod sqlite;
@@ -72,6 +75,28 @@ pub enum IndexError {
     NotAnIndex {
         /// The file.
         path: String,
+    },
+    /// Another writer is writing this Parquet index.
+    #[error(
+        "index {path} is being written by another indexer (its .partial file is locked); \
+         a Parquet index takes one writer at a time: wait for it, or index into SQLite"
+    )]
+    Busy {
+        /// The index file.
+        path: String,
+    },
+    /// A frame's model input size differs from the one the index records.
+    #[error(
+        "frames are embedded at {found} but index {path} holds {expected} embeddings; keep \
+         one input size per index (set radioembed width/height, or another index)"
+    )]
+    InputSize {
+        /// The index file.
+        path: String,
+        /// The size the index records.
+        expected: String,
+        /// The size of the frame.
+        found: String,
     },
     /// A vector has another length than the indexed ones.
     #[error("a vector has {found} values but the index holds {expected}-dimensional summaries")]
@@ -173,7 +198,8 @@ pub struct Row {
     pub input_size: (usize, usize),
     /// The summary vector.
     pub summary: Vec<f32>,
-    /// The pooled patch grid, row-major (grid-height, grid-width, dim), if stored.
+    /// The pooled patch grid, row-major (grid-height, grid-width, dim), if stored
+    /// (the store keeps it in f16).
     pub spatial: Option<(Vec<f32>, (usize, usize), usize)>,
 }
 
@@ -190,8 +216,9 @@ pub struct Hit {
     pub score: f32,
 }
 
-/// Writes the rows of one source into an index of either format.
-pub struct IndexWriter(Writer);
+/// Writes the rows of one source into an index of either format (and knows
+/// the index's path).
+pub struct IndexWriter(Writer, std::path::PathBuf);
 
 #[expect(
     clippy::large_enum_variant,
@@ -214,7 +241,7 @@ impl IndexWriter {
         rows_per_write: usize,
     ) -> Result<Self, IndexError> {
         let rows_per_write = rows_per_write.max(1);
-        Ok(Self(match StoreFormat::of(path)? {
+        let writer = match StoreFormat::of(path)? {
             StoreFormat::Sqlite => Writer::Sqlite(sqlite::SqliteWriter::open(
                 path,
                 settings,
@@ -227,7 +254,8 @@ impl IndexWriter {
                 source,
                 rows_per_write,
             )?),
-        }))
+        };
+        Ok(Self(writer, path.to_path_buf()))
     }
 
     /// The settings rows must match.
@@ -239,21 +267,32 @@ impl IndexWriter {
     }
 
     /// Adds one row; writes out a transaction or row group when one is full.
+    /// A row at a stream time this writer already stored is dropped.
     pub fn append(&mut self, row: Row) -> Result<(), IndexError> {
-        let expected = self.settings().summary_dim;
-        if row.summary.len() != expected {
+        let settings = self.settings();
+        if row.summary.len() != settings.summary_dim {
             return Err(IndexError::Dimension {
-                expected,
+                expected: settings.summary_dim,
                 found: row.summary.len(),
             });
         }
+        let input = format!("{}x{}", row.input_size.0, row.input_size.1);
+        if input != settings.input {
+            return Err(IndexError::InputSize {
+                path: self.1.display().to_string(),
+                expected: settings.input.clone(),
+                found: input,
+            });
+        }
         match &mut self.0 {
-            Writer::Sqlite(w) => w.append(&row),
+            Writer::Sqlite(w) => w.append(row),
             Writer::Parquet(w) => w.append(row),
         }
     }
 
-    /// Writes out what is left; returns the number of rows this writer added.
+    /// Completes the run: writes out what is left and puts the source's new
+    /// rows in place of its old ones; returns how many rows it stored. A
+    /// writer dropped without `finish` leaves the index as it was.
     pub fn finish(self) -> Result<u64, IndexError> {
         match self.0 {
             Writer::Sqlite(w) => w.finish(),

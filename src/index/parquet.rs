@@ -4,10 +4,13 @@
 //!
 //! A Parquet file is written once, so a writer starts `<file>.partial` with the
 //! rows of the other sources in the existing file, appends its own rows in row
-//! groups written out as they fill, and renames the finished file over the old
-//! one. A crash leaves the previous index as it was, and indexing a source again
-//! replaces its rows. One writer per file at a time.
+//! groups written out as they fill (memory holds one row group), and renames
+//! the finished file over the old one when its source reached EOS. An error, a
+//! kill or a stop before that leaves the previous index as it was, and
+//! indexing a source again replaces its rows. One writer per file at a time: the
+//! `.partial` is locked while written, and a second writer is refused.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,8 +18,8 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int64Type};
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int32Array, Int64Array,
-    ListArray, RecordBatch, StringArray,
+    Array, ArrayRef, BooleanArray, FixedSizeListArray, Float16Array, Float32Array, Int32Array,
+    Int64Array, ListArray, RecordBatch, StringArray,
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
@@ -42,6 +45,7 @@ const KEY_PREFIX: &str = "radioembed.";
 /// The columns of an index of `dim`-dimensional summaries.
 fn schema(dim: usize) -> SchemaRef {
     let item = || Arc::new(Field::new_list_field(DataType::Float32, false));
+    let half = Arc::new(Field::new_list_field(DataType::Float16, false));
     let dim = i32::try_from(dim).expect("summary dimension fits in i32");
     Arc::new(Schema::new(vec![
         Field::new("source", DataType::Utf8, false),
@@ -51,7 +55,7 @@ fn schema(dim: usize) -> SchemaRef {
         Field::new("input_width", DataType::Int32, false),
         Field::new("input_height", DataType::Int32, false),
         Field::new("summary", DataType::FixedSizeList(item(), dim), false),
-        Field::new("spatial", DataType::List(item()), true),
+        Field::new("spatial", DataType::List(half), true),
         Field::new("grid_height", DataType::Int32, true),
         Field::new("grid_width", DataType::Int32, true),
         Field::new("spatial_dim", DataType::Int32, true),
@@ -134,6 +138,29 @@ pub(super) fn count_rows(path: &Path, source: Option<&str>) -> Result<u64, Index
     Ok(n)
 }
 
+/// Creates and locks `partial` for writing `path`; refused while another
+/// writer holds it (the lock goes with its process, so a killed writer's file
+/// is taken over).
+fn lock_partial(partial: &Path, path: &Path) -> Result<File, IndexError> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(partial)
+        .map_err(io(partial))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(IndexError::Busy {
+                path: path.display().to_string(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(partial)(e)),
+    }
+    file.set_len(0).map_err(io(partial))?;
+    Ok(file)
+}
+
 /// Writes one source's rows (and keeps the other sources') into a Parquet file.
 pub(super) struct ParquetWriter {
     /// `None` once finished.
@@ -145,6 +172,9 @@ pub(super) struct ParquetWriter {
     source: String,
     rows_per_group: usize,
     pending: Vec<Row>,
+    /// Stream times stored so far: a frame seen again after a seek back is
+    /// not stored twice.
+    seen: HashSet<Option<u64>>,
     written: u64,
 }
 
@@ -171,7 +201,7 @@ impl ParquetWriter {
         let mut name = path.as_os_str().to_owned();
         name.push(".partial");
         let partial = PathBuf::from(name);
-        let file = File::create(&partial).map_err(io(&partial))?;
+        let file = lock_partial(&partial, path)?;
         let schema = schema(settings.summary_dim);
         let metadata = settings
             .pairs()
@@ -195,6 +225,7 @@ impl ParquetWriter {
             source: source.to_string(),
             rows_per_group,
             pending: Vec::with_capacity(rows_per_group),
+            seen: HashSet::new(),
             written: 0,
         };
         if let Some(builder) = existing {
@@ -230,6 +261,9 @@ impl ParquetWriter {
 
     /// Adds one row; writes a row group out when one is full.
     pub(super) fn append(&mut self, row: Row) -> Result<(), IndexError> {
+        if row.pts_ns.is_some() && !self.seen.insert(row.pts_ns) {
+            return Ok(());
+        }
         self.pending.push(row);
         self.written += 1;
         if self.pending.len() >= self.rows_per_group {
@@ -276,13 +310,13 @@ impl ParquetWriter {
         )?;
         let grids = || rows.iter().map(|r| r.spatial.as_ref());
         let spatial = ListArray::try_new(
-            item,
+            Arc::new(Field::new_list_field(DataType::Float16, false)),
             OffsetBuffer::from_lengths(grids().map(|s| s.map_or(0, |(v, _, _)| v.len()))),
             Arc::new(
                 grids()
                     .flatten()
-                    .flat_map(|(v, _, _)| v.iter().copied())
-                    .collect::<Float32Array>(),
+                    .flat_map(|(v, _, _)| v.iter().map(|x| half::f16::from_f32(*x)))
+                    .collect::<Float16Array>(),
             ),
             Some(NullBuffer::from_iter(grids().map(|s| s.is_some()))),
         )?;

@@ -1,16 +1,30 @@
 //! The SQLite store: one file (bundled SQLite, WAL journal) with a `frames`
 //! table, one row per embedded frame, and an `index_info` table holding the
-//! [`IndexSettings`]. Rows are written in transactions, so a crash loses at most
-//! the open one and the file stays valid; indexing a source again replaces its
-//! rows. Search reads the vectors straight from SQLite's mapped pages, split
-//! over threads by row id.
+//! [`IndexSettings`]. Search reads the vectors straight from SQLite's mapped
+//! pages, split over threads by row id.
+//!
+//! A run (one writer indexing one source) writes its rows into
+//! `pending_frames` under its own run id, in short transactions, and swaps them
+//! into `frames` in one transaction when it completes: the old rows of that
+//! source stay visible until then, and an error, a kill or a stop before EOS
+//! leaves `frames` exactly as it was (the dead run's pending rows are dropped
+//! by the next run of the same source). Several writers may share one index
+//! (WAL, a busy timeout, transactions of milliseconds), one per source.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::topk::{LeBytes, TopK, dot, norm, scan_in_parallel};
 use super::{Hit, IndexError, IndexSettings, Row};
+
+/// How long a writer waits for another one's transaction to end.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The columns of a row, as `frames` and `pending_frames` both hold them.
+const COLUMNS: &str = "source, pts_ns, frame_index, input_width, input_height, summary, \
+                       summary_norm, spatial, grid_height, grid_width, spatial_dim, spatial_dtype";
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -28,9 +42,27 @@ const SCHEMA: &str = "
         spatial BLOB,
         grid_height INTEGER,
         grid_width INTEGER,
-        spatial_dim INTEGER
+        spatial_dim INTEGER,
+        spatial_dtype TEXT
     );
     CREATE INDEX IF NOT EXISTS frames_by_source ON frames (source);
+    CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, source TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS pending_frames (
+        run INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        pts_ns INTEGER,
+        frame_index INTEGER NOT NULL,
+        input_width INTEGER NOT NULL,
+        input_height INTEGER NOT NULL,
+        summary BLOB NOT NULL,
+        summary_norm REAL NOT NULL,
+        spatial BLOB,
+        grid_height INTEGER,
+        grid_width INTEGER,
+        spatial_dim INTEGER,
+        spatial_dtype TEXT,
+        UNIQUE (run, pts_ns)
+    );
 ";
 
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
@@ -45,8 +77,33 @@ fn to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// Little-endian f16 bytes: patch grids are stored at half size.
+fn to_f16_bytes(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+        .collect()
+}
+
+/// Indexes made before grids were stored in f16 lack `frames.spatial_dtype`;
+/// their grids (a NULL dtype) are f32.
+fn add_spatial_dtype(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('frames') WHERE name = 'spatial_dtype'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE frames ADD COLUMN spatial_dtype TEXT")?;
+    }
+    Ok(())
+}
+
 fn open_read_only(path: &Path) -> Result<Connection, IndexError> {
-    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite(path))
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(sqlite(path))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite(path))?;
+    Ok(conn)
 }
 
 /// The settings stored in an index, if it has any.
@@ -85,29 +142,68 @@ pub(super) fn count_rows(path: &Path, source: Option<&str>) -> Result<u64, Index
     Ok(n as u64)
 }
 
-/// Appends the rows of one source, committing every `transaction_rows` rows.
+/// Writes one run of one source: rows into `pending_frames`, a transaction
+/// every `transaction_rows` rows, swapped into `frames` by [`Self::finish`].
 pub(super) struct SqliteWriter {
     conn: Connection,
     path: PathBuf,
     settings: IndexSettings,
     source: String,
+    run: i64,
     transaction_rows: usize,
-    pending: usize,
-    written: u64,
+    pending: Vec<Row>,
+    /// False once finished or abandoned.
+    open: bool,
 }
 
 impl SqliteWriter {
     /// Opens (or creates) the index, checks its settings against `settings`
-    /// (a new index records them) and removes earlier rows of `source`.
+    /// (a new index records them) and starts a run of `source`.
     pub(super) fn open(
         path: &Path,
         settings: &IndexSettings,
         source: &str,
         transaction_rows: usize,
     ) -> Result<Self, IndexError> {
-        let conn = Connection::open(path).map_err(sqlite(path))?;
-        conn.execute_batch(SCHEMA).map_err(sqlite(path))?;
-        match read_settings_from(&conn, path)? {
+        let err = sqlite(path);
+        let conn = Connection::open(path).map_err(&err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
+        conn.execute_batch(SCHEMA).map_err(&err)?;
+        add_spatial_dtype(&conn).map_err(&err)?;
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
+        let run = Self::start_run(&conn, path, settings, source);
+        let run = match run {
+            Ok(run) => {
+                conn.execute_batch("COMMIT").map_err(&err)?;
+                run
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+            settings: settings.clone(),
+            source: source.to_string(),
+            run,
+            transaction_rows,
+            pending: Vec::with_capacity(transaction_rows),
+            open: true,
+        })
+    }
+
+    /// In the open transaction: checks or records the settings, drops what a
+    /// dead run of `source` left, and registers the new run.
+    fn start_run(
+        conn: &Connection,
+        path: &Path,
+        settings: &IndexSettings,
+        source: &str,
+    ) -> Result<i64, IndexError> {
+        let err = sqlite(path);
+        match read_settings_from(conn, path)? {
             Some(stored) => stored.expect_same(settings, path)?,
             None => {
                 for (key, value) in settings.pairs() {
@@ -115,22 +211,20 @@ impl SqliteWriter {
                         "INSERT OR REPLACE INTO index_info (key, value) VALUES (?1, ?2)",
                         params![key, value],
                     )
-                    .map_err(sqlite(path))?;
+                    .map_err(&err)?;
                 }
             }
         }
-        conn.execute_batch("BEGIN").map_err(sqlite(path))?;
-        conn.execute("DELETE FROM frames WHERE source = ?1", [source])
-            .map_err(sqlite(path))?;
-        Ok(Self {
-            conn,
-            path: path.to_path_buf(),
-            settings: settings.clone(),
-            source: source.to_string(),
-            transaction_rows,
-            pending: 0,
-            written: 0,
-        })
+        conn.execute(
+            "DELETE FROM pending_frames WHERE run IN (SELECT id FROM runs WHERE source = ?1)",
+            [source],
+        )
+        .map_err(&err)?;
+        conn.execute("DELETE FROM runs WHERE source = ?1", [source])
+            .map_err(&err)?;
+        conn.execute("INSERT INTO runs (source) VALUES (?1)", [source])
+            .map_err(&err)?;
+        Ok(conn.last_insert_rowid())
     }
 
     /// The settings the index was built with.
@@ -138,21 +232,38 @@ impl SqliteWriter {
         &self.settings
     }
 
-    /// Adds one row; commits when the transaction is full.
-    pub(super) fn append(&mut self, row: &Row) -> Result<(), IndexError> {
-        let norm = row.summary.iter().map(|v| v * v).sum::<f32>().sqrt();
-        let (spatial, grid, dim) = match &row.spatial {
-            Some((values, grid, dim)) => (Some(to_bytes(values)), Some(*grid), Some(*dim)),
-            None => (None, None, None),
-        };
-        self.conn
-            .prepare_cached(
-                "INSERT INTO frames (source, pts_ns, frame_index, input_width, input_height,
-                 summary, summary_norm, spatial, grid_height, grid_width, spatial_dim)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .and_then(|mut st| {
+    /// Adds one row; writes the pending rows out when a transaction is full.
+    pub(super) fn append(&mut self, row: Row) -> Result<(), IndexError> {
+        self.pending.push(row);
+        if self.pending.len() >= self.transaction_rows {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    /// One short transaction with the pending rows. A row whose stream time
+    /// this run already stored (a seek back) is not stored twice.
+    fn write_pending(&mut self) -> Result<(), IndexError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let err = sqlite(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate);
+        let tx = tx.map_err(&err)?;
+        {
+            let mut st = tx
+                .prepare_cached(&format!(
+                    "INSERT OR IGNORE INTO pending_frames (run, {COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                ))
+                .map_err(&err)?;
+            for row in &self.pending {
+                let norm = row.summary.iter().map(|v| v * v).sum::<f32>().sqrt();
+                let spatial = row.spatial.as_ref();
                 st.execute(params![
+                    self.run,
                     self.source,
                     row.pts_ns.map(|p| p as i64),
                     row.frame_index as i64,
@@ -160,36 +271,63 @@ impl SqliteWriter {
                     row.input_size.1 as i64,
                     to_bytes(&row.summary),
                     norm,
-                    spatial,
-                    grid.map(|g| g.0 as i64),
-                    grid.map(|g| g.1 as i64),
-                    dim.map(|d| d as i64),
+                    spatial.map(|(values, _, _)| to_f16_bytes(values)),
+                    spatial.map(|(_, grid, _)| grid.0 as i64),
+                    spatial.map(|(_, grid, _)| grid.1 as i64),
+                    spatial.map(|(_, _, dim)| *dim as i64),
+                    spatial.map(|_| "f16"),
                 ])
-            })
-            .map_err(sqlite(&self.path))?;
-        self.pending += 1;
-        self.written += 1;
-        if self.pending >= self.transaction_rows {
-            self.commit()?;
-            self.conn
-                .execute_batch("BEGIN")
-                .map_err(sqlite(&self.path))?;
+                .map_err(&err)?;
+            }
         }
+        tx.commit().map_err(&err)?;
+        self.pending.clear();
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<(), IndexError> {
-        self.conn
-            .execute_batch("COMMIT")
-            .map_err(sqlite(&self.path))?;
-        self.pending = 0;
-        Ok(())
-    }
-
-    /// Commits what is left; returns the number of rows written.
+    /// Writes what is left and swaps the run's rows in for the source's old
+    /// ones in one transaction; returns the number of rows the source now has.
     pub(super) fn finish(mut self) -> Result<u64, IndexError> {
-        self.commit()?;
-        Ok(self.written)
+        self.write_pending()?;
+        let err = sqlite(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        tx.execute("DELETE FROM frames WHERE source = ?1", [&self.source])
+            .map_err(&err)?;
+        let rows = tx
+            .execute(
+                &format!(
+                    "INSERT INTO frames ({COLUMNS}) SELECT {COLUMNS} FROM pending_frames
+                     WHERE run = ?1 ORDER BY rowid"
+                ),
+                [self.run],
+            )
+            .map_err(&err)?;
+        tx.execute("DELETE FROM pending_frames WHERE run = ?1", [self.run])
+            .map_err(&err)?;
+        tx.execute("DELETE FROM runs WHERE id = ?1", [self.run])
+            .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        self.open = false;
+        Ok(rows as u64)
+    }
+}
+
+impl Drop for SqliteWriter {
+    /// A run that did not finish leaves `frames` as it was and takes its
+    /// pending rows along (a killed one's go with the source's next run).
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE;
+                 DELETE FROM pending_frames WHERE run = {run};
+                 DELETE FROM runs WHERE id = {run};
+                 COMMIT;",
+                run = self.run
+            ));
+        }
     }
 }
 

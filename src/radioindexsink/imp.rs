@@ -1,4 +1,10 @@
 //! The `radioindexsink` GObject subclass.
+//!
+//! One run of the index writer per stream: opened at the stream's first
+//! embedded frame, completed at its EOS (or when a STREAM_START begins another
+//! stream), abandoned on a stop before that, so the index keeps its previous
+//! rows of that source. Rows carry stream time, so frames seen again after a
+//! seek back are not stored twice. `settings` and `state` are never held together.
 
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
@@ -8,7 +14,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::index::{IndexSettings, IndexWriter, Row, StoreFormat};
+use crate::index::{IndexError, IndexSettings, IndexWriter, Row, StoreFormat};
 use crate::meta::Embedding;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -26,6 +32,7 @@ struct Settings {
     location: Option<String>,
     source_id: Option<String>,
     transaction_rows: u32,
+    spatial: bool,
 }
 
 impl Default for Settings {
@@ -34,6 +41,7 @@ impl Default for Settings {
             location: None,
             source_id: None,
             transaction_rows: DEFAULT_TRANSACTION_ROWS,
+            spatial: false,
         }
     }
 }
@@ -84,6 +92,7 @@ impl RadioIndexSink {
         .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)))
     }
 
+    /// Completes the open run: its rows replace the source's old ones.
     fn finish(&self) -> Result<(), gst::ErrorMessage> {
         if let Some(writer) = lock(&self.state).writer.take() {
             let rows = writer
@@ -92,6 +101,25 @@ impl RadioIndexSink {
             gst::info!(CAT, imp = self, "committed, {rows} rows in total");
         }
         Ok(())
+    }
+
+    /// A new stream begins: the previous one (if any) ended, so its run is
+    /// complete; without a `source-id` the new stream is a new source.
+    fn stream_start(&self, stream_id: &str) -> Result<(), gst::ErrorMessage> {
+        let changed = lock(&self.state).stream_id.as_deref() != Some(stream_id);
+        if changed {
+            self.finish()?;
+            lock(&self.state).stream_id = Some(stream_id.to_string());
+        }
+        Ok(())
+    }
+
+    /// The buffer's timestamp in stream time, as the index records it.
+    fn stream_time(&self, buffer: &gst::BufferRef) -> Option<u64> {
+        let pts = buffer.pts()?;
+        let segment = self.obj().segment();
+        let segment = segment.downcast_ref::<gst::ClockTime>()?;
+        segment.to_stream_time(pts).map(|t| t.nseconds())
     }
 }
 
@@ -119,12 +147,21 @@ impl ObjectImpl for RadioIndexSink {
                 glib::ParamSpecUInt::builder("transaction-rows")
                     .nick("Transaction rows")
                     .blurb(
-                        "Rows per SQLite transaction (a crash loses at most these) or per \
-                         Parquet row group",
+                        "Rows per SQLite write transaction or per Parquet row group (the \
+                         rows the sink holds in memory)",
                     )
                     .minimum(1)
                     .maximum(1_000_000)
                     .default_value(DEFAULT_TRANSACTION_ROWS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("spatial")
+                    .nick("Spatial")
+                    .blurb(
+                        "Also store each frame's patch grid (as pooled by radioembed \
+                         spatial-pool) in f16; search reads only the summaries",
+                    )
+                    .default_value(false)
                     .mutable_ready()
                     .build(),
             ]
@@ -138,6 +175,7 @@ impl ObjectImpl for RadioIndexSink {
             "location" => s.location = value.get().expect("type checked upstream"),
             "source-id" => s.source_id = value.get().expect("type checked upstream"),
             "transaction-rows" => s.transaction_rows = value.get().expect("type checked upstream"),
+            "spatial" => s.spatial = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -148,6 +186,7 @@ impl ObjectImpl for RadioIndexSink {
             "location" => s.location.to_value(),
             "source-id" => s.source_id.to_value(),
             "transaction-rows" => s.transaction_rows.to_value(),
+            "spatial" => s.spatial.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -205,26 +244,32 @@ impl BaseSinkImpl for RadioIndexSink {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        self.finish()
+        // Stopped before EOS (an error, a stop): the run is incomplete.
+        if lock(&self.state).writer.take().is_some() {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "stopped before EOS: the index keeps its previous rows of this source"
+            );
+        }
+        Ok(())
     }
 
     fn event(&self, event: gst::Event) -> bool {
-        match event.view() {
-            gst::EventView::StreamStart(s) => {
-                lock(&self.state).stream_id = Some(s.stream_id().to_string());
-            }
-            gst::EventView::Eos(_) => {
-                if let Err(message) = self.finish() {
-                    self.post_error_message(message);
-                    return false;
-                }
-            }
-            _ => (),
+        let done = match event.view() {
+            gst::EventView::StreamStart(s) => self.stream_start(s.stream_id()),
+            gst::EventView::Eos(_) => self.finish(),
+            _ => Ok(()),
+        };
+        if let Err(message) = done {
+            self.post_error_message(message);
+            return false;
         }
         self.parent_event(event)
     }
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let spatial = lock(&self.settings).spatial;
         let mut embedding = match Embedding::from_buffer(buffer) {
             Ok(Some(e)) => e,
             Ok(None) => return Ok(gst::FlowSuccess::Ok),
@@ -255,17 +300,23 @@ impl BaseSinkImpl for RadioIndexSink {
         }
         // The embedding's vectors move into the row uncopied.
         let row = Row {
-            pts_ns: buffer.pts().map(|p| p.nseconds()),
+            pts_ns: self.stream_time(buffer),
             frame_index: embedding.frame_index,
             input_size: embedding.input_size,
             summary,
             spatial: embedding
                 .spatial
+                .filter(|_| spatial)
                 .map(|s| (s, embedding.grid, embedding.spatial_dim)),
         };
         let writer = state.writer.as_mut().expect("opened above");
         writer.append(row).map_err(|e| {
-            gst::element_imp_error!(self, gst::ResourceError::Write, ("{}", e));
+            match e {
+                IndexError::InputSize { .. } => {
+                    gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e))
+                }
+                _ => gst::element_imp_error!(self, gst::ResourceError::Write, ("{}", e)),
+            }
             gst::FlowError::Error
         })?;
         Ok(gst::FlowSuccess::Ok)

@@ -63,6 +63,35 @@ fn hms(ns: u64) -> String {
     )
 }
 
+/// What `index` embeds and stores of each frame.
+pub struct Storage {
+    /// Shorter side of the model input.
+    pub resolution: u32,
+    /// Rows per write transaction or row group.
+    pub transaction_rows: u32,
+    /// Store the patch grid pooled over k x k patches; `None`: summaries only.
+    pub spatial_pool: Option<u32>,
+}
+
+impl Storage {
+    /// The radioembed and radioindexsink settings for this storage.
+    fn properties(&self) -> (String, String) {
+        match self.spatial_pool {
+            Some(k) => (
+                format!(
+                    "resolution={} outputs=both spatial-pool={k}",
+                    self.resolution
+                ),
+                format!("transaction-rows={} spatial=true", self.transaction_rows),
+            ),
+            None => (
+                format!("resolution={} outputs=summary", self.resolution),
+                format!("transaction-rows={}", self.transaction_rows),
+            ),
+        }
+    }
+}
+
 /// Embeds every input into the index at `db`.
 pub fn index(
     inputs: &[String],
@@ -70,9 +99,12 @@ pub fn index(
     fps: f64,
     model: &str,
     device: &str,
-    (resolution, transaction_rows): (u32, u32),
+    storage: &Storage,
 ) -> CliResult<()> {
     init()?;
+    // One load of the weights for all inputs, though each has its own pipeline.
+    let _keep = gstradio::model_store::keep_loaded();
+    let (embed_props, sink_props) = storage.properties();
     if fps.is_nan() || fps <= 0.0 {
         return Err("--fps must be positive".into());
     }
@@ -85,8 +117,7 @@ pub fn index(
         let launch = format!(
             "uridecodebin uri={uri} caps=video/x-raw ! videoconvert ! videorate drop-only=true ! \
              video/x-raw,framerate={}/{} ! radioembed name=embed model={} device={device} \
-             resolution={resolution} ! radioindexsink location={} source-id={} \
-             transaction-rows={transaction_rows}",
+             {embed_props} ! radioindexsink location={} source-id={} {sink_props}",
             rate.numer(),
             rate.denom(),
             quote(&model),
