@@ -113,6 +113,14 @@ impl Settings {
         }
     }
 
+    /// Frames per forward and the longest wait of a batch (`None`: no limit).
+    fn batching(&self) -> (usize, Option<Duration>) {
+        (
+            self.batch_size as usize,
+            self.batch_timeout.map(Duration::from),
+        )
+    }
+
     /// What this element adds to the pipeline latency, saturated at the
     /// largest clock time (an endless batch timeout is an unbounded latency).
     fn own_latency(&self) -> gst::ClockTime {
@@ -675,20 +683,16 @@ impl ObjectSubclass for RadioEmbed {
             })
             .flags(gst::PadFlags::PROXY_CAPS)
             .build();
+        let settings = Settings::default();
+        let queue = BatchQueue::default();
+        let (batch_size, timeout) = settings.batching();
+        queue.set_batching(batch_size, timeout);
         Self {
             sinkpad,
             srcpad,
-            settings: Mutex::new(Settings::default()),
+            settings: Mutex::new(settings),
             state: Mutex::new(None),
-            queue: {
-                let queue = BatchQueue::default();
-                let settings = Settings::default();
-                queue.set_batching(
-                    settings.batch_size as usize,
-                    settings.batch_timeout.map(Duration::from),
-                );
-                queue
-            },
+            queue,
             stats: Mutex::new(Stats::default()),
             src_active: Mutex::new(false),
         }
@@ -878,9 +882,9 @@ impl ObjectImpl for RadioEmbed {
             other => unreachable!("unknown property {other}"),
         }
         let latency_changed = s.own_latency() != latency_before;
-        let batching = (s.batch_size as usize, s.batch_timeout.map(Duration::from));
+        let (batch_size, timeout) = s.batching();
         drop(s);
-        self.queue.set_batching(batching.0, batching.1);
+        self.queue.set_batching(batch_size, timeout);
         if latency_changed {
             let _ = self
                 .obj()
