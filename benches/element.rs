@@ -48,6 +48,7 @@ fn bare_run(model: &RadioModel, batch: usize, frames: usize) -> Duration {
 }
 
 fn main() {
+    println!("CPU: {}", common::cpu_model());
     gst::init().unwrap();
     gstradio::plugin_register_static().unwrap();
     let args: Vec<String> = std::env::args()

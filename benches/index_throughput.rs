@@ -24,6 +24,7 @@ fn run(launch: &str) -> gst::Pipeline {
 }
 
 fn main() {
+    println!("CPU: {}", common::cpu_model());
     gst::init().unwrap();
     gstradio::plugin_register_static().unwrap();
     std::fs::create_dir_all("target/bench").unwrap();

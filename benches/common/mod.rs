@@ -1,5 +1,8 @@
 //! Helpers shared by the benchmark binaries.
 
+// Each benchmark uses only some of these.
+#![allow(dead_code)]
+
 use gst::prelude::*;
 
 /// Sets a pipeline to PLAYING and waits for EOS; panics with the bus error if one
@@ -17,4 +20,18 @@ pub fn play_to_eos(pipeline: &gst::Element) {
     if let gst::MessageView::Error(err) = msg.view() {
         panic!("pipeline failed: {}", err.error());
     }
+}
+
+/// The CPU's model name, printed with every result: a speed holds only for the
+/// CPU it was measured on.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
 }
