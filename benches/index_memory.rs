@@ -82,7 +82,7 @@ fn main() {
         "{ROWS} rows (1 h at 1 fps), transaction-rows={TRANSACTION_ROWS}; bound ~ 2 x \
          {TRANSACTION_ROWS} rows in memory"
     );
-    println!("| store | grid | peak RSS | file | bound (2 row groups of f32 rows) |");
+    println!("| store | grid | peak RSS | file | 2 row groups of rows in f32 (the bound) |");
     println!("|---|---|---|---|---|");
     for store in ["sqlite", "parquet"] {
         for spatial in [false, true] {

@@ -205,7 +205,14 @@ fn a_killed_indexer_leaves_the_index_as_it_was_and_a_rerun_completes() {
         .unwrap();
     let pending = || -> i64 {
         rusqlite::Connection::open(&db)
-            .and_then(|c| c.query_row("SELECT count(*) FROM pending_frames", [], |r| r.get(0)))
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM frame_rows
+                     WHERE run IN (SELECT id FROM runs WHERE NOT complete)",
+                    [],
+                    |r| r.get(0),
+                )
+            })
             .unwrap_or(0)
     };
     let started = Instant::now();
@@ -448,7 +455,9 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
     let summaries = column("summary");
     let summaries = summaries.as_fixed_size_list();
     let spatial = column("spatial");
-    let spatial = spatial.as_list::<i32>();
+    let spatial = spatial.as_binary::<i32>();
+    let dtypes = column("spatial_dtype");
+    let dtypes = dtypes.as_string::<i32>();
     let grid_width = column("grid_width");
     let grid_width = grid_width.as_primitive::<arrow_array::types::Int32Type>();
     for i in 0..9 {
@@ -464,15 +473,14 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
         );
         match expected.spatial {
             Some((values, grid, _)) => {
-                // Grids are stored in f16; these small integers are exact in it.
-                let got = spatial.value(i);
-                let got: Vec<f32> = got
-                    .as_primitive::<arrow_array::types::Float16Type>()
-                    .values()
-                    .iter()
-                    .map(|v| v.to_f32())
+                // Grids are stored as f16 bytes; these small integers are exact in it.
+                let got: Vec<f32> = spatial
+                    .value(i)
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
                     .collect();
                 assert_eq!(got, values);
+                assert_eq!(dtypes.value(i), "f16");
                 assert_eq!(grid_width.value(i), grid.1 as i32);
             }
             None => assert!(spatial.is_null(i) && grid_width.is_null(i)),
@@ -664,4 +672,162 @@ fn a_second_parquet_writer_is_refused_clearly() {
         .unwrap()
         .finish()
         .unwrap();
+}
+
+#[test]
+fn an_index_from_before_runs_is_migrated_with_its_rows() {
+    use gstradio::index::{IndexSettings, IndexWriter, Row, search};
+    let dir = TempDir::new("migrate");
+    let db = dir.0.join("old.sqlite");
+    // The layout of indexes written at 87cee2d: a `frames` table, no runs.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE index_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         INSERT INTO index_info VALUES ('model', 'm'), ('input', '64x48'), ('summary_dim', '2');
+         CREATE TABLE frames (id INTEGER PRIMARY KEY, source TEXT NOT NULL, pts_ns INTEGER,
+             frame_index INTEGER NOT NULL, input_width INTEGER NOT NULL,
+             input_height INTEGER NOT NULL, summary BLOB NOT NULL, summary_norm REAL NOT NULL,
+             spatial BLOB, grid_height INTEGER, grid_width INTEGER, spatial_dim INTEGER);
+         CREATE INDEX frames_by_source ON frames (source);",
+    )
+    .unwrap();
+    let bytes = |v: [f32; 2]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    for (i, v) in [[1.0f32, 0.0], [0.0, 1.0]].into_iter().enumerate() {
+        conn.execute(
+            "INSERT INTO frames (source, pts_ns, frame_index, input_width, input_height,
+             summary, summary_norm) VALUES ('old-cam', ?1, ?1, 64, 48, ?2, 1.0)",
+            rusqlite::params![i as i64, bytes(v)],
+        )
+        .unwrap();
+    }
+    drop(conn);
+
+    let settings = IndexSettings {
+        model: "m".into(),
+        input: "64x48".into(),
+        summary_dim: 2,
+    };
+    let mut writer = IndexWriter::open(&db, &settings, "new-cam", 4).unwrap();
+    writer
+        .append(Row {
+            pts_ns: Some(0),
+            frame_index: 0,
+            input_size: (64, 48),
+            summary: vec![0.6, 0.8],
+            spatial: None,
+        })
+        .unwrap();
+    assert_eq!(
+        count_rows(&db, None).unwrap(),
+        2,
+        "a run in progress showed"
+    );
+    assert_eq!(writer.finish().unwrap(), 1);
+    assert_eq!(count_rows(&db, Some("old-cam")).unwrap(), 2);
+    assert_eq!(count_rows(&db, None).unwrap(), 3);
+    let hits = search(&db, &[0.0, 1.0], 1, 2).unwrap();
+    assert_eq!(
+        (hits[0].source.as_str(), hits[0].pts_ns),
+        ("old-cam", Some(1))
+    );
+}
+
+#[test]
+fn a_parquet_index_with_float32_grids_keeps_its_rows_as_f16() {
+    use std::sync::Arc;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, Int32Array, Int64Array};
+    use arrow_array::{RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    use gstradio::index::{IndexSettings, IndexWriter};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+
+    let dir = TempDir::new("parquet-old");
+    let path = dir.0.join("old.parquet");
+    // The layout written at 87cee2d: the grid a list of float32, no spatial_dtype.
+    let item = || Arc::new(Field::new_list_field(DataType::Float32, false));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("pts_ns", DataType::Int64, true),
+        Field::new("frame_index", DataType::Int64, false),
+        Field::new("model", DataType::Utf8, false),
+        Field::new("input_width", DataType::Int32, false),
+        Field::new("input_height", DataType::Int32, false),
+        Field::new("summary", DataType::FixedSizeList(item(), 2), false),
+        Field::new("spatial", DataType::List(item()), true),
+        Field::new("grid_height", DataType::Int32, true),
+        Field::new("grid_width", DataType::Int32, true),
+        Field::new("spatial_dim", DataType::Int32, true),
+    ]));
+    let summary = FixedSizeListArray::try_new(
+        item(),
+        2,
+        Arc::new(Float32Array::from(vec![1.0, 0.0])),
+        None,
+    )
+    .unwrap();
+    let mut spatial =
+        arrow_array::builder::ListBuilder::new(arrow_array::builder::Float32Builder::new())
+            .with_field(item());
+    spatial.values().append_slice(&[0.5, -2.0]);
+    spatial.append(true);
+    let spatial = spatial.finish();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec!["old-cam"])),
+        Arc::new(Int64Array::from(vec![7])),
+        Arc::new(Int64Array::from(vec![0])),
+        Arc::new(StringArray::from(vec!["m"])),
+        Arc::new(Int32Array::from(vec![64])),
+        Arc::new(Int32Array::from(vec![48])),
+        Arc::new(summary),
+        Arc::new(spatial),
+        Arc::new(Int32Array::from(vec![1])),
+        Arc::new(Int32Array::from(vec![1])),
+        Arc::new(Int32Array::from(vec![2])),
+    ];
+    let metadata = [("model", "m"), ("input", "64x48"), ("summary_dim", "2")]
+        .map(|(k, v)| KeyValue::new(format!("radioembed.{k}"), v.to_string()))
+        .to_vec();
+    let properties = WriterProperties::builder()
+        .set_key_value_metadata(Some(metadata))
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(&path).unwrap(),
+        schema.clone(),
+        Some(properties),
+    )
+    .unwrap();
+    writer
+        .write(&RecordBatch::try_new(schema, columns).unwrap())
+        .unwrap();
+    writer.close().unwrap();
+
+    let settings = IndexSettings {
+        model: "m".into(),
+        input: "64x48".into(),
+        summary_dim: 2,
+    };
+    IndexWriter::open(&path, &settings, "new-cam", 4)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&path).unwrap(),
+    )
+    .unwrap();
+    let batch = reader.build().unwrap().next().unwrap().unwrap();
+    assert_eq!(batch.num_rows(), 1);
+    let grid = batch
+        .column_by_name("spatial")
+        .unwrap()
+        .as_binary::<i32>()
+        .value(0);
+    let values: Vec<f32> = grid
+        .chunks_exact(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+        .collect();
+    assert_eq!(values, [0.5, -2.0]);
 }

@@ -203,6 +203,14 @@ pub struct Row {
     pub spatial: Option<(Vec<f32>, (usize, usize), usize)>,
 }
 
+/// A patch grid as stores keep it: little-endian f16 bytes, half the size.
+fn f16_bytes(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+        .collect()
+}
+
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {

@@ -18,10 +18,9 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int64Type};
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, FixedSizeListArray, Float16Array, Float32Array, Int32Array,
-    Int64Array, ListArray, RecordBatch, StringArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeListArray, Float32Array, Int32Array,
+    Int64Array, RecordBatch, StringArray,
 };
-use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -32,7 +31,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::topk::{TopK, dot, norm, scan_in_parallel};
-use super::{Hit, IndexError, IndexSettings, Row};
+use super::{Hit, IndexError, IndexSettings, Row, f16_bytes};
 
 /// Rows decoded at a time by search: small enough that a batch's values and
 /// levels stay in the L2 cache (on this project's 2-core machine 32 rows scan
@@ -45,7 +44,6 @@ const KEY_PREFIX: &str = "radioembed.";
 /// The columns of an index of `dim`-dimensional summaries.
 fn schema(dim: usize) -> SchemaRef {
     let item = || Arc::new(Field::new_list_field(DataType::Float32, false));
-    let half = Arc::new(Field::new_list_field(DataType::Float16, false));
     let dim = i32::try_from(dim).expect("summary dimension fits in i32");
     Arc::new(Schema::new(vec![
         Field::new("source", DataType::Utf8, false),
@@ -55,10 +53,13 @@ fn schema(dim: usize) -> SchemaRef {
         Field::new("input_width", DataType::Int32, false),
         Field::new("input_height", DataType::Int32, false),
         Field::new("summary", DataType::FixedSizeList(item(), dim), false),
-        Field::new("spatial", DataType::List(half), true),
+        // Little-endian f16 bytes, one value per byte pair: a list of Float16
+        // would cost the encoder an object per value.
+        Field::new("spatial", DataType::Binary, true),
         Field::new("grid_height", DataType::Int32, true),
         Field::new("grid_width", DataType::Int32, true),
         Field::new("spatial_dim", DataType::Int32, true),
+        Field::new("spatial_dtype", DataType::Utf8, true),
     ]))
 }
 
@@ -247,11 +248,33 @@ impl ParquetWriter {
                 .map(|s| Some(s != Some(self.source.as_str())))
                 .collect();
             let kept = arrow_select::filter::filter_record_batch(&batch, &keep)
-                .and_then(|b| RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()))
+                .and_then(|b| self.upgrade(b))
                 .map_err(arrow(&path))?;
             self.write(&kept)?;
         }
         Ok(())
+    }
+
+    /// A batch of an index written before grids were f16 bytes (a list of
+    /// float32 and no `spatial_dtype`) in this layout; others pass as they are.
+    fn upgrade(&self, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+        if batch.schema().column_with_name("spatial_dtype").is_some() {
+            return RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec());
+        }
+        let old = batch
+            .column_by_name("spatial")
+            .ok_or_else(|| ArrowError::SchemaError("no spatial column".into()))?
+            .as_list::<i32>();
+        let spatial: BinaryArray = old
+            .iter()
+            .map(|grid| grid.map(|g| f16_bytes(g.as_primitive::<Float32Type>().values())))
+            .collect();
+        let dtypes: StringArray = old.iter().map(|g| g.map(|_| "f16")).collect();
+        let mut columns = batch.columns().to_vec();
+        let at = batch.schema().index_of("spatial")?;
+        columns[at] = Arc::new(spatial);
+        columns.push(Arc::new(dtypes));
+        RecordBatch::try_new(self.schema.clone(), columns)
     }
 
     /// The settings the index was built with.
@@ -308,18 +331,14 @@ impl ParquetWriter {
             Arc::new(summaries),
             None,
         )?;
-        let grids = || rows.iter().map(|r| r.spatial.as_ref());
-        let spatial = ListArray::try_new(
-            Arc::new(Field::new_list_field(DataType::Float16, false)),
-            OffsetBuffer::from_lengths(grids().map(|s| s.map_or(0, |(v, _, _)| v.len()))),
-            Arc::new(
-                grids()
-                    .flatten()
-                    .flat_map(|(v, _, _)| v.iter().map(|x| half::f16::from_f32(*x)))
-                    .collect::<Float16Array>(),
-            ),
-            Some(NullBuffer::from_iter(grids().map(|s| s.is_some()))),
-        )?;
+        let spatial: BinaryArray = rows
+            .iter()
+            .map(|r| r.spatial.as_ref().map(|(v, _, _)| f16_bytes(v)))
+            .collect();
+        let dtypes: StringArray = rows
+            .iter()
+            .map(|r| r.spatial.as_ref().map(|_| "f16"))
+            .collect();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(vec![self.source.as_str(); n])),
             Arc::new(Int64Array::from_iter(
@@ -336,6 +355,7 @@ impl ParquetWriter {
             int32(&|r| r.spatial.as_ref().map(|(_, grid, _)| grid.0)),
             int32(&|r| r.spatial.as_ref().map(|(_, grid, _)| grid.1)),
             int32(&|r| r.spatial.as_ref().map(|(_, _, dim)| *dim)),
+            Arc::new(dtypes),
         ];
         RecordBatch::try_new(self.schema.clone(), columns)
     }

@@ -1,15 +1,16 @@
-//! The SQLite store: one file (bundled SQLite, WAL journal) with a `frames`
-//! table, one row per embedded frame, and an `index_info` table holding the
+//! The SQLite store: one file (bundled SQLite, WAL journal) whose `frames`
+//! view holds one row per embedded frame, and an `index_info` table holding the
 //! [`IndexSettings`]. Search reads the vectors straight from SQLite's mapped
 //! pages, split over threads by row id.
 //!
-//! A run (one writer indexing one source) writes its rows into
-//! `pending_frames` under its own run id, in short transactions, and swaps them
-//! into `frames` in one transaction when it completes: the old rows of that
-//! source stay visible until then, and an error, a kill or a stop before EOS
-//! leaves `frames` exactly as it was (the dead run's pending rows are dropped
-//! by the next run of the same source). Several writers may share one index
-//! (WAL, a busy timeout, transactions of milliseconds), one per source.
+//! A run (one writer indexing one source) is a row of `runs`; its rows go into
+//! `frame_rows` under its id, in short transactions, and `frames` shows only the
+//! rows of complete runs. Completing a run (at EOS) deletes the source's old
+//! rows and marks the run complete in one transaction, copying nothing: the old
+//! rows stay visible until then, and an error, a kill or a stop before EOS
+//! leaves `frames` exactly as it was (a dead run's rows are deleted by the
+//! source's next run). Several writers may share one index (WAL, a busy
+//! timeout, transactions of milliseconds), one per source.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,12 +18,12 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::topk::{LeBytes, TopK, dot, norm, scan_in_parallel};
-use super::{Hit, IndexError, IndexSettings, Row};
+use super::{Hit, IndexError, IndexSettings, Row, f16_bytes};
 
 /// How long a writer waits for another one's transaction to end.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The columns of a row, as `frames` and `pending_frames` both hold them.
+/// The columns of a row as `frames` shows them (besides `id`).
 const COLUMNS: &str = "source, pts_ns, frame_index, input_width, input_height, summary, \
                        summary_norm, spatial, grid_height, grid_width, spatial_dim, spatial_dtype";
 
@@ -30,7 +31,17 @@ const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = NORMAL;
     CREATE TABLE IF NOT EXISTS index_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE IF NOT EXISTS frames (
+    CREATE TABLE IF NOT EXISTS runs (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        complete INTEGER NOT NULL DEFAULT 0
+    );
+";
+
+/// The rows table of a new index (indexes made before runs had a `frames`
+/// table, which [`migrate`] renames into this).
+const ROWS_TABLE: &str = "
+    CREATE TABLE frame_rows (
         id INTEGER PRIMARY KEY,
         source TEXT NOT NULL,
         pts_ns INTEGER,
@@ -43,26 +54,21 @@ const SCHEMA: &str = "
         grid_height INTEGER,
         grid_width INTEGER,
         spatial_dim INTEGER,
-        spatial_dtype TEXT
-    );
-    CREATE INDEX IF NOT EXISTS frames_by_source ON frames (source);
-    CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, source TEXT NOT NULL);
-    CREATE TABLE IF NOT EXISTS pending_frames (
-        run INTEGER NOT NULL,
-        source TEXT NOT NULL,
-        pts_ns INTEGER,
-        frame_index INTEGER NOT NULL,
-        input_width INTEGER NOT NULL,
-        input_height INTEGER NOT NULL,
-        summary BLOB NOT NULL,
-        summary_norm REAL NOT NULL,
-        spatial BLOB,
-        grid_height INTEGER,
-        grid_width INTEGER,
-        spatial_dim INTEGER,
         spatial_dtype TEXT,
-        UNIQUE (run, pts_ns)
+        run INTEGER
     );
+";
+
+/// What every index has once migrated: the run and source indexes and the
+/// `frames` view (rows of complete runs; a NULL run is a row from before runs).
+const VIEW: &str = "
+    CREATE INDEX IF NOT EXISTS frames_by_source ON frame_rows (source);
+    CREATE UNIQUE INDEX IF NOT EXISTS frame_rows_by_run_time ON frame_rows (run, pts_ns);
+    CREATE VIEW IF NOT EXISTS frames AS
+        SELECT id, source, pts_ns, frame_index, input_width, input_height, summary,
+               summary_norm, spatial, grid_height, grid_width, spatial_dim, spatial_dtype
+        FROM frame_rows
+        WHERE run IS NULL OR run IN (SELECT id FROM runs WHERE complete);
 ";
 
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
@@ -77,26 +83,40 @@ fn to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Little-endian f16 bytes: patch grids are stored at half size.
-fn to_f16_bytes(values: &[f32]) -> Vec<u8> {
-    values
-        .iter()
-        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-        .collect()
-}
-
-/// Indexes made before grids were stored in f16 lack `frames.spatial_dtype`;
-/// their grids (a NULL dtype) are f32.
-fn add_spatial_dtype(conn: &Connection) -> rusqlite::Result<()> {
-    let has: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('frames') WHERE name = 'spatial_dtype'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has {
-        conn.execute_batch("ALTER TABLE frames ADD COLUMN spatial_dtype TEXT")?;
+/// Brings an index of any earlier layout to this one, in the open
+/// transaction: a `frames` table becomes `frame_rows` (its rows, with no run,
+/// stay visible), gaining the columns added since (`spatial_dtype`: NULL means
+/// an f32 grid).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let kind = |name: &str| -> rusqlite::Result<Option<String>> {
+        conn.query_row(
+            "SELECT type FROM sqlite_master WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()
+    };
+    let has_column = |column: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('frame_rows') WHERE name = ?1",
+            [column],
+            |r| r.get(0),
+        )
+    };
+    if kind("frames")?.as_deref() == Some("table") {
+        conn.execute_batch("ALTER TABLE frames RENAME TO frame_rows")?;
     }
-    Ok(())
+    if kind("frame_rows")?.is_none() {
+        conn.execute_batch(ROWS_TABLE)?;
+    }
+    for (column, kind) in [("spatial_dtype", "TEXT"), ("run", "INTEGER")] {
+        if !has_column(column)? {
+            conn.execute_batch(&format!(
+                "ALTER TABLE frame_rows ADD COLUMN {column} {kind}"
+            ))?;
+        }
+    }
+    conn.execute_batch(VIEW)
 }
 
 fn open_read_only(path: &Path) -> Result<Connection, IndexError> {
@@ -142,8 +162,8 @@ pub(super) fn count_rows(path: &Path, source: Option<&str>) -> Result<u64, Index
     Ok(n as u64)
 }
 
-/// Writes one run of one source: rows into `pending_frames`, a transaction
-/// every `transaction_rows` rows, swapped into `frames` by [`Self::finish`].
+/// Writes one run of one source: its rows into `frame_rows`, a transaction
+/// every `transaction_rows` rows, shown in `frames` once [`Self::finish`]ed.
 pub(super) struct SqliteWriter {
     conn: Connection,
     path: PathBuf,
@@ -169,7 +189,6 @@ impl SqliteWriter {
         let conn = Connection::open(path).map_err(&err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
-        add_spatial_dtype(&conn).map_err(&err)?;
         conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
         let run = Self::start_run(&conn, path, settings, source);
         let run = match run {
@@ -194,8 +213,8 @@ impl SqliteWriter {
         })
     }
 
-    /// In the open transaction: checks or records the settings, drops what a
-    /// dead run of `source` left, and registers the new run.
+    /// In the open transaction: migrates the layout, checks or records the
+    /// settings, drops what a dead run of `source` left, and registers the new run.
     fn start_run(
         conn: &Connection,
         path: &Path,
@@ -203,6 +222,7 @@ impl SqliteWriter {
         source: &str,
     ) -> Result<i64, IndexError> {
         let err = sqlite(path);
+        migrate(conn).map_err(&err)?;
         match read_settings_from(conn, path)? {
             Some(stored) => stored.expect_same(settings, path)?,
             None => {
@@ -216,12 +236,16 @@ impl SqliteWriter {
             }
         }
         conn.execute(
-            "DELETE FROM pending_frames WHERE run IN (SELECT id FROM runs WHERE source = ?1)",
+            "DELETE FROM frame_rows
+             WHERE run IN (SELECT id FROM runs WHERE source = ?1 AND NOT complete)",
             [source],
         )
         .map_err(&err)?;
-        conn.execute("DELETE FROM runs WHERE source = ?1", [source])
-            .map_err(&err)?;
+        conn.execute(
+            "DELETE FROM runs WHERE source = ?1 AND NOT complete",
+            [source],
+        )
+        .map_err(&err)?;
         conn.execute("INSERT INTO runs (source) VALUES (?1)", [source])
             .map_err(&err)?;
         Ok(conn.last_insert_rowid())
@@ -255,7 +279,7 @@ impl SqliteWriter {
         {
             let mut st = tx
                 .prepare_cached(&format!(
-                    "INSERT OR IGNORE INTO pending_frames (run, {COLUMNS})
+                    "INSERT OR IGNORE INTO frame_rows (run, {COLUMNS})
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                 ))
                 .map_err(&err)?;
@@ -271,7 +295,7 @@ impl SqliteWriter {
                     row.input_size.1 as i64,
                     to_bytes(&row.summary),
                     norm,
-                    spatial.map(|(values, _, _)| to_f16_bytes(values)),
+                    spatial.map(|(values, _, _)| f16_bytes(values)),
                     spatial.map(|(_, grid, _)| grid.0 as i64),
                     spatial.map(|(_, grid, _)| grid.1 as i64),
                     spatial.map(|(_, _, dim)| *dim as i64),
@@ -285,8 +309,8 @@ impl SqliteWriter {
         Ok(())
     }
 
-    /// Writes what is left and swaps the run's rows in for the source's old
-    /// ones in one transaction; returns the number of rows the source now has.
+    /// Writes what is left, then in one transaction deletes the source's old
+    /// rows and marks the run complete; returns the number of rows it stored.
     pub(super) fn finish(mut self) -> Result<u64, IndexError> {
         self.write_pending()?;
         let err = sqlite(&self.path);
@@ -294,20 +318,25 @@ impl SqliteWriter {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(&err)?;
-        tx.execute("DELETE FROM frames WHERE source = ?1", [&self.source])
+        tx.execute(
+            "DELETE FROM frame_rows WHERE source = ?1 AND (run IS NULL
+             OR run IN (SELECT id FROM runs WHERE source = ?1 AND complete))",
+            [&self.source],
+        )
+        .map_err(&err)?;
+        tx.execute(
+            "DELETE FROM runs WHERE source = ?1 AND complete",
+            [&self.source],
+        )
+        .map_err(&err)?;
+        tx.execute("UPDATE runs SET complete = 1 WHERE id = ?1", [self.run])
             .map_err(&err)?;
-        let rows = tx
-            .execute(
-                &format!(
-                    "INSERT INTO frames ({COLUMNS}) SELECT {COLUMNS} FROM pending_frames
-                     WHERE run = ?1 ORDER BY rowid"
-                ),
+        let rows: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM frame_rows WHERE run = ?1",
                 [self.run],
+                |r| r.get(0),
             )
-            .map_err(&err)?;
-        tx.execute("DELETE FROM pending_frames WHERE run = ?1", [self.run])
-            .map_err(&err)?;
-        tx.execute("DELETE FROM runs WHERE id = ?1", [self.run])
             .map_err(&err)?;
         tx.commit().map_err(&err)?;
         self.open = false;
@@ -317,12 +346,12 @@ impl SqliteWriter {
 
 impl Drop for SqliteWriter {
     /// A run that did not finish leaves `frames` as it was and takes its
-    /// pending rows along (a killed one's go with the source's next run).
+    /// rows along (a killed one's go with the source's next run).
     fn drop(&mut self) {
         if self.open {
             let _ = self.conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE;
-                 DELETE FROM pending_frames WHERE run = {run};
+                 DELETE FROM frame_rows WHERE run = {run};
                  DELETE FROM runs WHERE id = {run};
                  COMMIT;",
                 run = self.run
