@@ -6,11 +6,12 @@
 #
 # The chroot needs no network of its own for cargo: every crate of Cargo.lock is
 # fetched on the host first and cargo runs offline inside, with this checkout,
-# CARGO_HOME and RUSTUP_HOME bind-mounted at their own paths. Its builds go to
-# target/gst-1.26, never the host's target/debug: they link GStreamer 1.26
-# libraries the host does not have. debootstrap and apt take the host's own Debian
-# mirror (DEBIAN_MIRROR overrides it) and proxy settings, and the chroot gets the
-# host's CA certificates. Needs root (debootstrap, chroot, mount).
+# CARGO_HOME, RUSTUP_HOME and cargo's folder bind-mounted at their own paths.
+# Its builds go to target/gst-1.26, never the host's target/debug: they link
+# GStreamer 1.26 libraries the host does not have. debootstrap and apt take the
+# host's own Debian mirror (DEBIAN_MIRROR overrides it) and proxy settings, and
+# the chroot gets the host's CA certificates. Needs root (debootstrap, chroot,
+# mount).
 #   usage: scripts/gstreamer-1.26.sh cargo test --features v1_26 --test radioembed
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -81,6 +82,11 @@ bind() {
 bind "$repo" "$repo"
 bind "$cargo_home" "$cargo_home"
 bind "$rustup_home" "$rustup_home"
+# rustup's cargo proxy lives outside CARGO_HOME when CI gives cargo a home of its own.
+case "$cargo_bin/" in
+  "$cargo_home"/* | "$rustup_home"/* | "$repo"/*) ;;
+  *) bind "$cargo_bin" "$cargo_bin" ;;
+esac
 if [ -f "$host_certs" ]; then
   bind "$host_certs" /etc/ssl/certs/host-ca-certificates.crt
 fi
