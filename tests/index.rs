@@ -44,7 +44,12 @@ fn make_clip(path: &Path, frames_per_pattern: u32) {
         branch("ball"),
         branch("snow")
     );
-    let pipeline = gst::parse::launch(&launch).unwrap();
+    assert_eq!(play(&launch), gst::MessageType::Eos, "clip encoding failed");
+}
+
+/// Plays `launch` until EOS or an error (within a minute); which one came.
+fn play(launch: &str) -> gst::MessageType {
+    let pipeline = gst::parse::launch(launch).unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let msg = pipeline
         .bus()
@@ -53,9 +58,9 @@ fn make_clip(path: &Path, frames_per_pattern: u32) {
             gst::ClockTime::from_seconds(60),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         )
-        .unwrap();
+        .expect("the pipeline ended within a minute");
     pipeline.set_state(gst::State::Null).unwrap();
-    assert_eq!(msg.type_(), gst::MessageType::Eos, "clip encoding failed");
+    msg.type_()
 }
 
 fn radio_embed(args: &[&str]) -> Output {
@@ -249,19 +254,8 @@ fn index_until_an_upstream_error(clip: &Path, db: &Path, source: &str, frames: u
         tiny(),
         db.display()
     );
-    let pipeline = gst::parse::launch(&launch).unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    pipeline.set_state(gst::State::Null).unwrap();
     assert_eq!(
-        msg.type_(),
+        play(&launch),
         gst::MessageType::Error,
         "the stream did not fail"
     );
