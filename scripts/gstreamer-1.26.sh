@@ -2,7 +2,8 @@
 # Runs a command (cargo, typically) in this checkout inside a Debian 13 chroot that
 # has GStreamer 1.26, which Debian 12 does not ship: the `v1_26` feature (the
 # embeddings as a GstTensorMeta) builds and is tested there. The root is made with
-# debootstrap and kept in .gst-1.26/ for the next run.
+# debootstrap and kept in .gst-1.26/ for the next run; it has GStreamer's base
+# and good plugins (the tests use videoflip and videoscale).
 #
 # The chroot needs no network of its own for cargo: every crate of Cargo.lock is
 # fetched on the host first and cargo runs offline inside, with this checkout,
@@ -40,7 +41,11 @@ host_mirror() {
 apt_proxy="$(apt-config shell P Acquire::http::Proxy 2>/dev/null | sed -n "s/^P='\(.*\)'$/\1/p")"
 export http_proxy="${http_proxy:-$apt_proxy}"
 
-if [ ! -e "$root/.ready" ]; then
+# .bootstrapped marks a finished debootstrap; .ready holds the package list
+# installed, so a changed list installs again.
+packages="pkg-config gcc libc6-dev libgstreamer-plugins-bad1.0-dev gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good"
+if [ ! -e "$root/.bootstrapped" ]; then
   mirror="${DEBIAN_MIRROR:-$(host_mirror)}"
   if [ -z "$mirror" ]; then
     echo "gstreamer-1.26.sh: the host's apt sources name no Debian archive; set" \
@@ -54,12 +59,15 @@ if [ ! -e "$root/.ready" ]; then
   if [ -n "$http_proxy" ]; then
     echo "Acquire::http::Proxy \"$http_proxy\";" >"$root/etc/apt/apt.conf.d/80host-proxy"
   fi
+  touch "$root/.bootstrapped"
+fi
+if [ "$(cat "$root/.ready" 2>/dev/null)" != "$packages" ]; then
   chroot "$root" apt-get update -qq
+  # shellcheck disable=SC2086 # one word per package
   chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    --no-install-recommends pkg-config gcc libc6-dev libgstreamer-plugins-bad1.0-dev \
-    gstreamer1.0-plugins-base >/dev/null
+    --no-install-recommends $packages >/dev/null
   chroot "$root" apt-get clean
-  touch "$root/.ready"
+  echo "$packages" >"$root/.ready"
 fi
 
 # Everything cargo may need inside, optional dependencies included.
