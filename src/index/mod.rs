@@ -20,7 +20,10 @@ mod parquet;
 mod sqlite;
 mod topk;
 
+use std::collections::HashSet;
 use std::path::Path;
+
+use crate::meta::MetaDtype;
 
 /// Everything that can go wrong with an index.
 #[derive(Debug, thiserror::Error)]
@@ -203,13 +206,9 @@ pub struct Row {
     pub spatial: Option<(Vec<f32>, (usize, usize), usize)>,
 }
 
-/// A patch grid as stores keep it: little-endian f16 bytes, half the size.
-fn f16_bytes(values: &[f32]) -> Vec<u8> {
-    values
-        .iter()
-        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-        .collect()
-}
+/// How the stores keep a patch grid: half the size of f32, and search never
+/// reads it.
+const GRID_DTYPE: MetaDtype = MetaDtype::F16;
 
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
@@ -224,9 +223,14 @@ pub struct Hit {
     pub score: f32,
 }
 
-/// Writes the rows of one source into an index of either format (and knows
-/// the index's path).
-pub struct IndexWriter(Writer, std::path::PathBuf);
+/// Writes the rows of one source into an index of either format.
+pub struct IndexWriter {
+    store: Writer,
+    path: std::path::PathBuf,
+    /// Stream times stored by this run: a frame seen again after a seek back
+    /// is not stored twice.
+    seen: HashSet<u64>,
+}
 
 #[expect(
     clippy::large_enum_variant,
@@ -263,12 +267,16 @@ impl IndexWriter {
                 rows_per_write,
             )?),
         };
-        Ok(Self(writer, path.to_path_buf()))
+        Ok(Self {
+            store: writer,
+            path: path.to_path_buf(),
+            seen: HashSet::new(),
+        })
     }
 
     /// The settings rows must match.
     fn settings(&self) -> &IndexSettings {
-        match &self.0 {
+        match &self.store {
             Writer::Sqlite(w) => w.settings(),
             Writer::Parquet(w) => w.settings(),
         }
@@ -287,12 +295,17 @@ impl IndexWriter {
         let input = format!("{}x{}", row.input_size.0, row.input_size.1);
         if input != settings.input {
             return Err(IndexError::InputSize {
-                path: self.1.display().to_string(),
+                path: self.path.display().to_string(),
                 expected: settings.input.clone(),
                 found: input,
             });
         }
-        match &mut self.0 {
+        if let Some(pts) = row.pts_ns
+            && !self.seen.insert(pts)
+        {
+            return Ok(());
+        }
+        match &mut self.store {
             Writer::Sqlite(w) => w.append(row),
             Writer::Parquet(w) => w.append(row),
         }
@@ -302,7 +315,7 @@ impl IndexWriter {
     /// rows in place of its old ones; returns how many rows it stored. A
     /// writer dropped without `finish` leaves the index as it was.
     pub fn finish(self) -> Result<u64, IndexError> {
-        match self.0 {
+        match self.store {
             Writer::Sqlite(w) => w.finish(),
             Writer::Parquet(w) => w.finish(),
         }

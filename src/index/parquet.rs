@@ -10,7 +10,6 @@
 //! indexing a source again replaces its rows. One writer per file at a time: the
 //! `.partial` is locked while written, and a second writer is refused.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +30,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::topk::{TopK, dot, norm, scan_in_parallel};
-use super::{Hit, IndexError, IndexSettings, Row, f16_bytes};
+use super::{GRID_DTYPE, Hit, IndexError, IndexSettings, Row};
 
 /// Rows decoded at a time by search: small enough that a batch's values and
 /// levels stay in the L2 cache (on this project's 2-core machine 32 rows scan
@@ -53,8 +52,8 @@ fn schema(dim: usize) -> SchemaRef {
         Field::new("input_width", DataType::Int32, false),
         Field::new("input_height", DataType::Int32, false),
         Field::new("summary", DataType::FixedSizeList(item(), dim), false),
-        // Little-endian f16 bytes, one value per byte pair: a list of Float16
-        // would cost the encoder an object per value.
+        // Little-endian GRID_DTYPE bytes (spatial_dtype names it): a list of
+        // Float16 would cost the encoder an object per value.
         Field::new("spatial", DataType::Binary, true),
         Field::new("grid_height", DataType::Int32, true),
         Field::new("grid_width", DataType::Int32, true),
@@ -173,9 +172,6 @@ pub(super) struct ParquetWriter {
     source: String,
     rows_per_group: usize,
     pending: Vec<Row>,
-    /// Stream times stored so far: a frame seen again after a seek back is
-    /// not stored twice.
-    seen: HashSet<Option<u64>>,
     written: u64,
 }
 
@@ -226,7 +222,6 @@ impl ParquetWriter {
             source: source.to_string(),
             rows_per_group,
             pending: Vec::with_capacity(rows_per_group),
-            seen: HashSet::new(),
             written: 0,
         };
         if let Some(builder) = existing {
@@ -267,9 +262,9 @@ impl ParquetWriter {
             .as_list::<i32>();
         let spatial: BinaryArray = old
             .iter()
-            .map(|grid| grid.map(|g| f16_bytes(g.as_primitive::<Float32Type>().values())))
+            .map(|grid| grid.map(|g| GRID_DTYPE.le_bytes(g.as_primitive::<Float32Type>().values())))
             .collect();
-        let dtypes: StringArray = old.iter().map(|g| g.map(|_| "f16")).collect();
+        let dtypes: StringArray = old.iter().map(|g| g.map(|_| GRID_DTYPE.as_str())).collect();
         let mut columns = batch.columns().to_vec();
         let at = batch.schema().index_of("spatial")?;
         columns[at] = Arc::new(spatial);
@@ -284,9 +279,6 @@ impl ParquetWriter {
 
     /// Adds one row; writes a row group out when one is full.
     pub(super) fn append(&mut self, row: Row) -> Result<(), IndexError> {
-        if row.pts_ns.is_some() && !self.seen.insert(row.pts_ns) {
-            return Ok(());
-        }
         self.pending.push(row);
         self.written += 1;
         if self.pending.len() >= self.rows_per_group {
@@ -333,11 +325,11 @@ impl ParquetWriter {
         )?;
         let spatial: BinaryArray = rows
             .iter()
-            .map(|r| r.spatial.as_ref().map(|(v, _, _)| f16_bytes(v)))
+            .map(|r| r.spatial.as_ref().map(|(v, _, _)| GRID_DTYPE.le_bytes(v)))
             .collect();
         let dtypes: StringArray = rows
             .iter()
-            .map(|r| r.spatial.as_ref().map(|_| "f16"))
+            .map(|r| r.spatial.as_ref().map(|_| GRID_DTYPE.as_str()))
             .collect();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(vec![self.source.as_str(); n])),

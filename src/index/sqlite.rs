@@ -18,7 +18,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::topk::{LeBytes, TopK, dot, norm, scan_in_parallel};
-use super::{Hit, IndexError, IndexSettings, Row, f16_bytes};
+use super::{GRID_DTYPE, Hit, IndexError, IndexSettings, Row};
+use crate::meta::MetaDtype;
 
 /// How long a writer waits for another one's transaction to end.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -63,7 +64,7 @@ const ROWS_TABLE: &str = "
 /// `frames` view (rows of complete runs; a NULL run is a row from before runs).
 const VIEW: &str = "
     CREATE INDEX IF NOT EXISTS frames_by_source ON frame_rows (source);
-    CREATE UNIQUE INDEX IF NOT EXISTS frame_rows_by_run_time ON frame_rows (run, pts_ns);
+    CREATE INDEX IF NOT EXISTS frame_rows_by_run ON frame_rows (run);
     CREATE VIEW IF NOT EXISTS frames AS
         SELECT id, source, pts_ns, frame_index, input_width, input_height, summary,
                summary_norm, spatial, grid_height, grid_width, spatial_dim, spatial_dtype
@@ -76,11 +77,6 @@ fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
         path: path.display().to_string(),
         source,
     }
-}
-
-/// Little-endian f32 bytes.
-fn to_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// Brings an index of any earlier layout to this one, in the open
@@ -265,8 +261,7 @@ impl SqliteWriter {
         Ok(())
     }
 
-    /// One short transaction with the pending rows. A row whose stream time
-    /// this run already stored (a seek back) is not stored twice.
+    /// One short transaction with the pending rows.
     fn write_pending(&mut self) -> Result<(), IndexError> {
         if self.pending.is_empty() {
             return Ok(());
@@ -279,7 +274,7 @@ impl SqliteWriter {
         {
             let mut st = tx
                 .prepare_cached(&format!(
-                    "INSERT OR IGNORE INTO frame_rows (run, {COLUMNS})
+                    "INSERT INTO frame_rows (run, {COLUMNS})
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                 ))
                 .map_err(&err)?;
@@ -293,13 +288,13 @@ impl SqliteWriter {
                     row.frame_index as i64,
                     row.input_size.0 as i64,
                     row.input_size.1 as i64,
-                    to_bytes(&row.summary),
+                    MetaDtype::F32.le_bytes(&row.summary),
                     norm,
-                    spatial.map(|(values, _, _)| f16_bytes(values)),
+                    spatial.map(|(values, _, _)| GRID_DTYPE.le_bytes(values)),
                     spatial.map(|(_, grid, _)| grid.0 as i64),
                     spatial.map(|(_, grid, _)| grid.1 as i64),
                     spatial.map(|(_, _, dim)| *dim as i64),
-                    spatial.map(|_| "f16"),
+                    spatial.map(|_| GRID_DTYPE.as_str()),
                 ])
                 .map_err(&err)?;
             }

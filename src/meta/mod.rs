@@ -54,6 +54,18 @@ impl MetaDtype {
         }
     }
 
+    /// `values` as little-endian bytes of this type: how the meta, and an
+    /// index, store a vector.
+    pub fn le_bytes(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            Self::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Self::F16 => values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        }
+    }
+
     /// Bytes per stored value.
     pub fn size(self) -> usize {
         match self {
@@ -132,14 +144,7 @@ pub fn register() {
 }
 
 fn encode(values: &[f32], dtype: MetaDtype) -> gst::Buffer {
-    let bytes: Vec<u8> = match dtype {
-        MetaDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        MetaDtype::F16 => values
-            .iter()
-            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-            .collect(),
-    };
-    gst::Buffer::from_mut_slice(bytes)
+    gst::Buffer::from_mut_slice(dtype.le_bytes(values))
 }
 
 fn decode(
