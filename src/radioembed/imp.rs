@@ -260,10 +260,7 @@ impl RadioEmbed {
         if event.type_() == gst::EventType::Reconfigure {
             // Relinked or renegotiated downstream: try pushing again, as queue does.
             let active = lock(&self.src_active);
-            let retry = [gst::FlowError::NotLinked, gst::FlowError::NotNegotiated]
-                .into_iter()
-                .any(|err| self.queue.clear_flow_error(err));
-            if *active && retry {
+            if *active && self.queue.retry_after_reconfigure() {
                 gst::debug!(
                     CAT,
                     imp = self,

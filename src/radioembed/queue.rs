@@ -61,11 +61,11 @@ struct Inner {
     timeout: Option<Duration>,
 }
 
-/// Events after which downstream may take buffers again.
-fn restarts_flow(event: &gst::Event) -> bool {
+/// Events after which a downstream that returned EOS takes buffers again.
+fn reopens_downstream(event: &gst::Event) -> bool {
     matches!(
         event.type_(),
-        gst::EventType::Segment | gst::EventType::StreamStart | gst::EventType::Eos
+        gst::EventType::Segment | gst::EventType::StreamStart
     )
 }
 
@@ -138,8 +138,7 @@ impl BatchQueue {
         }
         inner.flow?;
         if let Item::Event(event) = &item
-            && restarts_flow(event)
-            && event.type_() != gst::EventType::Eos
+            && reopens_downstream(event)
         {
             inner.downstream_eos = false;
         }
@@ -161,34 +160,38 @@ impl BatchQueue {
         self.changed.notify_all();
     }
 
-    /// Downstream returned EOS: drops the queued buffers up to the next event that
-    /// restarts the flow; with none queued, upstream's buffers get EOS from now on.
+    /// Downstream returned EOS: drops the queued buffers before the next event
+    /// that downstream takes next (a SEGMENT, STREAM_START or EOS; other events
+    /// and drain requests stay, in order). With no such event queued, upstream's
+    /// buffers get EOS until a reopening one arrives.
     pub fn downstream_eos(&self) {
         let mut inner = self.lock();
-        while let Some(front) = inner.items.front() {
-            match front {
-                Item::Event(event) if restarts_flow(event) => break,
-                Item::Buffer { .. } => {
-                    inner.items.pop_front();
-                    inner.buffers -= 1;
-                }
-                // Other events and drain requests still go through, in order.
-                _ => break,
-            }
-        }
-        let pushable = inner.items.iter().any(|item| match item {
-            Item::Event(event) => restarts_flow(event),
-            _ => false,
+        let next = inner.items.iter().position(|item| {
+            matches!(item, Item::Event(e)
+                if reopens_downstream(e) || e.type_() == gst::EventType::Eos)
         });
-        inner.downstream_eos = !pushable;
+        let end = next.unwrap_or(inner.items.len());
+        let after = inner.items.split_off(end);
+        let before = inner.items.len();
+        inner
+            .items
+            .retain(|item| !matches!(item, Item::Buffer { .. }));
+        inner.buffers -= before - inner.items.len();
+        inner.items.extend(after);
+        inner.downstream_eos = next.is_none();
         self.changed.notify_all();
     }
 
-    /// Clears `error` (downstream was relinked or renegotiated); true if it was
-    /// the recorded flow, so the task should start again.
-    pub fn clear_flow_error(&self, error: gst::FlowError) -> bool {
+    /// Downstream was relinked or renegotiated (a RECONFIGURE): clears a
+    /// NOT_LINKED or NOT_NEGOTIATED flow; true if it did, so the task should
+    /// start again.
+    pub fn retry_after_reconfigure(&self) -> bool {
         let mut inner = self.lock();
-        if inner.flushing || inner.flow != Err(error) {
+        let stuck = matches!(
+            inner.flow,
+            Err(gst::FlowError::NotLinked | gst::FlowError::NotNegotiated)
+        );
+        if inner.flushing || !stuck {
             return false;
         }
         inner.flow = Ok(gst::FlowSuccess::Ok);
@@ -384,8 +387,8 @@ mod tests {
             q.push_event(Item::Event(gst::event::Eos::new())),
             Err(gst::FlowError::NotLinked)
         );
-        assert!(!q.clear_flow_error(gst::FlowError::NotNegotiated));
-        assert!(q.clear_flow_error(gst::FlowError::NotLinked));
+        assert!(q.retry_after_reconfigure());
+        assert!(!q.retry_after_reconfigure(), "nothing left to clear");
         q.push_event(Item::Event(gst::event::Eos::new())).unwrap();
     }
 
