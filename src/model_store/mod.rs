@@ -12,7 +12,7 @@ mod hub;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
 use candle_core::DType;
 
@@ -172,8 +172,20 @@ static MODELS: LazyLock<Mutex<HashMap<CacheKey, Slot>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 static LOADS: LazyLock<Mutex<HashMap<PathBuf, usize>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
-/// Models kept loaded while a [`KeepLoaded`] guard lives.
-static KEPT: LazyLock<Mutex<Option<Vec<Arc<RadioModel>>>>> = LazyLock::new(|| Mutex::new(None));
+/// Models kept loaded while any [`KeepLoaded`] guard lives, and how many do.
+static KEPT: Mutex<Kept> = Mutex::new(Kept {
+    guards: 0,
+    models: Vec::new(),
+});
+
+struct Kept {
+    guards: usize,
+    models: Vec<Arc<RadioModel>>,
+}
+
+fn kept() -> MutexGuard<'static, Kept> {
+    KEPT.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// While this guard lives, every model [`shared_model`] hands out stays loaded
 /// even when no element holds it, so a process that runs one pipeline after
@@ -181,17 +193,20 @@ static KEPT: LazyLock<Mutex<Option<Vec<Arc<RadioModel>>>>> = LazyLock::new(|| Mu
 #[must_use = "models stay loaded only while the guard lives"]
 pub struct KeepLoaded(());
 
-/// Starts keeping loaded models until the returned guard is dropped.
+/// Starts keeping loaded models until the returned guard (and every other
+/// live one) is dropped.
 pub fn keep_loaded() -> KeepLoaded {
-    KEPT.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_or_insert_with(Vec::new);
+    kept().guards += 1;
     KeepLoaded(())
 }
 
 impl Drop for KeepLoaded {
     fn drop(&mut self) {
-        *KEPT.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut kept = kept();
+        kept.guards -= 1;
+        if kept.guards == 0 {
+            kept.models.clear();
+        }
     }
 }
 
@@ -206,7 +221,8 @@ pub fn shared_model(dir: &Path, device: &str, dtype: DType) -> Result<Arc<RadioM
     let key = (canonical, device.to_string(), dtype);
     let slot = {
         let mut models = MODELS.lock().unwrap_or_else(|e| e.into_inner());
-        models.retain(|k, slot| *k == key || Arc::strong_count(slot) > 1 || slot_is_live(slot));
+        // A slot someone else holds is loading or about to; keep it.
+        models.retain(|_, slot| Arc::strong_count(slot) > 1 || slot_is_live(slot));
         models.entry(key.clone()).or_default().clone()
     };
     let mut loaded = slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -220,16 +236,16 @@ pub fn shared_model(dir: &Path, device: &str, dtype: DType) -> Result<Arc<RadioM
         .entry(key.0)
         .or_default() += 1;
     *loaded = Arc::downgrade(&model);
-    if let Some(kept) = KEPT.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        kept.push(model.clone());
+    let mut kept = kept();
+    if kept.guards > 0 {
+        kept.models.push(model.clone());
     }
     Ok(model)
 }
 
-/// Whether a slot's model is still held somewhere (a slot being loaded is
-/// locked and counts as live).
+/// Whether a slot's model is still held somewhere.
 fn slot_is_live(slot: &Slot) -> bool {
-    slot.try_lock().map_or(true, |weak| weak.strong_count() > 0)
+    slot.try_lock().is_ok_and(|weak| weak.strong_count() > 0)
 }
 
 /// How many times [`shared_model`] has actually loaded the weights of the
@@ -297,6 +313,8 @@ mod tests {
         {
             let _keep = keep_loaded();
             load();
+            // A second guard ending does not release what the first keeps.
+            drop(keep_loaded());
             load();
             assert_eq!(load_count(&dir), 1, "reloaded while the guard lived");
         }
