@@ -11,12 +11,6 @@ use gst::prelude::*;
 /// Largest growth of the resident size over the first sample, in KiB.
 const BOUND_KB: u64 = 16 * 1024;
 
-fn resident_kb() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4
-}
-
 fn pipeline(frames: u32) -> gst::Element {
     gst::init().unwrap();
     gstradio::plugin_register_static().unwrap();
@@ -44,29 +38,25 @@ fn assert_flat(what: &str, samples: &[u64]) {
 }
 
 #[test]
-#[ignore = "soak test (about a minute): scripts/soak.sh runs it"]
+#[ignore = "soak test: scripts/soak.sh runs it (release build)"]
 fn a_thousand_state_cycles_keep_memory_flat() {
     let pipeline = pipeline(2);
-    let cycle = || {
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let _ = pipeline.state(gst::ClockTime::from_seconds(10));
-        pipeline.set_state(gst::State::Null).unwrap();
-    };
+    let cycle = || common::state_cycle(&pipeline);
     for _ in 0..20 {
         cycle();
     }
-    let mut samples = vec![resident_kb()];
+    let mut samples = vec![common::resident_kb()];
     for i in 1..=1000 {
         cycle();
         if i % 100 == 0 {
-            samples.push(resident_kb());
+            samples.push(common::resident_kb());
         }
     }
     assert_flat("1000 cycles", &samples);
 }
 
 #[test]
-#[ignore = "soak test (about a minute): scripts/soak.sh runs it"]
+#[ignore = "soak test: scripts/soak.sh runs it (release build)"]
 fn ten_thousand_frames_keep_memory_flat() {
     let pipeline = pipeline(10_000);
     let sink = pipeline
@@ -95,7 +85,7 @@ fn ten_thousand_frames_keep_memory_flat() {
         );
         let seen = frames.load(std::sync::atomic::Ordering::Relaxed);
         if seen >= next_sample {
-            samples.push(resident_kb());
+            samples.push(common::resident_kb());
             next_sample += 1000;
         }
         match msg.map(|m| m.type_()) {

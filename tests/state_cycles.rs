@@ -4,19 +4,6 @@
 
 mod common;
 
-use gst::prelude::*;
-
-fn resident_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 4
-}
-
 #[test]
 fn many_state_cycles_do_not_grow_memory() {
     gst::init().unwrap();
@@ -26,18 +13,14 @@ fn many_state_cycles_do_not_grow_memory() {
         common::fixture("tiny-so400m").display()
     );
     let pipeline = gst::parse::launch(&launch).unwrap();
-    let cycle = || {
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let _ = pipeline.state(gst::ClockTime::from_seconds(10));
-        pipeline.set_state(gst::State::Null).unwrap();
-    };
+    let cycle = || common::state_cycle(&pipeline);
     for _ in 0..20 {
         cycle();
     }
-    let warm = resident_kb();
+    let warm = common::resident_kb();
     for _ in 0..200 {
         cycle();
     }
-    let grown = resident_kb().saturating_sub(warm);
+    let grown = common::resident_kb().saturating_sub(warm);
     assert!(grown < 8 * 1024, "RSS grew by {grown} kB over 200 cycles");
 }

@@ -81,3 +81,18 @@ pub fn noise(len: usize, seed: u32) -> Vec<u8> {
         })
         .collect()
 }
+
+/// This process's resident size in KiB.
+pub fn resident_kb() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4
+}
+
+/// One NULL → PLAYING → NULL cycle of `pipeline`, waiting for PLAYING.
+pub fn state_cycle(pipeline: &gst::Element) {
+    use gst::prelude::*;
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let _ = pipeline.state(gst::ClockTime::from_seconds(10));
+    pipeline.set_state(gst::State::Null).unwrap();
+}
