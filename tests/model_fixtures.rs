@@ -82,24 +82,35 @@ fn feature_normalizer() {
 fn info_derived_from_weights_and_config() {
     let legacy = RadioModel::load(&fixture("tiny-so400m"), &Device::Cpu, DType::F32).unwrap();
     let info = legacy.info();
-    assert_eq!(info.config_layout, ConfigLayout::Legacy);
-    assert_eq!(info.key_scheme, KeyScheme::Legacy);
+    assert_eq!(info.config.layout, ConfigLayout::Legacy);
+    assert_eq!(info.dims.key_scheme, KeyScheme::Legacy);
     assert_eq!(
-        (info.width, info.depth, info.num_heads, info.mlp_hidden),
+        (
+            info.dims.width,
+            info.dims.depth,
+            info.config.num_heads,
+            info.dims.mlp_hidden
+        ),
         (64, 2, 4, 239)
     );
-    assert_eq!((info.pos_grid, info.num_prefix_tokens), (8, 10));
-    assert_eq!(info.summary_idxs, vec![0, 1]);
+    assert_eq!((info.dims.pos_grid, info.dims.num_prefix_tokens), (8, 10));
+    assert_eq!(info.dims.summary_idxs, vec![0, 1]);
     assert_eq!(info.summary_dim(), 128);
-    assert_eq!(info.norm_mean, [0.481_454_67, 0.457_827_5, 0.408_210_73]);
-    assert_eq!(info.version.as_deref(), Some("c-radio_v4-so400m"));
+    assert_eq!(
+        info.dims.norm_mean,
+        [0.481_454_67, 0.457_827_5, 0.408_210_73]
+    );
+    assert_eq!(info.config.version.as_deref(), Some("c-radio_v4-so400m"));
 
     let native = RadioModel::load(&fixture("tiny-h-native"), &Device::Cpu, DType::F32).unwrap();
     let info = native.info();
-    assert_eq!(info.config_layout, ConfigLayout::Native);
-    assert_eq!(info.key_scheme, KeyScheme::Native);
-    assert_eq!((info.width, info.depth, info.mlp_hidden), (96, 3, 384));
-    assert_eq!(info.pos_grid, 7);
+    assert_eq!(info.config.layout, ConfigLayout::Native);
+    assert_eq!(info.dims.key_scheme, KeyScheme::Native);
+    assert_eq!(
+        (info.dims.width, info.dims.depth, info.dims.mlp_hidden),
+        (96, 3, 384)
+    );
+    assert_eq!(info.dims.pos_grid, 7);
 }
 
 #[test]

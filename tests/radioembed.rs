@@ -84,8 +84,8 @@ fn every_frame_gets_embeddings_equal_to_the_model() {
     let model = RadioModel::load(&fixture("tiny-so400m"), &Device::Cpu, DType::F32).unwrap();
     let info = model.info();
     let norm = Normalization {
-        mean: info.norm_mean,
-        std: info.norm_std,
+        mean: info.dims.norm_mean,
+        std: info.dims.norm_std,
     };
     let map = buffer.map_readable().unwrap();
     let mut pixels = vec![0f32; 3 * 32 * 48];

@@ -188,37 +188,38 @@ fn parse_size(size: &str) -> CliResult<(usize, usize)> {
 
 fn info(model: &Path) -> CliResult<()> {
     let model = load(model, "cpu", "f32")?;
-    let i = model.info();
-    println!("config layout     {}", i.config_layout);
-    println!("tensor names      {}", i.key_scheme);
-    println!("version           {}", i.version.as_deref().unwrap_or("-"));
-    println!("width             {}", i.width);
-    println!("depth             {}", i.depth);
+    let (c, d) = (&model.info().config, &model.info().dims);
+    println!("config layout     {}", c.layout);
+    println!("tensor names      {}", d.key_scheme);
+    println!("version           {}", c.version.as_deref().unwrap_or("-"));
+    println!("width             {}", d.width);
+    println!("depth             {}", d.depth);
     println!(
         "heads             {} (head dim {})",
-        i.num_heads,
-        i.width / i.num_heads
+        c.num_heads,
+        d.width / c.num_heads
     );
-    println!("mlp hidden        {}", i.mlp_hidden);
-    println!("patch size        {}", i.patch_size);
-    println!("position grid     {0}x{0}", i.pos_grid);
+    println!("mlp hidden        {}", d.mlp_hidden);
+    println!("patch size        {}", c.patch_size);
+    println!("position grid     {0}x{0}", d.pos_grid);
     println!(
         "prefix tokens     {} (summary from {:?})",
-        i.num_prefix_tokens, i.summary_idxs
+        d.num_prefix_tokens, d.summary_idxs
     );
-    println!("summary dim       {}", i.summary_dim());
+    println!("summary dim       {}", d.summary_dim());
     println!(
         "feature normalizer {}",
-        if i.feature_normalizer { "yes" } else { "no" }
+        if c.feature_normalizer { "yes" } else { "no" }
     );
     println!(
         "resolution step   {} (max {})",
-        i.resolution_step, i.max_resolution
+        c.resolution_step(),
+        c.max_resolution
     );
     println!(
         "parameters        {} ({:.1} M)",
-        i.parameter_count,
-        i.parameter_count as f64 / 1e6
+        d.parameter_count,
+        d.parameter_count as f64 / 1e6
     );
     Ok(())
 }

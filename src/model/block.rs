@@ -1,10 +1,13 @@
-//! The pre-norm timm ViT block: LayerNorm → attention → residual, LayerNorm → MLP → residual.
+// SPDX-License-Identifier: MPL-2.0
+//! The pre-norm timm ViT block: LayerNorm → attention → residual, LayerNorm → MLP → residual,
+//! as timm 1.0.31's `Block`, `Attention` and `Mlp` in
+//! [`timm/models/vision_transformer.py`](https://github.com/huggingface/pytorch-image-models/blob/v1.0.31/timm/models/vision_transformer.py)
+//! compute them.
 
-use candle_core::{Module, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::checkpoint::KeyNames;
-use super::error::Result;
 use super::fused::{Activation, FusedLinear, scaled_softmax_last_dim};
 
 /// Dimensions shared by every block of a model.
@@ -109,7 +112,11 @@ fn fold_layer_scale(linear: Linear, gamma: Option<Tensor>) -> Result<Linear> {
     Ok(Linear::new(weight, bias))
 }
 
-/// Names a per-channel LayerScale may be stored under, relative to the block.
+/// Names a per-channel LayerScale may be stored under, relative to the block: timm's
+/// `ls1.gamma`; `ls1.grandma`, the name RADIO's own checkpoints use (C-RADIOv3-B/L have
+/// it, v4 does not), chosen so that older transformers versions, which rename every
+/// parameter ending in `gamma` while loading, leave it alone; and the native
+/// transformers layout's `layer_scale1.lambda1`.
 const LAYER_SCALE_NAMES: [[&str; 3]; 2] = [
     ["ls1.grandma", "ls1.gamma", "layer_scale1.lambda1"],
     ["ls2.grandma", "ls2.gamma", "layer_scale2.lambda1"],
@@ -150,9 +157,11 @@ impl Block {
             mlp: Mlp::new(vb.pp("mlp"), dims, ls2)?,
         })
     }
+}
 
+impl Module for Block {
     /// Applies the block to a (B, N, D) sequence.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = self.attn.forward(&self.norm1.forward(x)?, x)?;
         self.mlp.forward(&self.norm2.forward(&x)?, &x)
     }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `config.json` of a C-RADIO checkpoint, in either layout the Hugging Face repos use.
 //!
 //! * Legacy "remote code" layout (`nvidia/C-RADIOv4-*` as published): hyper-parameters
@@ -60,11 +61,11 @@ pub struct Config {
     pub vitdet_window_size: Option<usize>,
     /// Largest advertised input side in pixels.
     pub max_resolution: usize,
-    /// The resolution the model was trained to prefer, (height, width).
-    pub preferred_resolution: (usize, usize),
 }
 
-/// Heads of the timm ViTs RADIO names in `args.model` (spec §4.4).
+/// Heads of the timm ViTs RADIO names in `args.model`: timm's `vit_*_patch16_224`
+/// definitions and RADIO's
+/// [`extra_timm_models.py`](https://github.com/NVlabs/RADIO/blob/c0f37017930e9dda53f93424cf4bf39fc51f287e/radio/extra_timm_models.py).
 fn timm_heads(model: &str) -> Option<usize> {
     Some(match model {
         "vit_so400m_patch16_224"
@@ -92,8 +93,6 @@ struct LegacyFile {
     version: Option<String>,
     #[serde(default)]
     max_resolution: Option<usize>,
-    #[serde(default)]
-    preferred_resolution: Option<(usize, usize)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,7 +202,6 @@ impl Config {
             feature_normalizer: file.feature_normalizer_config.is_some_and(|v| !v.is_null()),
             vitdet_window_size: file.vitdet_window_size,
             max_resolution: file.max_resolution.unwrap_or(DEFAULT_MAX_RESOLUTION),
-            preferred_resolution: file.preferred_resolution.unwrap_or((512, 512)),
         })
     }
 
@@ -235,7 +233,6 @@ impl Config {
             feature_normalizer: false,
             vitdet_window_size: None,
             max_resolution: DEFAULT_MAX_RESOLUTION,
-            preferred_resolution: (512, 512),
         })
     }
 

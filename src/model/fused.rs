@@ -8,10 +8,8 @@
 //! on the matmul's fresh output (no copy, no allocation). On other devices or
 //! dtypes candle's own ops are used.
 
-use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Module, Tensor};
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Module, Result, Tensor};
 use candle_nn::Linear;
-
-use super::error::Result;
 
 /// What follows the bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 //! The C-RADIOv4 vision transformer in candle.
 //!
 //! A port of what `AutoModel.from_pretrained("nvidia/C-RADIOv4-SO400M",
-//! trust_remote_code=True)(pixel_values)` computes (see `shared/spec/radio-model.md`):
+//! trust_remote_code=True)(pixel_values)` computes, following NVlabs/RADIO at
+//! [c0f3701](https://github.com/NVlabs/RADIO/tree/c0f37017930e9dda53f93424cf4bf39fc51f287e/radio):
 //! an input conditioner, a patch generator with a resolution-flexible position
 //! embedding, pre-norm ViT blocks, and the summary / spatial outputs. It reads the
 //! published checkpoints unchanged, in both the legacy remote-code layout and the
@@ -11,6 +12,7 @@ mod block;
 mod checkpoint;
 mod config;
 mod device;
+mod dims;
 mod error;
 mod fused;
 mod patch_generator;
@@ -19,5 +21,6 @@ mod radio;
 pub use checkpoint::KeyScheme;
 pub use config::{Config, ConfigLayout};
 pub use device::{parse_device, parse_dtype};
+pub use dims::Dims;
 pub use error::{ModelError, Result};
 pub use radio::{ModelInfo, RadioModel, RadioOutput};

@@ -1,13 +1,16 @@
+// SPDX-License-Identifier: MPL-2.0
 //! RADIO's "CPE patch generator": linear patch embedding, the resolution-flexible
-//! position embedding, and the cls/register prefix tokens.
+//! position embedding, and the cls/register prefix tokens, as
+//! [`radio/vit_patch_generator.py`](https://github.com/NVlabs/RADIO/blob/c0f37017930e9dda53f93424cf4bf39fc51f287e/radio/vit_patch_generator.py)
+//! computes them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::error::Result;
+use super::dims::Dims;
 use crate::resample::resize_planar;
 
 /// How many resized position tables to keep (one per input grid seen).
@@ -33,15 +36,14 @@ pub(crate) struct PatchGeneratorKeys<'a> {
 }
 
 impl PatchGenerator {
-    /// Builds the patch generator from a width, patch size, stored grid and prefix length.
+    /// Builds the patch generator for `patch`-pixel patches of a checkpoint's `dims`.
     pub fn new(
         vb: &VarBuilder,
         keys: &PatchGeneratorKeys,
-        width: usize,
+        dims: &Dims,
         patch: usize,
-        grid: usize,
-        num_prefix: usize,
     ) -> Result<Self> {
+        let (width, grid) = (dims.width, dims.pos_grid);
         let weight = vb.get(
             (width, 3 * patch * patch),
             &format!("{}.weight", keys.embedder),
@@ -54,7 +56,7 @@ impl PatchGenerator {
             .t()?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let prefix = vb.get((num_prefix, width), keys.prefix_tokens)?;
+        let prefix = vb.get((dims.num_prefix_tokens, width), keys.prefix_tokens)?;
         Ok(Self {
             embedder: Linear::new(weight, None),
             pos_table: pos,
@@ -64,25 +66,6 @@ impl PatchGenerator {
             prefix,
             pos_cache: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Turns a conditioned (B, 3, H, W) batch into the token sequence
-    /// (B, P + h·w, D): prefix tokens, then patch tokens plus position embedding.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, height, width) = x.dims4()?;
-        let p = self.patch;
-        let (h, w) = (height / p, width / p);
-        let patches = x
-            .reshape((b, c, h, p, w, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b, h * w, c * p * p))?;
-        let tokens = self
-            .embedder
-            .forward(&patches)?
-            .broadcast_add(&self.position_embedding(h, w, x.device(), x.dtype())?)?;
-        let prefix = self.prefix.unsqueeze(0)?.repeat((b, 1, 1))?;
-        Ok(Tensor::cat(&[&prefix, &tokens], 1)?)
     }
 
     /// The (1, h·w, D) position embedding for an h × w grid, cached per grid.
@@ -109,8 +92,9 @@ impl PatchGenerator {
         Ok(table)
     }
 
-    /// Spec §3.4: resize the stored grid to max(h, w) squared (bilinear, half-pixel
-    /// centres, no antialias, f32) and keep the top-left h × w window. Channels-first.
+    /// Resizes the stored grid to max(h, w) squared (bilinear, half-pixel centres, no
+    /// antialias, f32) and keeps the top-left h × w window, channels-first: the CPE
+    /// `_get_pos_embeddings` of `vit_patch_generator.py` at inference.
     fn cropped_table(&self, h: usize, w: usize) -> Vec<f32> {
         let g = self.grid;
         if (h, w) == (g, g) {
@@ -123,5 +107,26 @@ impl PatchGenerator {
             .flat_map(|plane| plane.chunks_exact(m).take(h).flat_map(|row| &row[..w]))
             .copied()
             .collect()
+    }
+}
+
+impl Module for PatchGenerator {
+    /// Turns a conditioned (B, 3, H, W) batch into the token sequence
+    /// (B, P + h·w, D): prefix tokens, then patch tokens plus position embedding.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, height, width) = x.dims4()?;
+        let p = self.patch;
+        let (h, w) = (height / p, width / p);
+        let patches = x
+            .reshape((b, c, h, p, w, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b, h * w, c * p * p))?;
+        let tokens = self
+            .embedder
+            .forward(&patches)?
+            .broadcast_add(&self.position_embedding(h, w, x.device(), x.dtype())?)?;
+        let prefix = self.prefix.unsqueeze(0)?.repeat((b, 1, 1))?;
+        Tensor::cat(&[&prefix, &tokens], 1)
     }
 }

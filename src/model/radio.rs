@@ -1,4 +1,10 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The whole C-RADIO vision model: loading from a folder and the forward pass.
+//!
+//! Follows `RADIOModel.forward` in NVlabs/RADIO
+//! [`radio/radio_model.py`](https://github.com/NVlabs/RADIO/blob/c0f37017930e9dda53f93424cf4bf39fc51f287e/radio/radio_model.py)
+//! and the conditioner of
+//! [`radio/input_conditioner.py`](https://github.com/NVlabs/RADIO/blob/c0f37017930e9dda53f93424cf4bf39fc51f287e/radio/input_conditioner.py).
 
 use std::path::Path;
 
@@ -6,66 +12,37 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{LayerNorm, Module, VarBuilder};
 
 use super::block::{Block, BlockDims};
-use super::checkpoint::{Checkpoint, KeyScheme, WeightsBackend};
-use super::config::{Config, ConfigLayout};
+use super::checkpoint::{Checkpoint, WeightsBackend};
+use super::config::Config;
+use super::dims::Dims;
 use super::error::{ModelError, Result, classify_load_error};
 use super::patch_generator::{PatchGenerator, PatchGeneratorKeys};
 
 /// What a loaded model is: the facts `radio-embed info` prints and the element needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
-    /// Layout of config.json.
-    pub config_layout: ConfigLayout,
-    /// Naming of the tensors in model.safetensors.
-    pub key_scheme: KeyScheme,
-    /// Model name from the config (`c-radio_v4-so400m`), if it has one.
-    pub version: Option<String>,
-    /// Token width D.
-    pub width: usize,
-    /// Number of transformer blocks.
-    pub depth: usize,
-    /// Attention heads per block.
-    pub num_heads: usize,
-    /// Hidden width of each block's MLP.
-    pub mlp_hidden: usize,
-    /// Patch side in pixels.
-    pub patch_size: usize,
-    /// Side of the stored square position-embedding grid.
-    pub pos_grid: usize,
-    /// cls + register tokens in front of the patch tokens.
-    pub num_prefix_tokens: usize,
-    /// Which prefix tokens make up the summary, in order.
-    pub summary_idxs: Vec<usize>,
-    /// Per-channel mean of the input conditioner (RGB, for inputs in 0..1).
-    pub norm_mean: [f32; 3],
-    /// Per-channel standard deviation of the input conditioner.
-    pub norm_std: [f32; 3],
-    /// Whether a feature normalizer is applied to the spatial features.
-    pub feature_normalizer: bool,
-    /// Number of weights in the checkpoint.
-    pub parameter_count: usize,
-    /// Input sides must be multiples of this.
-    pub resolution_step: usize,
-    /// Largest accepted input side.
-    pub max_resolution: usize,
-    /// The input size the model prefers, (height, width).
-    pub preferred_resolution: (usize, usize),
+    /// What config.json declares.
+    pub config: Config,
+    /// What the weights say.
+    pub dims: Dims,
 }
 
 impl ModelInfo {
     /// Length of the summary vector: one D-wide token per summary index.
     pub fn summary_dim(&self) -> usize {
-        self.summary_idxs.len() * self.width
+        self.dims.summary_dim()
     }
 
     /// The model's patch grid (rows, columns) for an input of `height` × `width` pixels.
     pub fn grid(&self, height: usize, width: usize) -> (usize, usize) {
-        (height / self.patch_size, width / self.patch_size)
+        let patch = self.config.patch_size;
+        (height / patch, width / patch)
     }
 
     /// Fails unless the model can take a `height` × `width` input as it is.
     pub fn check_resolution(&self, height: usize, width: usize) -> Result<()> {
-        let step = self.resolution_step;
+        let step = self.config.resolution_step();
+        let max = self.config.max_resolution;
         let refuse = |reason: String| {
             Err(ModelError::Resolution {
                 height,
@@ -80,11 +57,8 @@ impl ModelInfo {
                 self.nearest_supported_resolution(height, width)
             ));
         }
-        if height > self.max_resolution || width > self.max_resolution {
-            return refuse(format!(
-                "sides above {} pixels are not supported",
-                self.max_resolution
-            ));
+        if height > max || width > max {
+            return refuse(format!("sides above {max} pixels are not supported"));
         }
         Ok(())
     }
@@ -93,8 +67,8 @@ impl ModelInfo {
     /// of the step (ties to even, as Python's `round`), at least one step, and at most
     /// the model's maximum.
     pub fn nearest_supported_resolution(&self, height: usize, width: usize) -> (usize, usize) {
-        let step = self.resolution_step;
-        let largest = (self.max_resolution / step).max(1) * step;
+        let step = self.config.resolution_step();
+        let largest = (self.config.max_resolution / step).max(1) * step;
         let snap = |side: usize| {
             let steps = (side as f64 / step as f64).round_ties_even() as usize;
             (steps.max(1) * step).min(largest)
@@ -124,7 +98,7 @@ pub struct RadioModel {
     patch_generator: PatchGenerator,
     blocks: Vec<Block>,
     final_norm: Option<LayerNorm>,
-    feature_normalizer: Option<(Tensor, Tensor)>,
+    feature_normalizer: Option<FeatureNormalizer>,
 }
 
 impl RadioModel {
@@ -137,157 +111,57 @@ impl RadioModel {
             )));
         }
         let config = Config::from_file(&dir.join("config.json"))?;
-        let weights_path = dir.join("model.safetensors");
-        let checkpoint = Checkpoint::open(&weights_path)?;
-        Self::build(config, checkpoint, device, dtype).map_err(|e| match e {
-            ModelError::Tensor(inner) => classify_load_error(inner),
-            other => other,
-        })
-    }
-
-    fn build(config: Config, ckpt: Checkpoint, device: &Device, dtype: DType) -> Result<Self> {
-        let names = ckpt.scheme.names();
-        let embed_key = format!("{}.weight", names.patch_embedder);
-        let embed_shape = ckpt.shape(&embed_key)?;
-        let [width, patch_dim] = embed_shape[..] else {
-            return Err(ModelError::ShapeMismatch {
-                key: embed_key,
-                expected: vec![0, 3 * config.patch_size * config.patch_size],
-                found: embed_shape,
-            });
-        };
-        let patch = config.patch_size;
-        if patch_dim != 3 * patch * patch {
-            return Err(ModelError::ShapeMismatch {
-                key: embed_key,
-                expected: vec![width, 3 * patch * patch],
-                found: embed_shape,
-            });
-        }
-        let depth = ckpt.depth();
-        check_declared("width", config.hidden_size, width)?;
-        check_declared("depth", config.depth, depth)?;
-        if depth == 0 || !width.is_multiple_of(config.num_heads) {
-            return Err(ModelError::UnknownLayout {
-                path: "model.safetensors".into(),
-                message: format!(
-                    "{depth} blocks of width {width} with {} heads is not a valid ViT",
-                    config.num_heads
-                ),
-            });
-        }
-        let fc1_key = format!("{}.0.mlp.fc1.weight", names.blocks);
-        let mlp_hidden = *ckpt.shape(&fc1_key)?.first().unwrap_or(&0);
-        let pos_shape = ckpt.shape(names.pos_embed)?;
-        let grid = pos_shape
-            .get(1)
-            .map(|&n| (n as f64).sqrt() as usize)
-            .unwrap_or(0);
-        if pos_shape.len() != 3 || grid * grid != pos_shape[1] {
-            return Err(ModelError::ShapeMismatch {
-                key: names.pos_embed.to_string(),
-                expected: vec![1, grid * grid, width],
-                found: pos_shape,
-            });
-        }
-        let num_prefix = *ckpt.shape(names.prefix_tokens)?.first().unwrap_or(&0);
-        let summary_idxs = read_indices(&ckpt, names.summary_idxs)?;
-        if let Some(bad) = summary_idxs.iter().find(|&&i| i >= num_prefix) {
-            return Err(ModelError::UnknownLayout {
-                path: "model.safetensors".into(),
-                message: format!("summary index {bad} points past the {num_prefix} prefix tokens"),
-            });
-        }
-        let parameter_count = ckpt.parameter_count();
-        let scheme = ckpt.scheme;
-
+        let checkpoint = Checkpoint::open(&dir.join("model.safetensors"))?;
+        let dims = Dims::infer(&checkpoint, &config)?;
         let vb = VarBuilder::from_backend(
-            Box::new(WeightsBackend(ckpt.tensors)),
+            Box::new(WeightsBackend(checkpoint.tensors)),
             dtype,
             device.clone(),
         );
-        let conditioner = vb.pp(names.input_conditioner);
-        let norm_mean = conditioner.get_with_hints_dtype(
-            (3, 1, 1),
-            "norm_mean",
-            Default::default(),
-            DType::F32,
-        )?;
-        let norm_std = conditioner.get_with_hints_dtype(
-            (3, 1, 1),
-            "norm_std",
-            Default::default(),
-            DType::F32,
-        )?;
-        let dims = BlockDims {
-            width,
+        Self::new(vb, ModelInfo { config, dims }).map_err(classify_load_error)
+    }
+
+    /// Builds the model from weights whose dimensions [`Dims::infer`] checked.
+    fn new(vb: VarBuilder, info: ModelInfo) -> candle_core::Result<Self> {
+        let ModelInfo { config, dims } = &info;
+        let names = dims.key_scheme.names();
+        let block_dims = BlockDims {
+            width: dims.width,
             heads: config.num_heads,
-            mlp_hidden,
+            mlp_hidden: dims.mlp_hidden,
             eps: config.layer_norm_eps,
         };
-        let blocks = (0..depth)
-            .map(|i| Block::new(vb.pp(names.blocks).pp(i), names, dims))
-            .collect::<Result<Vec<_>>>()?;
-        let patch_generator = PatchGenerator::new(
-            &vb,
-            &PatchGeneratorKeys {
-                embedder: names.patch_embedder,
-                pos_embed: names.pos_embed,
-                prefix_tokens: names.prefix_tokens,
-            },
-            width,
-            patch,
-            grid,
-            num_prefix,
-        )?;
-        let final_norm = if config.final_norm {
-            Some(candle_nn::layer_norm(
-                width,
-                config.layer_norm_eps,
-                vb.pp(names.final_norm),
-            )?)
-        } else {
-            None
+        let blocks = (0..dims.depth)
+            .map(|i| Block::new(vb.pp(names.blocks).pp(i), names, block_dims))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let keys = PatchGeneratorKeys {
+            embedder: names.patch_embedder,
+            pos_embed: names.pos_embed,
+            prefix_tokens: names.prefix_tokens,
         };
-        let feature_normalizer = if config.feature_normalizer {
-            let fnorm = vb.pp(names.feature_normalizer);
-            Some((
-                fnorm.get(width, "mean")?,
-                fnorm.get((width, width), "tx")?.t()?.contiguous()?,
-            ))
-        } else {
-            None
-        };
-        let info = ModelInfo {
-            config_layout: config.layout,
-            key_scheme: scheme,
-            version: config.version.clone(),
-            width,
-            depth,
-            num_heads: config.num_heads,
-            mlp_hidden,
-            patch_size: patch,
-            pos_grid: grid,
-            num_prefix_tokens: num_prefix,
-            summary_idxs,
-            norm_mean: to_triplet(&norm_mean)?,
-            norm_std: to_triplet(&norm_std)?,
-            feature_normalizer: feature_normalizer.is_some(),
-            parameter_count,
-            resolution_step: config.resolution_step(),
-            max_resolution: config.max_resolution,
-            preferred_resolution: config.preferred_resolution,
-        };
+        let patch_generator = PatchGenerator::new(&vb, &keys, dims, config.patch_size)?;
+        let final_norm = config
+            .final_norm
+            .then(|| {
+                candle_nn::layer_norm(dims.width, config.layer_norm_eps, vb.pp(names.final_norm))
+            })
+            .transpose()?;
+        let feature_normalizer = config
+            .feature_normalizer
+            .then(|| FeatureNormalizer::new(vb.pp(names.feature_normalizer), dims.width))
+            .transpose()?;
+        let device = vb.device().clone();
+        let channel = |v: [f32; 3]| Tensor::from_slice(&v, (1, 3, 1, 1), &device);
         Ok(Self {
-            info,
-            device: device.clone(),
-            dtype,
-            norm_mean: norm_mean.reshape((1, 3, 1, 1))?,
-            norm_std: norm_std.reshape((1, 3, 1, 1))?,
+            norm_mean: channel(dims.norm_mean)?,
+            norm_std: channel(dims.norm_std)?,
+            dtype: vb.dtype(),
+            device,
             patch_generator,
             blocks,
             final_norm,
             feature_normalizer,
+            info,
         })
     }
 
@@ -308,8 +182,12 @@ impl RadioModel {
 
     /// The (1, h·w, D) position embedding added to the patch tokens of an h × w grid.
     pub fn position_embedding(&self, grid_height: usize, grid_width: usize) -> Result<Tensor> {
-        self.patch_generator
-            .position_embedding(grid_height, grid_width, &self.device, self.dtype)
+        Ok(self.patch_generator.position_embedding(
+            grid_height,
+            grid_width,
+            &self.device,
+            self.dtype,
+        )?)
     }
 
     /// Runs the model on a (B, 3, H, W) batch of RGB values in 0..1, exactly as the
@@ -341,16 +219,15 @@ impl RadioModel {
         let tokens = tokens.to_dtype(DType::F32)?;
         let summary_parts = self
             .info
+            .dims
             .summary_idxs
             .iter()
             .map(|&i| tokens.i((.., i, ..)))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let summary = Tensor::cat(&summary_parts, 1)?;
-        let mut features = tokens.i((.., self.info.num_prefix_tokens.., ..))?;
-        if let Some((mean, tx_t)) = &self.feature_normalizer {
-            let mean = mean.to_dtype(DType::F32)?;
-            let tx_t = tx_t.to_dtype(DType::F32)?;
-            features = features.broadcast_sub(&mean)?.broadcast_matmul(&tx_t)?;
+        let mut features = tokens.i((.., self.info.dims.num_prefix_tokens.., ..))?;
+        if let Some(normalizer) = &self.feature_normalizer {
+            features = normalizer.forward(&features)?;
         }
         Ok(RadioOutput {
             summary,
@@ -377,33 +254,28 @@ impl RadioModel {
     }
 }
 
-fn check_declared(what: &str, declared: Option<usize>, found: usize) -> Result<()> {
-    match declared {
-        Some(d) if d != found => Err(ModelError::UnknownLayout {
-            path: "config.json".into(),
-            message: format!("config.json declares {what} {d} but the weights have {found}"),
-        }),
-        _ => Ok(()),
+/// PHI-S feature normalizer: `(x - mean) · txᵀ`, computed in f32
+/// ([`feature_normalizer.py`](https://github.com/NVlabs/RADIO/blob/c0f37017930e9dda53f93424cf4bf39fc51f287e/radio/feature_normalizer.py)).
+struct FeatureNormalizer {
+    mean: Tensor,
+    tx_t: Tensor,
+}
+
+impl FeatureNormalizer {
+    fn new(vb: VarBuilder, width: usize) -> candle_core::Result<Self> {
+        Ok(Self {
+            mean: vb.get(width, "mean")?.to_dtype(DType::F32)?,
+            tx_t: vb
+                .get((width, width), "tx")?
+                .t()?
+                .contiguous()?
+                .to_dtype(DType::F32)?,
+        })
     }
 }
 
-fn read_indices(ckpt: &Checkpoint, key: &str) -> Result<Vec<usize>> {
-    let tensor = ckpt
-        .tensors
-        .load(key, &Device::Cpu)
-        .map_err(|_| ModelError::MissingTensor {
-            key: key.to_string(),
-        })?;
-    Ok(tensor
-        .flatten_all()?
-        .to_dtype(DType::I64)?
-        .to_vec1::<i64>()?
-        .into_iter()
-        .map(|i| i.max(0) as usize)
-        .collect())
-}
-
-fn to_triplet(t: &Tensor) -> Result<[f32; 3]> {
-    let v = t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
-    Ok([v[0], v[1], v[2]])
+impl Module for FeatureNormalizer {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.broadcast_sub(&self.mean)?.broadcast_matmul(&self.tx_t)
+    }
 }

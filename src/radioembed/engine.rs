@@ -129,15 +129,15 @@ impl Engine {
             .ok_or_else(|| format!("video format {} is not supported", info.format()))?;
         let (width, height) = (info.width() as usize, info.height() as usize);
         let model = self.model.info();
-        if width < model.patch_size || height < model.patch_size {
+        if width < model.config.patch_size || height < model.config.patch_size {
             return Err(format!(
                 "frames of {width}x{height} are smaller than the model's {0}x{0} patch",
-                model.patch_size
+                model.config.patch_size
             ));
         }
         let limits = SizeLimits {
-            step: model.resolution_step,
-            max: model.max_resolution,
+            step: model.config.resolution_step(),
+            max: model.config.max_resolution,
         };
         let input = self
             .options
@@ -169,8 +169,8 @@ impl Engine {
         let (h, w) = format.input;
         let info = self.model.info();
         let norm = Normalization {
-            mean: info.norm_mean,
-            std: info.norm_std,
+            mean: info.dims.norm_mean,
+            std: info.dims.norm_std,
         };
         let layouts: Vec<FrameLayout> = frames
             .iter()
