@@ -7,6 +7,7 @@
 
 use gst::glib;
 
+pub mod cpu;
 pub mod index;
 pub mod meta;
 pub mod model;

@@ -1,6 +1,8 @@
 //! What every store's exact search shares: the running top-k and a dot product
 //! that vectorises.
 
+use crate::cpu::avx2_fma_dispatch;
+
 /// The k best `(score, payload)` pairs seen so far, best first.
 pub(super) struct TopK<T> {
     k: usize,
@@ -114,21 +116,10 @@ impl Lanes for LeBytes<'_> {
     }
 }
 
-/// Dot product of `v` with `query` over their common length, 8 independent
-/// lanes so that it vectorises (compiled for AVX2 + FMA when the CPU has them).
-pub(super) fn dot<V: Lanes + ?Sized>(v: &V, query: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the features were detected on this CPU.
-        return unsafe { dot_avx2(v, query) };
-    }
-    dot_generic(v, query)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2<V: Lanes + ?Sized>(v: &V, query: &[f32]) -> f32 {
-    dot_generic(v, query)
+avx2_fma_dispatch! {
+    /// Dot product of `v` with `query` over their common length, 8 independent
+    /// lanes so that it vectorises.
+    pub(super) fn dot[V: Lanes + ?Sized](v: &V, query: &[f32]) -> f32 => dot_generic;
 }
 
 #[inline(always)]

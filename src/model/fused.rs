@@ -11,6 +11,8 @@
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Module, Result, Tensor};
 use candle_nn::Linear;
 
+use crate::cpu::avx2_fma_dispatch;
+
 /// What follows the bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Activation {
@@ -159,47 +161,15 @@ impl InplaceOp2 for BiasResidual<'_> {
     }
 }
 
-/// Whether the AVX2 + FMA variants can run (the crate is built for baseline
-/// x86-64, where `mul_add` is a libm call and vectors are 4 wide).
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
+avx2_fma_dispatch! {
+    /// Adds the bias to every row of `chunk` and applies `act`.
+    fn apply_rows(chunk: &mut [f32], bias: &[f32], act: Activation) => apply_rows_generic;
 }
 
-/// Adds the bias to every row of `chunk` and applies `act`.
-fn apply_rows(chunk: &mut [f32], bias: &[f32], act: Activation) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the features were detected on this CPU.
-        unsafe { apply_rows_avx2(chunk, bias, act) };
-        return;
-    }
-    apply_rows_generic(chunk, bias, act);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn apply_rows_avx2(chunk: &mut [f32], bias: &[f32], act: Activation) {
-    apply_rows_generic(chunk, bias, act);
-}
-
-/// `chunk = chunk + bias + residual`, row by row.
-fn add_bias_residual(chunk: &mut [f32], bias: &[f32], residual: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the features were detected on this CPU.
-        unsafe { add_bias_residual_avx2(chunk, bias, residual) };
-        return;
-    }
-    add_bias_residual_generic(chunk, bias, residual);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn add_bias_residual_avx2(chunk: &mut [f32], bias: &[f32], residual: &[f32]) {
-    add_bias_residual_generic(chunk, bias, residual);
+avx2_fma_dispatch! {
+    /// `chunk = chunk + bias + residual`, row by row.
+    fn add_bias_residual(chunk: &mut [f32], bias: &[f32], residual: &[f32])
+        => add_bias_residual_generic;
 }
 
 #[inline(always)]
@@ -237,27 +207,19 @@ impl InplaceOp1 for ScaledSoftmax {
         let n = layout.shape().dims().last().copied().unwrap_or(1);
         use rayon::prelude::*;
         let scale = self.scale;
-        out.par_chunks_mut(rows_per_task(n) * n).for_each(|chunk| {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2_fma() {
-                // SAFETY: the features were detected on this CPU.
-                unsafe { softmax_rows_avx2(chunk, n, scale) };
-                return;
-            }
-            softmax_rows(chunk, n, scale);
-        });
+        out.par_chunks_mut(rows_per_task(n) * n)
+            .for_each(|chunk| softmax_rows(chunk, n, scale));
         Ok(())
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_rows_avx2(chunk: &mut [f32], n: usize, scale: f32) {
-    softmax_rows(chunk, n, scale);
+avx2_fma_dispatch! {
+    /// `softmax(scale · row)` for each `n`-wide row of `chunk`.
+    fn softmax_rows(chunk: &mut [f32], n: usize, scale: f32) => softmax_rows_generic;
 }
 
 #[inline(always)]
-fn softmax_rows(chunk: &mut [f32], n: usize, scale: f32) {
+fn softmax_rows_generic(chunk: &mut [f32], n: usize, scale: f32) {
     for row in chunk.chunks_exact_mut(n) {
         let max = lane_reduce(row, f32::NEG_INFINITY, |a, b| if a > b { a } else { b }) * scale;
         row.iter_mut()

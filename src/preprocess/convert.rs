@@ -4,7 +4,7 @@
 //! there is no per-pixel branching on the format.
 
 use super::frame::{Colorimetry, FrameLayout, PixelFormat};
-use super::simd::avx2_fma;
+use crate::cpu::avx2_fma_dispatch;
 
 /// Affine Y'CbCr → R'G'B' on 8-bit samples, scaled to 0..1:
 /// `rgb = y_scale · (Y − y_offset) + m · (C − 128)`.
@@ -138,35 +138,17 @@ fn i420_row(
     }
 }
 
-/// One row of 4:2:0 YUV with interleaved chroma (`uv` = U, V, U, V, …); chroma
-/// sample `x / 2` (nearest, left-sited) serves pixels `x` and `x + 1`.
-fn yuv_row(
-    luma: &[u8],
-    uv: &[u8],
-    k: &YuvCoefficients,
-    r: &mut [f32],
-    g: &mut [f32],
-    b: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { yuv_row_avx2(luma, uv, k, r, g, b) };
-    }
-    yuv_row_generic(luma, uv, k, r, g, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn yuv_row_avx2(
-    luma: &[u8],
-    uv: &[u8],
-    k: &YuvCoefficients,
-    r: &mut [f32],
-    g: &mut [f32],
-    b: &mut [f32],
-) {
-    yuv_row_generic(luma, uv, k, r, g, b)
+avx2_fma_dispatch! {
+    /// One row of 4:2:0 YUV with interleaved chroma (`uv` = U, V, U, V, …); chroma
+    /// sample `x / 2` (nearest, left-sited) serves pixels `x` and `x + 1`.
+    fn yuv_row(
+        luma: &[u8],
+        uv: &[u8],
+        k: &YuvCoefficients,
+        r: &mut [f32],
+        g: &mut [f32],
+        b: &mut [f32],
+    ) => yuv_row_generic;
 }
 
 #[inline(always)]

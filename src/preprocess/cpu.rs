@@ -15,8 +15,8 @@ use rayon::prelude::*;
 
 use super::convert::RowConverter;
 use super::frame::FrameLayout;
-use super::simd::avx2_fma;
 use super::{Normalization, PreprocessError};
+use crate::cpu::avx2_fma_dispatch;
 use crate::resample::{AxisTaps, PackedTaps};
 
 /// Output rows handled by one parallel task.
@@ -166,12 +166,7 @@ fn resample_line(taps: &PackedTaps, src: &[f32], dst: &mut [f32], scale: f32, bi
         ($($k:literal)*) => {
             match taps.support {
                 $($k => {
-                    #[cfg(target_arch = "x86_64")]
-                    if avx2_fma() {
-                        // SAFETY: the CPU has AVX2 and FMA.
-                        return unsafe { resample_line_avx2::<$k>(taps, src, dst, scale, bias) };
-                    }
-                    resample_line_k::<$k>(taps, src, dst, scale, bias)
+                    resample_line_fixed::<$k>(taps, src, dst, scale, bias)
                 })*
                 _ => resample_line_dyn(taps, src, dst, scale, bias),
             }
@@ -180,16 +175,15 @@ fn resample_line(taps: &PackedTaps, src: &[f32], dst: &mut [f32], scale: f32, bi
     dispatch!(1 2 3 4 5 6 7 8 9 10 11 12);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn resample_line_avx2<const K: usize>(
-    taps: &PackedTaps,
-    src: &[f32],
-    dst: &mut [f32],
-    scale: f32,
-    bias: f32,
-) {
-    resample_line_k::<K>(taps, src, dst, scale, bias)
+avx2_fma_dispatch! {
+    /// [`resample_line`] for a support of exactly `K` taps, unrolled.
+    fn resample_line_fixed[const K: usize](
+        taps: &PackedTaps,
+        src: &[f32],
+        dst: &mut [f32],
+        scale: f32,
+        bias: f32,
+    ) => resample_line_k::<K>;
 }
 
 #[inline(always)]
@@ -230,26 +224,10 @@ fn resample_line_dyn(taps: &PackedTaps, src: &[f32], dst: &mut [f32], scale: f32
     }
 }
 
-/// `dst = Σ_k w[k] · src[first + k · stride ..][.. dst.len()]`.
-fn blend_rows(src: &[f32], first: usize, stride: usize, weights: &[f32], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { blend_rows_avx2(src, first, stride, weights, dst) };
-    }
-    blend_rows_generic(src, first, stride, weights, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn blend_rows_avx2(
-    src: &[f32],
-    first: usize,
-    stride: usize,
-    weights: &[f32],
-    dst: &mut [f32],
-) {
-    blend_rows_generic(src, first, stride, weights, dst)
+avx2_fma_dispatch! {
+    /// `dst = Σ_k w[k] · src[first + k · stride ..][.. dst.len()]`.
+    fn blend_rows(src: &[f32], first: usize, stride: usize, weights: &[f32], dst: &mut [f32])
+        => blend_rows_generic;
 }
 
 #[inline(always)]

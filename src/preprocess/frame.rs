@@ -1,73 +1,108 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Description of a raw video frame in memory: pixel format, plane layout, colorimetry.
 
-/// Raw video formats the preprocessing accepts (GStreamer's names in the docs).
+/// Raw video formats the preprocessing accepts.
+///
+/// The discriminant is the format's code in the GPU kernel's `Frame::format`;
+/// `kernels.cu` names the codes it tests for, and a unit test checks them against
+/// this enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i32)]
 pub enum PixelFormat {
     /// `NV12`: Y plane, then one interleaved U/V plane at half resolution.
-    Nv12,
+    Nv12 = 0,
     /// `I420`: Y, U and V planes; U and V at half resolution.
-    I420,
+    I420 = 1,
     /// `RGB`: packed 24-bit R, G, B.
-    Rgb,
+    Rgb = 2,
     /// `BGR`: packed 24-bit B, G, R.
-    Bgr,
+    Bgr = 3,
     /// `RGBA`: packed 32-bit R, G, B, alpha (ignored).
-    Rgba,
+    Rgba = 4,
     /// `BGRA`: packed 32-bit B, G, R, alpha (ignored).
-    Bgra,
+    Bgra = 5,
     /// `RGBx`: packed 32-bit R, G, B, padding.
-    Rgbx,
+    Rgbx = 6,
     /// `BGRx`: packed 32-bit B, G, R, padding.
-    Bgrx,
+    Bgrx = 7,
     /// `xRGB`: packed 32-bit padding, R, G, B.
-    Xrgb,
+    Xrgb = 8,
     /// `xBGR`: packed 32-bit padding, B, G, R.
-    Xbgr,
+    Xbgr = 9,
     /// `GRAY8`: one luma byte per pixel, replicated to R = G = B.
-    Gray8,
+    Gray8 = 10,
 }
 
+/// What each format is, in one place: its GStreamer name, its planes, and for
+/// packed RGB the bytes per pixel and the offsets of R, G and B.
+struct FormatFacts {
+    format: PixelFormat,
+    name: &'static str,
+    planes: usize,
+    packed_rgb: Option<(usize, [usize; 3])>,
+}
+
+#[rustfmt::skip]
+const FORMATS: [FormatFacts; 11] = {
+    use PixelFormat::*;
+    const fn facts(format: PixelFormat, name: &'static str, planes: usize, packed_rgb: Option<(usize, [usize; 3])>) -> FormatFacts {
+        FormatFacts { format, name, planes, packed_rgb }
+    }
+    [
+        facts(Nv12,  "NV12",  2, None),
+        facts(I420,  "I420",  3, None),
+        facts(Rgb,   "RGB",   1, Some((3, [0, 1, 2]))),
+        facts(Bgr,   "BGR",   1, Some((3, [2, 1, 0]))),
+        facts(Rgba,  "RGBA",  1, Some((4, [0, 1, 2]))),
+        facts(Bgra,  "BGRA",  1, Some((4, [2, 1, 0]))),
+        facts(Rgbx,  "RGBx",  1, Some((4, [0, 1, 2]))),
+        facts(Bgrx,  "BGRx",  1, Some((4, [2, 1, 0]))),
+        facts(Xrgb,  "xRGB",  1, Some((4, [1, 2, 3]))),
+        facts(Xbgr,  "xBGR",  1, Some((4, [3, 2, 1]))),
+        facts(Gray8, "GRAY8", 1, None),
+    ]
+};
+
 impl PixelFormat {
-    /// Every supported format.
-    pub const ALL: [PixelFormat; 11] = [
-        Self::Nv12,
-        Self::I420,
-        Self::Rgb,
-        Self::Bgr,
-        Self::Rgba,
-        Self::Bgra,
-        Self::Rgbx,
-        Self::Bgrx,
-        Self::Xrgb,
-        Self::Xbgr,
-        Self::Gray8,
-    ];
+    /// Every supported format, in the element's caps order.
+    pub const ALL: [PixelFormat; 11] = {
+        let mut all = [PixelFormat::Nv12; 11];
+        let mut i = 0;
+        while i < FORMATS.len() {
+            all[i] = FORMATS[i].format;
+            i += 1;
+        }
+        all
+    };
+
+    fn facts(self) -> &'static FormatFacts {
+        // The table is in discriminant order (checked by a test).
+        &FORMATS[self as usize]
+    }
+
+    /// The format's name in GStreamer caps (`NV12`, `RGBx`, …).
+    pub fn gst_name(self) -> &'static str {
+        self.facts().name
+    }
+
+    /// The format with this GStreamer caps name, if it is supported.
+    pub fn from_gst_name(name: &str) -> Option<Self> {
+        FORMATS.iter().find(|f| f.name == name).map(|f| f.format)
+    }
+
+    /// The format's code in the GPU kernel's frame description.
+    pub fn kernel_code(self) -> i32 {
+        self as i32
+    }
 
     /// For packed RGB formats: bytes per pixel and the byte offsets of R, G and B.
     pub(crate) fn packed_rgb(self) -> Option<(usize, [usize; 3])> {
-        Some(match self {
-            Self::Rgb => (3, [0, 1, 2]),
-            Self::Bgr => (3, [2, 1, 0]),
-            Self::Rgba | Self::Rgbx => (4, [0, 1, 2]),
-            Self::Bgra | Self::Bgrx => (4, [2, 1, 0]),
-            Self::Xrgb => (4, [1, 2, 3]),
-            Self::Xbgr => (4, [3, 2, 1]),
-            _ => return None,
-        })
-    }
-
-    /// Whether the format stores luma and chroma (and so needs a colour matrix).
-    pub fn is_yuv(self) -> bool {
-        matches!(self, Self::Nv12 | Self::I420)
+        self.facts().packed_rgb
     }
 
     /// Number of planes in memory.
     pub fn plane_count(self) -> usize {
-        match self {
-            Self::Nv12 => 2,
-            Self::I420 => 3,
-            _ => 1,
-        }
+        self.facts().planes
     }
 }
 
@@ -161,6 +196,42 @@ impl FrameLayout {
                 (self.offsets[1] + self.strides[1] * ch).max(self.offsets[2] + self.strides[2] * ch)
             }
             _ => self.offsets[0] + self.strides[0] * self.height,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_in_code_order() {
+        for (i, facts) in FORMATS.iter().enumerate() {
+            assert_eq!(facts.format as usize, i, "{}", facts.name);
+            assert_eq!(PixelFormat::from_gst_name(facts.name), Some(facts.format));
+        }
+        assert_eq!(PixelFormat::from_gst_name("YUY2"), None);
+    }
+
+    /// `kernels.cu` tests some formats by code; each `#define FMT_<NAME> <code>` must
+    /// be that format's code here.
+    #[test]
+    fn kernel_codes_match_kernels_cu() {
+        let source = include_str!("cuda/kernels.cu");
+        let defines: Vec<(&str, i32)> = source
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.strip_prefix("#define FMT_")?.split_whitespace();
+                Some((words.next()?, words.next()?.parse().ok()?))
+            })
+            .collect();
+        assert!(defines.len() >= 3, "no FMT_ codes found in kernels.cu");
+        for (name, code) in defines {
+            let format = PixelFormat::ALL
+                .into_iter()
+                .find(|f| f.gst_name().eq_ignore_ascii_case(name))
+                .unwrap_or_else(|| panic!("kernels.cu names FMT_{name}, no such format"));
+            assert_eq!(format.kernel_code(), code, "FMT_{name}");
         }
     }
 }

@@ -11,7 +11,6 @@ mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod frame;
-mod simd;
 mod size;
 
 pub use cpu::CpuPreprocessor;

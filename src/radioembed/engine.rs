@@ -15,36 +15,15 @@ use crate::preprocess::{
     YuvMatrix,
 };
 
-/// The raw formats the element accepts, in caps order.
-pub(crate) const FORMATS: [VideoFormat; 11] = [
-    VideoFormat::Nv12,
-    VideoFormat::I420,
-    VideoFormat::Rgb,
-    VideoFormat::Bgr,
-    VideoFormat::Rgba,
-    VideoFormat::Bgra,
-    VideoFormat::Rgbx,
-    VideoFormat::Bgrx,
-    VideoFormat::Xrgb,
-    VideoFormat::Xbgr,
-    VideoFormat::Gray8,
-];
-
 fn pixel_format(format: VideoFormat) -> Option<PixelFormat> {
-    Some(match format {
-        VideoFormat::Nv12 => PixelFormat::Nv12,
-        VideoFormat::I420 => PixelFormat::I420,
-        VideoFormat::Rgb => PixelFormat::Rgb,
-        VideoFormat::Bgr => PixelFormat::Bgr,
-        VideoFormat::Rgba => PixelFormat::Rgba,
-        VideoFormat::Bgra => PixelFormat::Bgra,
-        VideoFormat::Rgbx => PixelFormat::Rgbx,
-        VideoFormat::Bgrx => PixelFormat::Bgrx,
-        VideoFormat::Xrgb => PixelFormat::Xrgb,
-        VideoFormat::Xbgr => PixelFormat::Xbgr,
-        VideoFormat::Gray8 => PixelFormat::Gray8,
-        _ => return None,
-    })
+    PixelFormat::from_gst_name(format.to_str())
+}
+
+/// The raw formats the element accepts, in caps order.
+pub(crate) fn caps_formats() -> impl Iterator<Item = VideoFormat> {
+    PixelFormat::ALL
+        .into_iter()
+        .map(|f| VideoFormat::from_string(f.gst_name()))
 }
 
 fn colorimetry(info: &VideoInfo) -> Colorimetry {
@@ -238,5 +217,21 @@ impl Engine {
 fn copy_planes<T: Copy + TryInto<usize>>(dst: &mut [usize; 3], src: &[T]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d = (*s).try_into().unwrap_or(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_format_is_a_gstreamer_format() {
+        gst::init().unwrap();
+        let formats: Vec<VideoFormat> = caps_formats().collect();
+        assert_eq!(formats.len(), PixelFormat::ALL.len());
+        for (format, pixel) in formats.into_iter().zip(PixelFormat::ALL) {
+            assert_ne!(format, VideoFormat::Unknown, "{}", pixel.gst_name());
+            assert_eq!(pixel_format(format), Some(pixel));
+        }
     }
 }

@@ -13,7 +13,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::engine::{Engine, EngineOptions, FORMATS, StreamFormat};
+use super::engine::{Engine, EngineOptions, StreamFormat, caps_formats};
 use super::queue::{BatchQueue, Item, Queued, Work};
 use super::{MetaDtype, Outputs, Precision};
 use crate::model::parse_device;
@@ -943,7 +943,7 @@ impl ElementImpl for RadioEmbed {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let caps = gst_video::VideoCapsBuilder::new()
-                .format_list(FORMATS)
+                .format_list(caps_formats())
                 .build();
             vec![
                 gst::PadTemplate::new(

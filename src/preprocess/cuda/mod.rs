@@ -65,13 +65,6 @@ fn ptx() -> Result<&'static str, PreprocessError> {
         .map_err(|e| PreprocessError::Gpu(e.clone()))
 }
 
-fn format_code(format: PixelFormat) -> i32 {
-    PixelFormat::ALL
-        .iter()
-        .position(|&f| f == format)
-        .expect("every format is listed") as i32
-}
-
 /// Taps on the device.
 struct DeviceTaps {
     starts: CudaSlice<i32>,
@@ -287,7 +280,7 @@ fn frame_desc(layout: &FrameLayout) -> FrameDesc {
     let (bpp, [ro, go, bo]) = layout.format.packed_rgb().unwrap_or((1, [0, 0, 0]));
     let k = YuvCoefficients::new(layout.colorimetry);
     FrameDesc {
-        format: format_code(layout.format),
+        format: layout.format.kernel_code(),
         width: layout.width as i32,
         height: layout.height as i32,
         bpp: bpp as i32,
