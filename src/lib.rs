@@ -8,6 +8,7 @@
 use gst::glib;
 
 pub mod cpu;
+pub mod engine;
 pub mod index;
 pub mod meta;
 pub mod model;

@@ -301,18 +301,30 @@ fn model_loading_is_announced_with_progress_messages() {
     assert_eq!(types, [gst::ProgressType::Start, gst::ProgressType::Error]);
 }
 
-fn run_to_error(launch: &str) -> String {
+/// The error a pipeline ends with, its text and whether it is in `domain`.
+fn run_to_error_in(launch: &str, domain: impl gst::glib::error::ErrorDomain) -> String {
     let messages = run_to_end(launch);
     match messages.last().expect("pipeline ended").view() {
-        gst::MessageView::Error(err) => err.error().to_string(),
+        gst::MessageView::Error(err) => {
+            let error = err.error();
+            assert!(
+                error.matches(domain),
+                "{error} is in domain {:?}, code {}",
+                error.domain(),
+                error.code()
+            );
+            error.to_string()
+        }
         _ => panic!("pipeline ended without error"),
     }
 }
 
 #[test]
 fn missing_model_is_a_clear_error() {
-    let err =
-        run_to_error("videotestsrc num-buffers=1 ! radioembed model=/no/such/model ! fakesink");
+    let err = run_to_error_in(
+        "videotestsrc num-buffers=1 ! radioembed model=/no/such/model ! fakesink",
+        gst::ResourceError::NotFound,
+    );
     assert!(err.starts_with("model `/no/such/model` not found"), "{err}");
 }
 
@@ -327,21 +339,25 @@ fn corrupt_and_unknown_checkpoints_are_clear_errors() {
         "videotestsrc num-buffers=1 ! radioembed model={} ! fakesink",
         dir.display()
     );
-    let err = run_to_error(&launch);
+    let err = run_to_error_in(&launch, gst::ResourceError::Read);
     assert!(err.contains("corrupt weights file"), "{err}");
 
     std::fs::write(dir.join("config.json"), r#"{"model_type": "bert"}"#).unwrap();
-    let err = run_to_error(&launch);
+    let err = run_to_error_in(&launch, gst::ResourceError::Read);
     assert!(err.contains("unknown model layout"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn tiny_frames_are_refused() {
-    let err = run_to_error(&format!(
-        "videotestsrc num-buffers=1 ! video/x-raw,width=8,height=8 ! radioembed model={} ! fakesink",
-        model_path()
-    ));
+    let err = run_to_error_in(
+        &format!(
+            "videotestsrc num-buffers=1 ! video/x-raw,width=8,height=8 ! radioembed model={} \
+             ! fakesink",
+            model_path()
+        ),
+        gst::StreamError::Format,
+    );
     assert_eq!(
         err,
         "frames of 8x8 are smaller than the model's 16x16 patch"
@@ -354,10 +370,13 @@ fn cuda_without_a_gpu_is_a_clear_error() {
         eprintln!("a CUDA device is present: the no-GPU error cannot be observed here");
         return;
     }
-    let err = run_to_error(&format!(
-        "videotestsrc num-buffers=1 ! radioembed device=cuda:0 model={} ! fakesink",
-        model_path()
-    ));
+    let err = run_to_error_in(
+        &format!(
+            "videotestsrc num-buffers=1 ! radioembed device=cuda:0 model={} ! fakesink",
+            model_path()
+        ),
+        gst::LibraryError::Init,
+    );
     assert!(err.contains("device cuda:0 is unavailable"), "{err}");
 }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Raw video frame → normalised model input.
 //!
 //! A frame (any of [`PixelFormat`], with GStreamer's plane strides and offsets and
@@ -6,6 +7,7 @@
 //! normalised with the checkpoint's conditioner mean and std, in one go. Nothing
 //! here knows about GStreamer or the model types.
 
+mod batch;
 mod convert;
 mod cpu;
 #[cfg(feature = "cuda")]
@@ -13,6 +15,7 @@ pub mod cuda;
 mod frame;
 mod size;
 
+pub use batch::{BatchSpec, Frame, Preprocessor};
 pub use cpu::CpuPreprocessor;
 pub use frame::{Colorimetry, FrameLayout, PixelFormat, YuvMatrix};
 pub use size::{SizeError, SizeLimits, TargetSize};
@@ -76,9 +79,18 @@ pub enum PreprocessError {
     /// The frame has no pixels.
     #[error("empty frame")]
     Empty,
+    /// The frame's memory cannot be read (a buffer that cannot be mapped).
+    #[error("cannot map the frame for reading")]
+    Unreadable,
     /// A CUDA call or the kernel compilation failed.
     #[error("GPU preprocessing failed: {0}")]
     Gpu(String),
+    /// The frames of one GPU batch are laid out differently.
+    #[error("frames of one batch have different plane layouts")]
+    MixedLayouts,
+    /// The batch tensor could not be made (out of memory, …).
+    #[error("cannot build the batch tensor: {0}")]
+    Tensor(String),
 }
 
 fn check_frame(data: &[u8], layout: &FrameLayout) -> Result<(), PreprocessError> {

@@ -1,11 +1,23 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The `radioembed` GObject subclass: properties, pads, events, the batching task.
 //!
-//! Lock order: `src_active` before the queue's own lock. `settings`, `state` and
-//! `stats` are taken alone, except `stats` then `settings` for the statistics.
-//! No lock is held while pushing downstream.
+//! Threads: upstream's streaming thread runs `chain` and the sink pad's event and
+//! query handlers; the source pad task batches, runs the model and pushes;
+//! application threads set properties and change states.
+//!
+//! Lock order (a lock further down is never waited for while holding one above):
+//! 1. `src_active`: pad (de)activation and FLUSH_STOP;
+//! 2. the queue's own lock (inside [`BatchQueue`]);
+//! 3. `state`, `stats`, `settings`: each taken alone and briefly, except that the
+//!    statistics take `stats` then `settings`.
+//!
+//! No lock is held while pushing downstream or during inference: a batch takes the
+//! engine, the stream format and the preprocessor out of `state` and puts the
+//! preprocessor back after, so a caps event or a property read never waits for a
+//! batch.
 
 use std::ops::ControlFlow;
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use candle_core::DType;
@@ -13,13 +25,16 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::engine::{Engine, EngineOptions, StreamFormat, caps_formats};
+use super::caps::{StreamFormat, caps_formats};
+use super::error::error_message;
 use super::queue::{BatchQueue, Item, Queued, Work};
 use super::{MetaDtype, Outputs, Precision};
+use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::meta::Embedding;
 use crate::model::parse_device;
 use crate::model_store::{DownloadProgress, locate, shared_model};
 use crate::postprocess::OutputOptions;
-use crate::preprocess::TargetSize;
+use crate::preprocess::{Frame, FrameLayout, PreprocessError, Preprocessor, TargetSize};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -113,6 +128,25 @@ impl Settings {
         }
     }
 
+    /// What shapes each batch of the stream.
+    fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            target: self.target(),
+            antialias: self.antialias,
+            outputs: OutputOptions {
+                summary: self.outputs != Outputs::Spatial,
+                spatial: self.outputs != Outputs::Summary,
+                spatial_pool: self.spatial_pool as usize,
+                dtype: match self.meta_dtype {
+                    MetaDtype::F32 => crate::meta::MetaDtype::F32,
+                    MetaDtype::F16 => crate::meta::MetaDtype::F16,
+                },
+                model: self.model.clone(),
+                input_size: (0, 0),
+            },
+        }
+    }
+
     /// Frames per forward and the longest wait of a batch (`None`: no limit).
     fn batching(&self) -> (usize, Option<Duration>) {
         (
@@ -143,10 +177,16 @@ struct Stats {
     inference_max: Duration,
 }
 
-/// Streaming state, owned by the source pad task while running.
+/// Streaming state: made at READY→PAUSED, dropped at PAUSED→READY.
 struct State {
-    engine: Engine,
-    format: Option<StreamFormat>,
+    /// The model and this stream's options; the sink pad's thread checks caps
+    /// against it while the task may be running a batch.
+    engine: Arc<Engine>,
+    /// The task's scratch buffers, taken out for a batch and put back after it,
+    /// so that no lock is held during inference.
+    preprocessor: Option<Preprocessor>,
+    /// The format of the frames the task takes next, from the last caps it forwarded.
+    format: Option<Arc<StreamFormat>>,
 }
 
 /// The element.
@@ -214,20 +254,22 @@ impl RadioEmbed {
                     }
                     ControlFlow::Continue(gst::EventForeachAction::Keep)
                 });
-                for event in sticky {
-                    let _ = self.queue.push_event(Item::Event(event));
+                for item in sticky
+                    .into_iter()
+                    .filter_map(|e| self.queue_item_for(e).ok())
+                {
+                    let _ = self.queue.push_event(item);
                 }
                 self.start_task();
                 forwarded
             }
-            EventView::Caps(caps) => match self.check_caps(caps.caps()) {
-                Ok(()) => self.queue_event(event),
+            _ if event.is_serialized() => match self.queue_item_for(event) {
+                Ok(item) => self.queue_item(item),
                 Err(message) => {
-                    gst::element_imp_error!(self, gst::StreamError::Format, ("{}", message));
+                    self.post_error_message(message);
                     false
                 }
             },
-            _ if event.is_serialized() => self.queue_event(event),
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
     }
@@ -236,9 +278,12 @@ impl RadioEmbed {
     /// downstream returned a flow error; an EOS refused for NOT_LINKED or a
     /// fatal error is where the stream ends, so, as `queue` does, that is
     /// posted as the element's error and the EOS still goes downstream.
-    fn queue_event(&self, event: gst::Event) -> bool {
-        let eos = (event.type_() == gst::EventType::Eos).then(|| event.clone());
-        match self.queue.push_event(Item::Event(event)) {
+    fn queue_item(&self, item: Item) -> bool {
+        let eos = match &item {
+            Item::Event(event) if event.type_() == gst::EventType::Eos => Some(event.clone()),
+            _ => None,
+        };
+        match self.queue.push_event(item) {
             Ok(()) => true,
             Err(gst::FlowError::Flushing | gst::FlowError::Eos) => false,
             Err(err) => {
@@ -272,13 +317,24 @@ impl RadioEmbed {
         gst::Pad::event_default(pad, Some(&*self.obj()), event)
     }
 
-    /// Refuses caps the model cannot take, with a message for the user.
-    fn check_caps(&self, caps: &gst::CapsRef) -> Result<(), String> {
-        let info = gst_video::VideoInfo::from_caps(caps)
-            .map_err(|_| format!("cannot parse caps {caps}"))?;
-        let state = lock(&self.state);
-        let state = state.as_ref().ok_or("element is not started")?;
-        state.engine.configure(info).map(|_| ())
+    /// The queue entry for a serialized event: a caps event travels with the
+    /// stream format made from it here, once, or is refused with a message for
+    /// the user when the model cannot take it.
+    fn queue_item_for(&self, event: gst::Event) -> Result<Item, gst::ErrorMessage> {
+        let gst::EventView::Caps(caps) = event.view() else {
+            return Ok(Item::Event(event));
+        };
+        let engine = lock(&self.state).as_ref().map(|state| state.engine.clone());
+        let Some(engine) = engine else {
+            return Err(gst::error_msg!(
+                gst::CoreError::Negotiation,
+                ("caps arrived before the element was started")
+            ));
+        };
+        let format =
+            StreamFormat::new(caps.caps(), &engine).map_err(|e| error_message(&e, None))?;
+        gst::info!(CAT, imp = self, "model input {:?}", format.input);
+        Ok(Item::Caps(event, Box::new(format)))
     }
 
     fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -371,6 +427,12 @@ impl RadioEmbed {
         let flow = match work {
             Work::Batch(batch) => self.process_batch(batch),
             Work::Event(event) => self.forward_event(event),
+            Work::Caps(event, format) => {
+                if let Some(state) = lock(&self.state).as_mut() {
+                    state.format = Some(Arc::from(format));
+                }
+                self.forward_event(event)
+            }
             Work::Drain(done) => {
                 let _ = done.send(());
                 Ok(gst::FlowSuccess::Ok)
@@ -400,22 +462,6 @@ impl RadioEmbed {
     }
 
     fn forward_event(&self, event: gst::Event) -> Result<gst::FlowSuccess, gst::FlowError> {
-        if let gst::EventView::Caps(caps) = event.view() {
-            let info = gst_video::VideoInfo::from_caps(caps.caps())
-                .map_err(|_| gst::FlowError::NotNegotiated)?;
-            let mut state = lock(&self.state);
-            let state = state.as_mut().ok_or(gst::FlowError::Flushing)?;
-            match state.engine.configure(info) {
-                Ok(format) => {
-                    gst::info!(CAT, imp = self, "model input {:?}", format.input);
-                    state.format = Some(format);
-                }
-                Err(message) => {
-                    gst::element_imp_error!(self, gst::StreamError::Format, ("{}", message));
-                    return Err(gst::FlowError::Error);
-                }
-            }
-        }
         // A refused event is downstream's business; the stream goes on, as in queue.
         if !self.srcpad.push_event(event) {
             gst::debug!(CAT, imp = self, "downstream refused an event");
@@ -427,42 +473,81 @@ impl RadioEmbed {
         let embed: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].embed).collect();
         if !embed.is_empty() {
             let started = Instant::now();
-            let embeddings = {
-                let mut state = lock(&self.state);
-                let state = state.as_mut().ok_or(gst::FlowError::Flushing)?;
-                let Some(format) = state.format.as_ref() else {
-                    gst::element_imp_error!(
-                        self,
-                        gst::CoreError::Negotiation,
-                        ("received a buffer before caps")
-                    );
-                    return Err(gst::FlowError::Error);
-                };
-                let frames: Vec<&gst::BufferRef> =
-                    embed.iter().map(|&i| batch[i].buffer.as_ref()).collect();
-                let indices: Vec<u64> = embed.iter().map(|&i| batch[i].frame_index).collect();
-                state.engine.embed(format, &frames, &indices)
-            };
-            let embeddings = embeddings.map_err(|message| {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Failed,
-                    ("inference failed: {}", message)
-                );
-                gst::FlowError::Error
-            })?;
-            for (&i, embedding) in embed.iter().zip(&embeddings) {
-                let buffer = batch[i].buffer.make_mut();
-                if embedding.attach(buffer).is_err() {
-                    gst::warning!(CAT, imp = self, "could not attach the meta to frame {i}");
-                }
-            }
+            self.embed_batch(&mut batch, &embed)?;
             self.record_batch(embed.len(), started.elapsed());
         }
         for queued in batch {
             self.srcpad.push(queued.buffer)?;
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Runs the model on the `embed` buffers of `batch` and attaches their metas.
+    /// The state lock is held only to take the engine, the format and the
+    /// preprocessor, and to put the preprocessor back.
+    fn embed_batch(&self, batch: &mut [Queued], embed: &[usize]) -> Result<(), gst::FlowError> {
+        let (engine, format, preprocessor) = {
+            let mut state = lock(&self.state);
+            let state = state.as_mut().ok_or(gst::FlowError::Flushing)?;
+            let Some(format) = state.format.clone() else {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("received a buffer before caps")
+                );
+                return Err(gst::FlowError::Error);
+            };
+            (state.engine.clone(), format, state.preprocessor.take())
+        };
+        let result = preprocessor
+            .map_or_else(|| engine.preprocessor(), Ok)
+            .map_err(EngineError::from)
+            .and_then(|mut preprocessor| {
+                let embedded = self.run_engine(&engine, &format, &mut preprocessor, batch, embed);
+                if let Some(state) = lock(&self.state).as_mut() {
+                    state.preprocessor = Some(preprocessor);
+                }
+                embedded
+            });
+        let embeddings = result.map_err(|err| {
+            self.post_error_message(error_message(&err, Some("inference failed")));
+            gst::FlowError::Error
+        })?;
+        for (&i, embedding) in embed.iter().zip(&embeddings) {
+            if embedding.attach(batch[i].buffer.make_mut()).is_err() {
+                gst::warning!(CAT, imp = self, "could not attach the meta to frame {i}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps the `embed` buffers of `batch` and embeds them with no lock held.
+    fn run_engine(
+        &self,
+        engine: &Engine,
+        format: &StreamFormat,
+        preprocessor: &mut Preprocessor,
+        batch: &[Queued],
+        embed: &[usize],
+    ) -> Result<Vec<Embedding>, EngineError> {
+        let buffers: Vec<&gst::BufferRef> =
+            embed.iter().map(|&i| batch[i].buffer.as_ref()).collect();
+        let layouts: Vec<FrameLayout> = buffers.iter().map(|b| format.layout_of(b)).collect();
+        let maps = buffers
+            .iter()
+            .map(|buffer| buffer.map_readable())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| PreprocessError::Unreadable)?;
+        let frames: Vec<Frame> = maps
+            .iter()
+            .zip(&layouts)
+            .map(|(map, layout)| Frame {
+                data: map.as_slice(),
+                layout,
+            })
+            .collect();
+        let indices: Vec<u64> = embed.iter().map(|&i| batch[i].frame_index).collect();
+        engine.embed(preprocessor, &frames, format.input, &indices)
     }
 
     fn record_batch(&self, frames: usize, took: Duration) {
@@ -552,7 +637,7 @@ impl RadioEmbed {
     fn load(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
         let dir = locate(&settings.model, &mut |p| self.report_download(p))
-            .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
+            .map_err(|e| error_message(&e.into(), None))?;
         let device = settings.device();
         let dtype = settings.dtype(&device);
         gst::info!(
@@ -562,40 +647,17 @@ impl RadioEmbed {
             dir.display()
         );
         let model = shared_model(&dir, &device, dtype).map_err(|e| {
-            gst::error_msg!(
-                gst::LibraryError::Init,
-                ("Failed to load model {}: {}", settings.model, e)
-            )
+            let context = format!("Failed to load model {}", settings.model);
+            error_message(&e.into(), Some(&context))
         })?;
-        let outputs = OutputOptions {
-            summary: settings.outputs != Outputs::Spatial,
-            spatial: settings.outputs != Outputs::Summary,
-            spatial_pool: settings.spatial_pool as usize,
-            dtype: match settings.meta_dtype {
-                MetaDtype::F32 => crate::meta::MetaDtype::F32,
-                MetaDtype::F16 => crate::meta::MetaDtype::F16,
-            },
-            model: settings.model.clone(),
-            input_size: (0, 0),
-        };
-        let engine = Engine::new(
-            model,
-            EngineOptions {
-                target: settings.target(),
-                antialias: settings.antialias,
-                outputs,
-            },
-        )
-        .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?;
-        if let TargetSize::Fixed { width, height } = settings.target() {
-            engine
-                .model()
-                .info()
-                .check_resolution(height, width)
-                .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
-        }
+        let engine =
+            Engine::new(model, settings.engine_options()).map_err(|e| error_message(&e, None))?;
+        let preprocessor = engine
+            .preprocessor()
+            .map_err(|e| error_message(&e.into(), None))?;
         *lock(&self.state) = Some(State {
-            engine,
+            engine: Arc::new(engine),
+            preprocessor: Some(preprocessor),
             format: None,
         });
         *lock(&self.stats) = Stats::default();

@@ -14,7 +14,8 @@
 use gst::glib;
 use gst::prelude::*;
 
-mod engine;
+mod caps;
+mod error;
 mod imp;
 mod queue;
 

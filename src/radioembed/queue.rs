@@ -16,6 +16,8 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::caps::StreamFormat;
+
 /// One entry of the queue.
 pub(crate) enum Item {
     /// A buffer; `embed` says whether this frame gets embeddings.
@@ -27,6 +29,8 @@ pub(crate) enum Item {
     },
     /// A serialized event, forwarded after everything before it.
     Event(gst::Event),
+    /// A caps event with the stream format made from it on the sink pad's thread.
+    Caps(gst::Event, Box<StreamFormat>),
     /// A drain request: answered once everything before it was pushed.
     Drain(SyncSender<()>),
 }
@@ -44,6 +48,8 @@ pub(crate) enum Work {
     Batch(Vec<Queued>),
     /// Forward an event.
     Event(gst::Event),
+    /// Switch to a new stream format, then forward its caps event.
+    Caps(gst::Event, Box<StreamFormat>),
     /// Answer a drain request.
     Drain(SyncSender<()>),
 }
@@ -245,6 +251,7 @@ impl BatchQueue {
                     Some(_) if batch.is_empty() => {
                         return match inner.items.pop_front() {
                             Some(Item::Event(event)) => Some(Work::Event(event)),
+                            Some(Item::Caps(event, format)) => Some(Work::Caps(event, format)),
                             Some(Item::Drain(done)) => Some(Work::Drain(done)),
                             _ => unreachable!("front was not a buffer"),
                         };
