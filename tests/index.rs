@@ -825,3 +825,49 @@ fn a_parquet_index_with_float32_grids_keeps_its_rows_as_f16() {
         .collect();
     assert_eq!(values, [0.5, -2.0]);
 }
+
+#[test]
+fn an_image_finds_the_scene_it_shows() {
+    let dir = TempDir::new("image-query");
+    let (clip, db, png) = (
+        dir.0.join("clip.avi"),
+        dir.0.join("idx.sqlite"),
+        dir.0.join("query.png"),
+    );
+    make_clip(&clip, 20);
+    let out = index(&clip, &db, &tiny());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The clip's first two seconds are this pattern (JPEG-coded there, PNG here).
+    let launch = format!(
+        "videotestsrc pattern=smpte num-buffers=1 ! video/x-raw,width=160,height=120 ! \
+         videoconvert ! pngenc ! filesink location={}",
+        png.display()
+    );
+    assert_eq!(play(&launch), gst::MessageType::Eos, "png encoding failed");
+    let out = radio_embed(&[
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--image",
+        png.to_str().unwrap(),
+        "-k",
+        "5",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for hit in hits.as_array().unwrap() {
+        let pts = hit["pts_ns"].as_u64().unwrap();
+        assert!(pts < 2_000_000_000, "a hit outside the smpte scene: {hits}");
+        assert!(hit["score"].as_f64().unwrap() >= 0.99, "{hits}");
+    }
+    assert_eq!(hits.as_array().unwrap().len(), 5);
+}

@@ -28,7 +28,7 @@ use gst::subclass::prelude::*;
 use super::caps::{StreamFormat, caps_formats};
 use super::error::error_message;
 use super::queue::{BatchQueue, Item, Queued, Work};
-use super::{MetaDtype, Outputs, Precision};
+use super::{DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION, MetaDtype, Outputs, Precision};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::meta::Embedding;
 use crate::model::parse_device;
@@ -44,9 +44,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_MODEL: &str = "nvidia/C-RADIOv4-SO400M";
-const DEFAULT_DEVICE: &str = "auto";
-const DEFAULT_RESOLUTION: u32 = 512;
 const DEFAULT_BATCH_SIZE: u32 = 1;
 const DEFAULT_BATCH_TIMEOUT: gst::ClockTime = gst::ClockTime::from_mseconds(50);
 const DEFAULT_PROCESSING_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(100);

@@ -14,6 +14,13 @@
 use gst::glib;
 use gst::prelude::*;
 
+/// The `model` property's default: the SO400M checkpoint on Hugging Face.
+pub const DEFAULT_MODEL: &str = "nvidia/C-RADIOv4-SO400M";
+/// The `device` property's default: CUDA when this build and machine have it.
+pub const DEFAULT_DEVICE: &str = "auto";
+/// The `resolution` property's default: the shorter side of the model input.
+pub const DEFAULT_RESOLUTION: u32 = 512;
+
 mod caps;
 mod error;
 mod imp;

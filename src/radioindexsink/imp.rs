@@ -14,6 +14,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use super::DEFAULT_TRANSACTION_ROWS;
 use crate::index::{IndexError, IndexSettings, IndexWriter, Row, StoreFormat};
 use crate::meta::Embedding;
 
@@ -24,8 +25,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
         Some("Embedding index sink"),
     )
 });
-
-const DEFAULT_TRANSACTION_ROWS: u32 = 256;
 
 #[derive(Debug, Clone)]
 struct Settings {

@@ -17,6 +17,9 @@ use gst::prelude::*;
 
 mod imp;
 
+/// The `transaction-rows` property's default: rows per write transaction.
+pub const DEFAULT_TRANSACTION_ROWS: u32 = 256;
+
 glib::wrapper! {
     /// The `radioindexsink` element.
     pub struct RadioIndexSink(ObjectSubclass<imp::RadioIndexSink>)

@@ -1,31 +1,95 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `radio-embed index` and `radio-embed search`: GStreamer pipelines around
 //! radioembed and radioindexsink, with progress and result printing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::{Context, bail};
+use clap::Args;
 use gst::prelude::*;
 use gstradio::index::{self, Hit};
 use gstradio::meta::Embedding;
+use gstradio::radioembed::{DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION};
+use gstradio::radioindexsink::DEFAULT_TRANSACTION_ROWS;
 
-use super::CliResult;
+use crate::pipeline::{self, IndexSettings, QuerySource};
 
-fn init() -> CliResult<()> {
-    gst::init().map_err(|e| e.to_string())?;
-    gstradio::plugin_register_static().map_err(|e| e.to_string())
+/// `radio-embed index`.
+#[derive(Debug, Args)]
+pub struct Index {
+    /// Video files or URIs.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Index file: .sqlite or .parquet; created if missing.
+    #[arg(long)]
+    db: PathBuf,
+    /// Frames per second to embed.
+    #[arg(long, default_value_t = 1.0)]
+    fps: f64,
+    /// Model folder or Hugging Face repo id.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = DEFAULT_DEVICE)]
+    device: String,
+    /// Shorter side of the model input.
+    #[arg(long, default_value_t = DEFAULT_RESOLUTION)]
+    resolution: u32,
+    /// Rows per SQLite write transaction or Parquet row group (the rows
+    /// held in memory).
+    #[arg(long, default_value_t = DEFAULT_TRANSACTION_ROWS)]
+    transaction_rows: u32,
+    /// Also store each frame's patch grid, average-pooled over K x K
+    /// patches, in f16 (default: summaries only, all that search reads).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=64))]
+    spatial_pool: Option<u32>,
+}
+
+/// `radio-embed search`.
+#[derive(Debug, Args)]
+pub struct Search {
+    /// Index file made by `radio-embed index`.
+    #[arg(long)]
+    db: PathBuf,
+    /// Query image (PNG/JPEG).
+    #[arg(long, conflicts_with = "frame", required_unless_present = "frame")]
+    image: Option<PathBuf>,
+    /// Query frame as VIDEO@SECONDS.
+    #[arg(long, value_parser = video_at)]
+    frame: Option<(String, f64)>,
+    /// Number of results.
+    #[arg(short, default_value_t = 10)]
+    k: usize,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn init() -> anyhow::Result<()> {
+    gst::init()?;
+    gstradio::plugin_register_static()?;
+    Ok(())
+}
+
+/// Parses VIDEO@SECONDS.
+fn video_at(text: &str) -> Result<(String, f64), String> {
+    text.rsplit_once('@')
+        .and_then(|(v, s)| Some((v.to_string(), s.parse::<f64>().ok()?)))
+        .ok_or_else(|| format!("`{text}` is not VIDEO@SECONDS"))
 }
 
 /// A file path or URI as a URI.
-fn to_uri(input: &str) -> CliResult<String> {
+fn to_uri(input: &str) -> anyhow::Result<String> {
     if input.contains("://") {
         return Ok(input.to_string());
     }
     let path = Path::new(input)
         .canonicalize()
-        .map_err(|e| format!("cannot read {input}: {e}"))?;
-    glib::filename_to_uri(&path, None)
-        .map(|u| u.to_string())
-        .map_err(|e| format!("{input}: {e}"))
+        .with_context(|| format!("cannot read {input}"))?;
+    Ok(glib::filename_to_uri(&path, None)
+        .with_context(|| input.to_string())?
+        .to_string())
 }
 
 /// Local model folders are stored absolute, so a search from elsewhere finds them.
@@ -35,10 +99,6 @@ fn model_id(model: &str) -> String {
         Some(Ok(abs)) => abs.display().to_string(),
         _ => model.to_string(),
     }
-}
-
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 fn bus_error(msg: &gst::Message) -> Option<String> {
@@ -63,95 +123,51 @@ fn hms(ns: u64) -> String {
     )
 }
 
-/// What `index` embeds and stores of each frame.
-pub struct Storage {
-    /// Shorter side of the model input.
-    pub resolution: u32,
-    /// Rows per write transaction or row group.
-    pub transaction_rows: u32,
-    /// Store the patch grid pooled over k x k patches; `None`: summaries only.
-    pub spatial_pool: Option<u32>,
-}
-
-impl Storage {
-    /// The radioembed and radioindexsink settings for this storage.
-    fn properties(&self) -> (String, String) {
-        match self.spatial_pool {
-            Some(k) => (
-                format!(
-                    "resolution={} outputs=both spatial-pool={k}",
-                    self.resolution
-                ),
-                format!("transaction-rows={} spatial=true", self.transaction_rows),
-            ),
-            None => (
-                format!("resolution={} outputs=summary", self.resolution),
-                format!("transaction-rows={}", self.transaction_rows),
-            ),
+impl Index {
+    /// Embeds every input into the index at `db`.
+    pub fn run(self) -> anyhow::Result<()> {
+        init()?;
+        // One load of the weights for all inputs, though each has its own pipeline.
+        let _keep = gstradio::model_store::keep_loaded();
+        if self.fps.is_nan() || self.fps <= 0.0 {
+            bail!("--fps must be positive");
         }
-    }
-}
-
-/// Embeds every input into the index at `db`.
-pub fn index(
-    inputs: &[String],
-    db: &Path,
-    fps: f64,
-    model: &str,
-    device: &str,
-    storage: &Storage,
-) -> CliResult<()> {
-    init()?;
-    // One load of the weights for all inputs, though each has its own pipeline.
-    let _keep = gstradio::model_store::keep_loaded();
-    let (embed_props, sink_props) = storage.properties();
-    if fps.is_nan() || fps <= 0.0 {
-        return Err("--fps must be positive".into());
-    }
-    let rate = gst::Fraction::approximate_f64(fps).ok_or("--fps is out of range")?;
-    let model = model_id(model);
-    let started = Instant::now();
-    let mut total = 0u64;
-    for input in inputs {
-        let uri = to_uri(input)?;
-        let launch = format!(
-            "uridecodebin uri={uri} caps=video/x-raw ! videoconvert ! videorate drop-only=true ! \
-             video/x-raw,framerate={}/{} ! radioembed name=embed model={} device={device} \
-             {embed_props} ! radioindexsink location={} source-id={} {sink_props}",
-            rate.numer(),
-            rate.denom(),
-            quote(&model),
-            quote(&db.display().to_string()),
-            quote(&uri),
+        let settings = IndexSettings {
+            model: model_id(&self.model),
+            device: self.device.clone(),
+            resolution: self.resolution,
+            transaction_rows: self.transaction_rows,
+            spatial_pool: self.spatial_pool,
+            rate: gst::Fraction::approximate_f64(self.fps).context("--fps is out of range")?,
+        };
+        let db = self.db.display().to_string();
+        let started = Instant::now();
+        let mut total = 0u64;
+        for input in &self.inputs {
+            let pipeline = pipeline::index(&to_uri(input)?, &db, &settings)?;
+            total += run_with_progress(&pipeline, input)?;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "indexed {total} frames from {} source(s) into {db} in {secs:.1} s ({:.1} frames/s); \
+             the index holds {} rows",
+            self.inputs.len(),
+            total as f64 / secs,
+            index::count_rows(&self.db, None)?
         );
-        let pipeline = gst::parse::launch(&launch)
-            .map_err(|e| e.to_string())?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| "not a pipeline")?;
-        let frames = run_with_progress(&pipeline, input)?;
-        total += frames;
+        Ok(())
     }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "indexed {total} frames from {} source(s) into {} in {secs:.1} s ({:.1} frames/s); \
-         the index holds {} rows",
-        inputs.len(),
-        db.display(),
-        total as f64 / secs,
-        index::count_rows(db, None).map_err(|e| e.to_string())?
-    );
-    Ok(())
 }
 
 /// Plays a pipeline to EOS, printing position / duration and frames/s on stderr.
-fn run_with_progress(pipeline: &gst::Pipeline, name: &str) -> CliResult<u64> {
+fn run_with_progress(pipeline: &gst::Pipeline, name: &str) -> anyhow::Result<u64> {
     let embed = pipeline
         .by_name("embed")
-        .ok_or("no radioembed in pipeline")?;
-    let bus = pipeline.bus().ok_or("pipeline without bus")?;
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|_| pop_error(&bus).unwrap_or_else(|| format!("{name}: cannot start")))?;
+        .context("no radioembed in pipeline")?;
+    let bus = pipeline.bus().context("pipeline without bus")?;
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        bail!(pop_error(&bus).unwrap_or_else(|| format!("{name}: cannot start")));
+    }
     let started = Instant::now();
     let frames = || {
         embed
@@ -165,7 +181,7 @@ fn run_with_progress(pipeline: &gst::Pipeline, name: &str) -> CliResult<u64> {
             &[gst::MessageType::Eos, gst::MessageType::Error],
         ) {
             break match bus_error(&msg) {
-                Some(err) => Err(format!("{name}: {err}")),
+                Some(err) => Err(anyhow::anyhow!("{name}: {err}")),
                 None => Ok(frames()),
             };
         }
@@ -185,7 +201,7 @@ fn run_with_progress(pipeline: &gst::Pipeline, name: &str) -> CliResult<u64> {
     eprintln!();
     pipeline
         .set_state(gst::State::Null)
-        .map_err(|_| format!("{name}: cannot stop"))?;
+        .with_context(|| format!("{name}: cannot stop"))?;
     result
 }
 
@@ -194,70 +210,45 @@ fn pop_error(bus: &gst::Bus) -> Option<String> {
         .and_then(|m| bus_error(&m))
 }
 
-/// Embeds the query with the index's model and input size and prints the top k.
-pub fn search(
-    db: &Path,
-    image: Option<&Path>,
-    frame: Option<&str>,
-    k: usize,
-    json: bool,
-) -> CliResult<()> {
-    init()?;
-    let settings = index::read_settings(db).map_err(|e| e.to_string())?;
-    let (width, height) = settings
-        .input
-        .split_once('x')
-        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
-        .ok_or_else(|| format!("index input size `{}` is malformed", settings.input))?;
-    let embed = format!(
-        "videoconvert ! radioembed model={} width={width} height={height} outputs=summary ! \
-         appsink name=sink",
-        quote(&settings.model)
-    );
-    let (launch, seek) = match (image, frame) {
-        (Some(image), _) => (
-            format!(
-                "filesrc location={} ! decodebin ! videoconvert ! imagefreeze num-buffers=1 ! {embed}",
-                quote(&image.display().to_string())
-            ),
-            None,
-        ),
-        (None, Some(spec)) => {
-            let (video, secs) = spec
-                .rsplit_once('@')
-                .and_then(|(v, s)| Some((v, s.parse::<f64>().ok()?)))
-                .ok_or_else(|| format!("--frame `{spec}` is not VIDEO@SECONDS"))?;
-            (
-                format!(
-                    "uridecodebin uri={} caps=video/x-raw ! {embed}",
-                    to_uri(video)?
-                ),
-                Some(gst::ClockTime::from_nseconds((secs * 1e9) as u64)),
-            )
+impl Search {
+    /// Embeds the query with the index's model and input size and prints the top k.
+    pub fn run(self) -> anyhow::Result<()> {
+        init()?;
+        let settings = index::read_settings(&self.db)?;
+        let size = settings
+            .input
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+            .with_context(|| format!("index input size `{}` is malformed", settings.input))?;
+        let (source, seek, uri);
+        match (&self.image, &self.frame) {
+            (Some(image), _) => (source, seek) = (QuerySource::Image(image), None),
+            (None, Some((video, secs))) => {
+                uri = to_uri(video)?;
+                source = QuerySource::Video(&uri);
+                seek = Some(gst::ClockTime::from_nseconds((secs * 1e9) as u64));
+            }
+            (None, None) => bail!("give --image FILE or --frame VIDEO@SECONDS"),
         }
-        (None, None) => return Err("give --image FILE or --frame VIDEO@SECONDS".into()),
-    };
-    let query = embed_query(&launch, seek)?;
-    if query.len() != settings.summary_dim {
-        return Err(format!(
-            "the query has {} values but the index holds {}; was the index built with another model?",
-            query.len(),
-            settings.summary_dim
-        ));
+        let query = embed_query(pipeline::query(source, &settings.model, size)?, seek)?;
+        if query.len() != settings.summary_dim {
+            bail!(
+                "the query has {} values but the index holds {}; was the index built with \
+                 another model?",
+                query.len(),
+                settings.summary_dim
+            );
+        }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hits = index::search(&self.db, &query, self.k, threads)?;
+        print_hits(&hits, self.json);
+        Ok(())
     }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let hits = index::search(db, &query, k, threads).map_err(|e| e.to_string())?;
-    print_hits(&hits, json);
-    Ok(())
 }
 
 /// Prerolls a query pipeline (seeking first if asked) and returns the summary.
-fn embed_query(launch: &str, seek: Option<gst::ClockTime>) -> CliResult<Vec<f32>> {
-    let pipeline = gst::parse::launch(launch)
-        .map_err(|e| e.to_string())?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| "not a pipeline")?;
-    let bus = pipeline.bus().ok_or("pipeline without bus")?;
+fn embed_query(pipeline: gst::Pipeline, seek: Option<gst::ClockTime>) -> anyhow::Result<Vec<f32>> {
+    let bus = pipeline.bus().context("pipeline without bus")?;
     let fail = |bus: &gst::Bus| pop_error(bus).unwrap_or_else(|| "query pipeline failed".into());
     let preroll = |pipeline: &gst::Pipeline| {
         let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(120));
@@ -266,25 +257,24 @@ fn embed_query(launch: &str, seek: Option<gst::ClockTime>) -> CliResult<Vec<f32>
     if pipeline.set_state(gst::State::Paused).is_err() || !preroll(&pipeline) {
         let err = fail(&bus);
         let _ = pipeline.set_state(gst::State::Null);
-        return Err(err);
+        bail!(err);
     }
     if let Some(at) = seek {
         let sought = pipeline.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, at);
         if sought.is_err() || !preroll(&pipeline) {
             let _ = pipeline.set_state(gst::State::Null);
-            return Err(format!("cannot seek to {}", hms(at.nseconds())));
+            bail!("cannot seek to {}", hms(at.nseconds()));
         }
     }
-    let sink = pipeline.by_name("sink").ok_or("no appsink")?;
+    let sink = pipeline.by_name("sink").context("no appsink")?;
     let sample = sink.emit_by_name::<Option<gst::Sample>>("pull-preroll", &[]);
     let _ = pipeline.set_state(gst::State::Null);
     let buffer = sample
         .and_then(|s| s.buffer_owned())
-        .ok_or("the query produced no frame")?;
-    Embedding::from_buffer(&buffer)
-        .map_err(|e| e.to_string())?
+        .context("the query produced no frame")?;
+    Embedding::from_buffer(&buffer)?
         .and_then(|e| e.summary)
-        .ok_or_else(|| "the query frame was not embedded".into())
+        .context("the query frame was not embedded")
 }
 
 fn print_hits(hits: &[Hit], json: bool) {

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Arguments several subcommands share, parsed into types by clap.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use candle_core::{DType, Device};
+use clap::{Args, ValueEnum};
+use gstradio::model::{RadioModel, parse_device};
+use gstradio::model_store::{DownloadProgress, locate};
+
+/// The precision a model computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    /// 32-bit floats.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
+impl Dtype {
+    /// The candle dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::Bf16 => DType::BF16,
+        }
+    }
+}
+
+/// A compute device, opened when the argument is parsed, with its name.
+#[derive(Debug, Clone)]
+pub struct DeviceArg {
+    /// As given: `cpu` or `cuda:N`.
+    pub name: String,
+    /// The opened device.
+    pub device: Device,
+}
+
+/// Parses `cpu` or `cuda:N`, refusing a device this build or machine lacks.
+pub fn device(name: &str) -> Result<DeviceArg, String> {
+    let device = parse_device(name).map_err(|e| e.to_string())?;
+    Ok(DeviceArg {
+        name: name.to_string(),
+        device,
+    })
+}
+
+/// The model, where it runs, and in what precision.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Folder with config.json and model.safetensors, or a Hugging Face repo id.
+    #[arg(long)]
+    pub model: String,
+    /// cpu or cuda:N.
+    #[arg(long, default_value = "cpu", value_parser = device)]
+    pub device: DeviceArg,
+    /// Compute precision.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
+}
+
+impl ModelArgs {
+    /// The model's folder, downloaded first if it is not local.
+    pub fn folder(&self) -> anyhow::Result<PathBuf> {
+        resolve(&self.model)
+    }
+
+    /// Loads the model from `folder` onto the device.
+    pub fn load(&self, folder: &std::path::Path) -> anyhow::Result<RadioModel> {
+        RadioModel::load(folder, &self.device.device, self.dtype.dtype())
+            .with_context(|| format!("cannot load model {}", self.model))
+    }
+}
+
+/// The folder of a model named by folder or repo id, downloading it (with a
+/// progress line on stderr) when it is in neither place.
+pub fn resolve(model: &str) -> anyhow::Result<PathBuf> {
+    let mut shown = false;
+    let dir = locate(model, &mut |p: DownloadProgress| {
+        shown = true;
+        eprint!(
+            "\rdownloading {model} {}: {:3} % of {:.1} MiB ",
+            p.file,
+            p.percent,
+            p.total as f64 / 1048576.0
+        );
+    });
+    if shown {
+        eprintln!();
+    }
+    Ok(dir?)
+}
+
+/// An image size given as HxW.
+pub fn size(text: &str) -> Result<(usize, usize), String> {
+    let parse = || {
+        let (h, w) = text.split_once('x')?;
+        Some((h.parse().ok()?, w.parse().ok()?))
+    };
+    parse().ok_or_else(|| format!("size `{text}` is not HxW (e.g. 224x224)"))
+}

@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `info`, `forward` and `bench`: the model on its own, without GStreamer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use candle_core::{DType, Device, Tensor};
+use clap::Args;
+use gstradio::model::RadioModel;
+
+use crate::args::{ModelArgs, resolve, size};
+
+/// `radio-embed info`.
+#[derive(Debug, Args)]
+pub struct Info {
+    /// Folder with config.json and model.safetensors, or a Hugging Face repo id.
+    #[arg(long)]
+    model: String,
+}
+
+impl Info {
+    pub fn run(self) -> anyhow::Result<()> {
+        let folder = resolve(&self.model)?;
+        let model = RadioModel::load(&folder, &Device::Cpu, DType::F32)
+            .with_context(|| format!("cannot load model {}", self.model))?;
+        let (c, d) = (&model.info().config, &model.info().dims);
+        println!("config layout     {}", c.layout);
+        println!("tensor names      {}", d.key_scheme);
+        println!("version           {}", c.version.as_deref().unwrap_or("-"));
+        println!("width             {}", d.width);
+        println!("depth             {}", d.depth);
+        let head_dim = d.width / c.num_heads;
+        println!("heads             {} (head dim {head_dim})", c.num_heads);
+        println!("mlp hidden        {}", d.mlp_hidden);
+        println!("patch size        {}", c.patch_size);
+        println!("position grid     {0}x{0}", d.pos_grid);
+        println!(
+            "prefix tokens     {} (summary from {:?})",
+            d.num_prefix_tokens, d.summary_idxs
+        );
+        println!("summary dim       {}", d.summary_dim());
+        let fnorm = if c.feature_normalizer { "yes" } else { "no" };
+        println!("feature normalizer {fnorm}");
+        println!(
+            "resolution step   {} (max {})",
+            c.resolution_step(),
+            c.max_resolution
+        );
+        let params = d.parameter_count;
+        println!("parameters        {params} ({:.1} M)", params as f64 / 1e6);
+        Ok(())
+    }
+}
+
+/// `radio-embed forward`.
+#[derive(Debug, Args)]
+pub struct Forward {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// safetensors file whose `<prefix>input` tensors are (B,3,H,W) f32 in 0..1.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output safetensors with `<prefix>summary` and `<prefix>features` (f32).
+    #[arg(long)]
+    output: PathBuf,
+}
+
+impl Forward {
+    pub fn run(self) -> anyhow::Result<()> {
+        let model = self.model.load(&self.model.folder()?)?;
+        let input = &self.input;
+        let tensors = candle_core::safetensors::load(input, &Device::Cpu)
+            .with_context(|| format!("cannot read {}", input.display()))?;
+        let mut names: Vec<&String> = tensors.keys().filter(|k| k.ends_with("input")).collect();
+        names.sort();
+        if names.is_empty() {
+            bail!(
+                "{} has no tensor whose name ends in `input`",
+                input.display()
+            );
+        }
+        let mut out: HashMap<String, Tensor> = HashMap::new();
+        for name in names {
+            let prefix = name.strip_suffix("input").expect("filtered on the suffix");
+            let result = model
+                .forward(&tensors[name].to_dtype(DType::F32)?)
+                .with_context(|| name.clone())?;
+            println!(
+                "{name}: summary {:?}, features {:?}",
+                result.summary.dims(),
+                result.features.dims()
+            );
+            out.insert(format!("{prefix}summary"), result.summary);
+            out.insert(format!("{prefix}features"), result.features);
+        }
+        candle_core::safetensors::save(&out, &self.output)
+            .with_context(|| format!("cannot write {}", self.output.display()))
+    }
+}
+
+/// `radio-embed bench`.
+#[derive(Debug, Args)]
+pub struct Bench {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Input size as HxW.
+    #[arg(long, default_value = "224x224", value_parser = size)]
+    size: (usize, usize),
+    /// Images per forward.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed forwards (after 2 warm-up runs).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl Bench {
+    pub fn run(self) -> anyhow::Result<()> {
+        if let Some(n) = self.threads {
+            // candle's CPU kernels size their pools from RAYON_NUM_THREADS.
+            // SAFETY: set before any thread pool or other thread exists.
+            unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()?;
+        }
+        let folder = self.model.folder()?;
+        let model = self.model.load(&folder)?;
+        print_resident(&folder)?;
+        let (h, w) = self.size;
+        let input = Tensor::rand(0f32, 1f32, (self.batch, 3, h, w), model.device())?;
+        for _ in 0..2 {
+            time_forward(&model, &input)?;
+        }
+        let mut times = (0..self.iters.max(1))
+            .map(|_| time_forward(&model, &input))
+            .collect::<anyhow::Result<Vec<f64>>>()?;
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        println!(
+            "{h}x{w} batch {} {} on {} ({} threads): median {median:.2} ms/forward, {:.2} images/s",
+            self.batch,
+            self.model.dtype,
+            self.model.device.name,
+            self.threads
+                .map_or_else(|| "all".to_string(), |n| n.to_string()),
+            self.batch as f64 * 1000.0 / median
+        );
+        Ok(())
+    }
+}
+
+/// One forward in milliseconds, waiting for asynchronous (GPU) work to finish.
+fn time_forward(model: &RadioModel, input: &Tensor) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let out = model.forward(input)?;
+    // Reading a value back waits for the device.
+    out.summary.sum_all()?.to_scalar::<f32>()?;
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// Prints this process's resident memory against the size of the weight file.
+fn print_resident(folder: &Path) -> anyhow::Result<()> {
+    let weights = folder.join("model.safetensors");
+    let weights_bytes = std::fs::metadata(&weights)
+        .with_context(|| format!("cannot read {}", weights.display()))?
+        .len();
+    if let Some(rss) = resident_bytes() {
+        println!(
+            "resident after load: {:.0} MiB = {:.2}x the weight file ({:.0} MiB)",
+            rss as f64 / 1048576.0,
+            rss as f64 / weights_bytes as f64,
+            weights_bytes as f64 / 1048576.0
+        );
+    }
+    Ok(())
+}
+
+/// Resident memory of this process (Linux), in bytes.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
