@@ -16,7 +16,7 @@ use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PinnedHostSlice, PushK
 pub use nvrtc::{Compiled, KERNEL_NAMES, KERNEL_SOURCE, compile_kernels};
 
 use super::convert::YuvCoefficients;
-use super::frame::{FrameLayout, PixelFormat};
+use super::frame::FrameLayout;
 use super::{Normalization, PreprocessError, check_frame};
 use crate::resample::{AxisTaps, PackedTaps};
 
