@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Element overhead: frames/s of `videotestsrc ! radioembed ! fakesink` against the
 //! same number of bare model forwards on the same input size, in one run.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Peak memory of writing an index: one hour of video at 1 frame/s (3600 rows)
 //! with SO400M's dimensions (2304-value summaries; at 912x512 a 32x57 grid of
 //! 1152-value patches), into each store, summaries only and with the grid

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Indexing throughput: a 1080p MJPEG clip through
 //! `uridecodebin ! videoconvert ! radioembed ! radioindexsink` with the tiny test
 //! model on the CPU; prints frames/s and the share of wall time spent outside the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # The model benchmark of issue "C-RADIOv4 in candle": the Rust forward (f32, CPU)
 # against PyTorch (transformers' RadioModel, f32, CPU) on random-weight models with
 # the real SO400M and ViT-B dimensions, side by side in one run.

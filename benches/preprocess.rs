@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! CPU preprocessing benchmark: 1920×1080 NV12 frames → 912×512 normalised f32
 //! (this crate) against GStreamer's `videoconvert ! videoscale method=bilinear` to
 //! 912×512 RGB on the same frames, both with 2 threads, in one run.

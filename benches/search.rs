@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Search over 100,000 rows of 2304-dim summaries (SO400M's width) in each store
 //! (SQLite and Parquet): median time of an exact top-10 query with 2 threads and
 //! rows/s scanned, checked against a brute-force ranking of the same vectors in

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # Embeds one frame per second of a video file (any container/codec GStreamer decodes),
 # batching 8 frames per forward; prints the embeddings. Usage:
 #   pipelines/file-embed.sh VIDEO [MODEL]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # Indexes one video file with a plain gst-launch pipeline: one frame per second is
 # embedded and written into an index (.sqlite or .parquet) that `radio-embed search` queries.
 # Usage: pipelines/index-video.sh VIDEO INDEX.sqlite|INDEX.parquet [MODEL]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # NV12 straight from a hardware H.264 decoder (VA-API here; nvh264dec on NVIDIA) into
 # radioembed, with no colour conversion on the CPU: the element reads NV12 planes itself.
 # Usage: pipelines/nv12-hw-decoder.sh VIDEO.mp4 [MODEL]

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MPL-2.0
 """Runs a radioembed pipeline and prints each frame's embeddings as read from Python.
 
 Usage: print-embeddings.py MODEL [PIPELINE_HEAD [RADIOEMBED_PROPERTIES]]

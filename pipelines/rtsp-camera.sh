@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # A live camera over RTSP: low latency, embed every 5th frame, never stall the camera
 # (leaky queue in front of the model). Usage: pipelines/rtsp-camera.sh rtsp://host/stream [MODEL]
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # A synthetic source straight into radioembed: the smallest pipeline that embeds.
 # Usage: pipelines/test-source.sh [MODEL]   (prints one line per frame via Python)
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # Checks that a built plugin loads and exposes radioembed with its pads and
 # properties: scripts/check-plugin.sh target/debug/libgstradio.so
 set -euo pipefail

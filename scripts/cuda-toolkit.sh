@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # Installs a CUDA 13.0 toolkit that candle's `cuda` feature builds against, from
 # PyPI wheels, into .cuda/ (no GPU or driver needed), and prints the environment
 # to build with:   eval "$(scripts/cuda-toolkit.sh)"

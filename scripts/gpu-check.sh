@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # GPU checks on a machine with an NVIDIA driver, using binaries built elsewhere
 # (it builds nothing). Build them here first:
 #   scripts/gpu-check.sh build     -> target/gpu-check/ (test and bench executables)

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # Runs a command (cargo, typically) in this checkout inside a Debian 13 chroot that
 # has GStreamer 1.26, which Debian 12 does not ship: the `v1_26` feature (the
 # embeddings as a GstTensorMeta) builds and is tested there. The root is made with

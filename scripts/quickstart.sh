@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # The main job in one command: installs what it needs, builds the plugin and runs
 # a real GStreamer pipeline (videotestsrc ! radioembed ! appsink) that prints one
 # line of embeddings per frame. Uses nvidia/C-RADIOv4-SO400M when it is in the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # The project's test command (what .ci/run runs once system packages are in):
 # formatting, lints, every unit and integration test, the plugin loading from the
 # build tree, the `v1_26` feature against GStreamer 1.26 (a Debian 13 chroot), and

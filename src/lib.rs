@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `radio`: a GStreamer plugin that turns video frames into C-RADIOv4 embeddings.
 //!
 //! The data flows one way: caps + raw frame → [`preprocess`] → [`model`] →
@@ -32,6 +33,7 @@ gst::plugin_define!(
     "MPL",
     env!("CARGO_PKG_NAME"),
     env!("CARGO_PKG_NAME"),
-    env!("CARGO_PKG_REPOSITORY"),
+    // No public repository yet: GStreamer's own wording for an unknown origin.
+    "Unknown package origin",
     env!("BUILD_REL_DATE")
 );

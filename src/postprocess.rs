@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! From a batch of model outputs to one [`Embedding`] per frame: choosing the
 //! outputs, pooling the patch grid, and choosing the stored precision.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Separable bilinear resampling weights, computed exactly as PyTorch's
 //! `interpolate(mode="bilinear", align_corners=False, antialias=...)` does.
 //!

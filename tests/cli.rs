@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The `radio-embed` command line: info, forward against the fixtures, preprocess.
 
 mod common;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The CPU path's colour conversion (at the frame's own size, before
 //! normalisation) against GStreamer's `videoconvert` on the same frames.
 //!

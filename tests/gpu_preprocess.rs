@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The CUDA preprocessing kernels (feature `cuda`): they compile with NVRTC
 //! wherever libnvrtc loads (no GPU needed), and on a GPU they equal the CPU path
 //! for every format and size.

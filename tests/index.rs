@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Indexing a clip and searching it: `radio-embed index` / `search` with the
 //! tiny fixture model on the CPU, re-indexing, a killed indexer, and bad input.
 

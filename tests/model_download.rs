@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Models named by Hugging Face repo id: downloaded into the cache from a hub
 //! (a local stand-in for huggingface.co, serving the tiny fixture through the
 //! same `resolve` URLs and headers), found there offline afterwards, and clear

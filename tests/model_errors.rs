@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Every way a model folder or an input can be wrong gives its own error.
 
 mod common;

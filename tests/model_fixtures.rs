@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The candle port against the official PyTorch outputs of every fixture model, in
 //! every checkpoint layout. Tolerances are those of `tests/fixtures/README.md`.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! CPU preprocessing against PyTorch's `interpolate(mode="bilinear",
 //! align_corners=False, antialias=…)` (fixture `preprocess/`), and every pixel
 //! format against "convert to RGB first, then resize".

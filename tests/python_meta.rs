@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Reads RadioEmbedMeta from Python (PyGObject) in a real pipeline, through the
 //! example script `pipelines/print-embeddings.py`, with the plugin as built.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The `radioembed` element on the tiny fixture model, on the CPU: metas, batching,
 //! events, latency, model sharing and errors.
 

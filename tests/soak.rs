@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Soak tests, too long for the default run: `scripts/soak.sh` runs them.
 //! 1000 NULL → PLAYING → NULL cycles and 10,000 frames through radioembed, the
 //! process's resident size sampled as they go; it must stay flat (within 16 MiB

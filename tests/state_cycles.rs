@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Repeated NULL → PLAYING → NULL cycles of a radioembed pipeline must not grow
 //! memory. Alone in its own test binary, so that no other test's allocations
 //! move the process's resident size while it measures.

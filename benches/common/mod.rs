@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Helpers shared by the benchmark binaries.
 
 // Each benchmark uses only some of these.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Frame-level video indexing: embedded frames into a store, and exact cosine
 //! search over it.
 //!

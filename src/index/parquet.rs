@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The Parquet store: one Apache Parquet file, one row per embedded frame, the
 //! summary a fixed-size list of float32 (DuckDB reads it as `FLOAT[]`), the
 //! [`IndexSettings`] in the file's key/value metadata under `radioembed.*`.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The SQLite store: one file (bundled SQLite, WAL journal) whose `frames`
 //! view holds one row per embedded frame, and an `index_info` table holding the
 //! [`IndexSettings`]. Search reads the vectors straight from SQLite's mapped

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! What every store's exact search shares: the running top-k and a dot product
 //! that vectorises.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `RadioEmbedMeta`: the embeddings of one frame, attached to its buffer.
 //!
 //! The meta is a `GstCustomMeta` whose `GstStructure` any language reads without a

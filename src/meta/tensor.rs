@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The embeddings as a `GstTensorMeta` (GStreamer ≥ 1.26, feature `v1_26`), the
 //! tensor meta of GStreamer's analytics library that its inference elements
 //! exchange. Two row-major tensors, `Float32` or `Float16` as the meta's `dtype`:

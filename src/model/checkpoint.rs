@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! model.safetensors: opening it, and the tensor names of its two key schemes.
 //!
 //! The legacy scheme (`radio_model.model.blocks.{i}.attn.qkv`, …) is what the

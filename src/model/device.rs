@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Parsing device and dtype names as users type them (`cpu`, `cuda:1`, `bf16`).
 
 use candle_core::{DType, Device};

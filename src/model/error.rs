@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Errors of model loading and inference.
 
 use std::path::PathBuf;

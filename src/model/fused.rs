@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Element-wise work fused into single vectorised passes on the CPU: bias add,
 //! bias add + exact GELU, bias add + residual add, and scaled softmax.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The C-RADIOv4 vision transformer in candle.
 //!
 //! A port of what `AutoModel.from_pretrained("nvidia/C-RADIOv4-SO400M",

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Downloading a model from the Hugging Face hub into the local cache, with the
 //! hf-hub crate (the same cache layout `hf download` writes).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Finding a model by name and sharing loaded models between elements.
 //!
 //! A model is named by a local folder (config.json + model.safetensors) or by a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! One row of any supported format to planar R, G, B floats in 0..1.
 //!
 //! The format is matched once per row; each inner loop handles a single layout, so

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The CPU preprocessing path: colour conversion, separable resize and
 //! normalisation in one multi-threaded pass over reused buffers.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Choosing the model's input size for a frame.
 
 /// How the model input size follows from the frame size.

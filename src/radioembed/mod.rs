@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `radioembed`: attaches C-RADIOv4 embeddings to raw video buffers.
 //!
 //! ```text

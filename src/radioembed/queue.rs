@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The bounded hand-over between the sink pad (upstream's thread) and the source
 //! pad task that batches frames, runs the model and pushes downstream.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The `radioindexsink` GObject subclass.
 //!
 //! One run of the index writer per stream: opened at the stream's first

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `radioindexsink`: writes the `RadioEmbedMeta` of every embedded frame into an
 //! index that `radio-embed search` queries.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Helpers shared by the integration tests: fixture paths and tensor comparisons.
 
 #![allow(dead_code)]

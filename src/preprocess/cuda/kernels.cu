@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 // Frame preprocessing on the GPU: colour conversion, separable bilinear resize
 // (optionally antialiased) and normalisation, writing the model's input tensor.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The GPU preprocessing path (feature `cuda`): the frame goes up once as raw
 //! planes from pinned host memory, and two NVRTC-compiled kernels
 //! (`kernels.cu`) convert, resize and normalise it straight into the device

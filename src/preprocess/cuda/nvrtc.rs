@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Compiling the preprocessing kernels with NVRTC, keeping the compiler log so
 //! that warnings are seen (cudarc's `compile_ptx` drops the log on success).
 
