@@ -3,27 +3,18 @@
 
 mod common;
 
-use std::process::Command;
-
 use candle_core::Device;
-use common::{cases, fixture, max_abs_diff};
+use common::{TempDir, cases, fixture, max_abs_diff, run_cli, text};
 
-fn radio_embed(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_radio-embed"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// Whether the run succeeded, and its stdout and stderr.
+fn outcome(out: std::process::Output) -> (bool, String, String) {
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
 #[test]
 fn info_describes_the_model() {
     let model = fixture("tiny-h-native");
-    let (ok, out, err) = radio_embed(&["info", "--model", model.to_str().unwrap()]);
+    let (ok, out, err) = outcome(run_cli(&["info", "--model", model.to_str().unwrap()]));
     assert!(ok, "{err}");
     for line in [
         "config layout     native (transformers RadioModel)",
@@ -39,12 +30,11 @@ fn info_describes_the_model() {
 
 #[test]
 fn forward_reproduces_the_fixture_outputs() {
-    let dir = std::env::temp_dir().join(format!("radio-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("cli-forward");
     let output = dir.join("out.safetensors");
     let input = fixture("tiny-so400m/cases.safetensors");
     let model = fixture("tiny-so400m");
-    let (ok, stdout, err) = radio_embed(&[
+    let (ok, stdout, err) = outcome(run_cli(&[
         "forward",
         "--model",
         model.to_str().unwrap(),
@@ -52,14 +42,13 @@ fn forward_reproduces_the_fixture_outputs() {
         input.to_str().unwrap(),
         "--output",
         output.to_str().unwrap(),
-    ]);
+    ]));
     assert!(ok, "{err}");
     assert!(
         stdout.contains("case2.input: summary [2, 128], features [2, 60, 64]"),
         "{stdout}"
     );
     let got = candle_core::safetensors::load(&output, &Device::Cpu).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     let expected = cases("tiny-so400m");
     for case in ["case0", "case1", "case2", "case3"] {
         for out in ["summary", "features"] {
@@ -74,9 +63,9 @@ fn forward_reproduces_the_fixture_outputs() {
 fn forward_refuses_a_bad_dtype_and_device() {
     let model = fixture("tiny-so400m");
     let m = model.to_str().unwrap();
-    let (ok, _, err) = radio_embed(&[
+    let (ok, _, err) = outcome(run_cli(&[
         "forward", "--model", m, "--input", "x", "--output", "y", "--dtype", "f8",
-    ]);
+    ]));
     assert!(!ok);
     // clap refuses it before anything runs, naming the choices.
     assert!(
@@ -84,23 +73,22 @@ fn forward_refuses_a_bad_dtype_and_device() {
             && err.contains("[possible values: f32, f16, bf16]"),
         "{err}"
     );
-    let (ok, _, err) = radio_embed(&[
+    let (ok, _, err) = outcome(run_cli(&[
         "forward", "--model", m, "--input", "x", "--output", "y", "--device", "tpu",
-    ]);
+    ]));
     assert!(!ok);
     assert!(err.contains("device tpu is unavailable"), "{err}");
 }
 
 #[test]
 fn preprocess_matches_the_pytorch_resize() {
-    let dir = std::env::temp_dir().join(format!("radio-cli-pre-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("cli-preprocess");
     let output = dir.join("seen.safetensors");
     let input = format!(
         "{}:image_u8_hwc",
         fixture("preprocess/cases.safetensors").display()
     );
-    let (ok, stdout, err) = radio_embed(&[
+    let (ok, stdout, err) = outcome(run_cli(&[
         "preprocess",
         "--input",
         &input,
@@ -110,7 +98,7 @@ fn preprocess_matches_the_pytorch_resize() {
         "true",
         "--output",
         output.to_str().unwrap(),
-    ]);
+    ]));
     assert!(ok, "{err}");
     assert_eq!(
         stdout.trim(),
@@ -118,7 +106,7 @@ fn preprocess_matches_the_pytorch_resize() {
     );
     let got = candle_core::safetensors::load(&output, &Device::Cpu).unwrap();
     let png = dir.join("seen.png");
-    let (ok, _, err) = radio_embed(&[
+    let (ok, _, err) = outcome(run_cli(&[
         "preprocess",
         "--input",
         &input,
@@ -126,10 +114,9 @@ fn preprocess_matches_the_pytorch_resize() {
         "96",
         "--output",
         png.to_str().unwrap(),
-    ]);
+    ]));
     assert!(ok, "{err}");
     assert!(std::fs::metadata(&png).unwrap().len() > 100);
-    std::fs::remove_dir_all(&dir).unwrap();
     let err = max_abs_diff(
         &got["resized"],
         &cases("preprocess")["resize_48x64_antialias_1"],

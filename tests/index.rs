@@ -4,30 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::fixture;
+use common::{TempDir, fixture, run_cli};
 use gst::prelude::*;
 use gstradio::index::count_rows;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("radio-index-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// An MJPEG AVI of three 2-second videotestsrc patterns at 10 frames/s.
 fn make_clip(path: &Path, frames_per_pattern: u32) {
@@ -64,15 +47,8 @@ fn play(launch: &str) -> gst::MessageType {
     msg.type_()
 }
 
-fn radio_embed(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_radio-embed"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn index(clip: &Path, db: &Path, model: &str) -> Output {
-    radio_embed(&[
+    run_cli(&[
         "index",
         clip.to_str().unwrap(),
         "--db",
@@ -94,7 +70,7 @@ fn tiny() -> String {
 /// it again (and a second source) to check that rows are replaced, not added.
 fn frames_find_themselves_and_reindexing_replaces_rows(store: &str) {
     let dir = TempDir::new(&format!("search-{store}"));
-    let (clip, db) = (dir.0.join("clip.avi"), dir.0.join(format!("idx.{store}")));
+    let (clip, db) = (dir.join("clip.avi"), dir.join(format!("idx.{store}")));
     make_clip(&clip, 20);
     let out = index(&clip, &db, &tiny());
     assert!(
@@ -110,7 +86,7 @@ fn frames_find_themselves_and_reindexing_replaces_rows(store: &str) {
     assert_eq!(count_rows(&db, None).unwrap(), 30);
 
     for at in ["0.4", "2.4", "4.6"] {
-        let out = radio_embed(&[
+        let out = run_cli(&[
             "search",
             "--db",
             db.to_str().unwrap(),
@@ -134,7 +110,7 @@ fn frames_find_themselves_and_reindexing_replaces_rows(store: &str) {
         assert_eq!(hits.as_array().unwrap().len(), 3);
     }
 
-    let copy = dir.0.join("copy.avi");
+    let copy = dir.join("copy.avi");
     std::fs::copy(&clip, &copy).unwrap();
     let out = index(&copy, &db, &tiny());
     assert!(
@@ -171,7 +147,7 @@ fn a_frame_finds_itself_and_reindexing_replaces_rows_parquet() {
 #[test]
 fn a_killed_indexer_leaves_the_index_as_it_was_and_a_rerun_completes() {
     let dir = TempDir::new("kill");
-    let (clip, db) = (dir.0.join("long.avi"), dir.0.join("idx.sqlite"));
+    let (clip, db) = (dir.join("long.avi"), dir.join("idx.sqlite"));
     make_clip(&clip, 400);
     let args = |fps: &str| {
         vec![
@@ -190,7 +166,7 @@ fn a_killed_indexer_leaves_the_index_as_it_was_and_a_rerun_completes() {
         ]
     };
     let run = |fps: &str| {
-        let out = radio_embed(&args(fps).iter().map(String::as_str).collect::<Vec<_>>());
+        let out = run_cli(&args(fps).iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
             out.status.success(),
             "{}",
@@ -203,7 +179,7 @@ fn a_killed_indexer_leaves_the_index_as_it_was_and_a_rerun_completes() {
 
     // Index it again at 10 frames/s; kill the indexer once its first
     // transactions are written, without warning.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_radio-embed"))
+    let mut child = common::cli()
         .args(args("10"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -245,8 +221,7 @@ fn a_killed_indexer_leaves_the_index_as_it_was_and_a_rerun_completes() {
 /// Indexes `clip` into `db` through a pipeline whose decoded stream fails
 /// after `frames` frames.
 fn index_until_an_upstream_error(clip: &Path, db: &Path, source: &str, frames: u32) {
-    gst::init().unwrap();
-    gstradio::plugin_register_static().unwrap();
+    common::init();
     let launch = format!(
         "filesrc location={} ! decodebin ! videoconvert ! identity error-after={frames} ! \
          radioembed model={} resolution=64 outputs=summary ! \
@@ -264,7 +239,7 @@ fn index_until_an_upstream_error(clip: &Path, db: &Path, source: &str, frames: u
 
 fn an_upstream_error_keeps_the_old_rows(store: &str) {
     let dir = TempDir::new(&format!("error-{store}"));
-    let (clip, db) = (dir.0.join("clip.avi"), dir.0.join(format!("idx.{store}")));
+    let (clip, db) = (dir.join("clip.avi"), dir.join(format!("idx.{store}")));
     make_clip(&clip, 20);
     let out = index(&clip, &db, &tiny());
     assert!(
@@ -282,7 +257,7 @@ fn an_upstream_error_keeps_the_old_rows(store: &str) {
         "rows lost to a failed run"
     );
     if store == "parquet" {
-        assert!(!dir.0.join("idx.parquet.partial").exists());
+        assert!(!dir.join("idx.parquet.partial").exists());
     }
 }
 
@@ -300,13 +275,13 @@ fn an_upstream_error_keeps_the_old_rows_parquet() {
 /// refused with a clear message, and the existing index keeps its rows.
 fn bad_input_is_refused_and_the_index_untouched(store: &str) {
     let dir = TempDir::new(&format!("bad-{store}"));
-    let (clip, db) = (dir.0.join("clip.avi"), dir.0.join(format!("idx.{store}")));
+    let (clip, db) = (dir.join("clip.avi"), dir.join(format!("idx.{store}")));
     make_clip(&clip, 5);
     assert!(index(&clip, &db, &tiny()).status.success());
     let rows = count_rows(&db, None).unwrap();
     let bytes = std::fs::read(&db).unwrap();
 
-    let out = index(&dir.0.join("missing.mp4"), &db, &tiny());
+    let out = index(&dir.join("missing.mp4"), &db, &tiny());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -336,14 +311,14 @@ fn bad_input_is_refused_and_the_index_untouched(store: &str) {
             std::fs::read(&db).unwrap() == bytes,
             "the Parquet index changed"
         );
-        let partial = dir.0.join("idx.parquet.partial");
+        let partial = dir.join("idx.parquet.partial");
         assert!(
             !partial.exists(),
             "a refused run left {}",
             partial.display()
         );
     }
-    let out = radio_embed(&["search", "--db", clip.to_str().unwrap(), "--frame", "x@1"]);
+    let out = run_cli(&["search", "--db", clip.to_str().unwrap(), "--frame", "x@1"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -371,8 +346,8 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     let dir = TempDir::new("parquet-layout");
-    let path = dir.0.join("rows.parquet");
-    let partial = dir.0.join("rows.parquet.partial");
+    let path = dir.join("rows.parquet");
+    let partial = dir.join("rows.parquet.partial");
     let settings = IndexSettings {
         model: "m".into(),
         input: "64x48".into(),
@@ -513,8 +488,7 @@ fn embedded(pts_s: u64, input: (usize, usize)) -> gst::Buffer {
 
 /// A playing radioindexsink writing into `db`, fed by a harness.
 fn sink_harness(db: &Path, props: &str) -> gst_check::Harness {
-    gst::init().unwrap();
-    gstradio::plugin_register_static().unwrap();
+    common::init();
     let sink = gst::ElementFactory::make("radioindexsink")
         .property("location", db.display().to_string())
         .build()
@@ -551,7 +525,7 @@ fn stored_rows(db: &Path) -> Vec<(String, i64, bool)> {
 #[test]
 fn the_sink_stores_stream_time_once_per_frame_across_seeks_and_streams() {
     let dir = TempDir::new("sink-stream");
-    let db = dir.0.join("idx.sqlite");
+    let db = dir.join("idx.sqlite");
     let mut h = sink_harness(&db, "transaction-rows=2");
     // An MPEG-TS-like segment: timestamps start at 100 s, stream time at 0.
     h.push_event(gst::event::StreamStart::new("cam-a"));
@@ -583,7 +557,7 @@ fn the_sink_stores_stream_time_once_per_frame_across_seeks_and_streams() {
 #[test]
 fn the_sink_stores_grids_only_when_asked_and_in_f16() {
     let dir = TempDir::new("sink-spatial");
-    let db = dir.0.join("idx.sqlite");
+    let db = dir.join("idx.sqlite");
     let mut h = sink_harness(&db, "spatial=true source-id=cam");
     h.push(embedded(0, (64, 48))).unwrap();
     assert!(h.push_event(gst::event::Eos::new()));
@@ -600,7 +574,7 @@ fn the_sink_stores_grids_only_when_asked_and_in_f16() {
 #[test]
 fn the_sink_refuses_a_change_of_input_size_and_keeps_the_index() {
     let dir = TempDir::new("sink-size");
-    let db = dir.0.join("idx.sqlite");
+    let db = dir.join("idx.sqlite");
     let mut h = sink_harness(&db, "source-id=cam");
     h.push(embedded(0, (64, 48))).unwrap();
     assert_eq!(h.push(embedded(1, (32, 32))), Err(gst::FlowError::Error));
@@ -612,7 +586,7 @@ fn the_sink_refuses_a_change_of_input_size_and_keeps_the_index() {
 fn two_indexers_share_one_sqlite_index() {
     use gstradio::index::{IndexSettings, IndexWriter, Row};
     let dir = TempDir::new("two-writers");
-    let db = dir.0.join("idx.sqlite");
+    let db = dir.join("idx.sqlite");
     let settings = IndexSettings {
         model: "m".into(),
         input: "64x48".into(),
@@ -650,7 +624,7 @@ fn two_indexers_share_one_sqlite_index() {
 fn a_second_parquet_writer_is_refused_clearly() {
     use gstradio::index::{IndexSettings, IndexWriter};
     let dir = TempDir::new("parquet-busy");
-    let path = dir.0.join("idx.parquet");
+    let path = dir.join("idx.parquet");
     let settings = IndexSettings {
         model: "m".into(),
         input: "64x48".into(),
@@ -673,7 +647,7 @@ fn a_second_parquet_writer_is_refused_clearly() {
 fn an_index_from_before_runs_is_migrated_with_its_rows() {
     use gstradio::index::{IndexSettings, IndexWriter, Row, search};
     let dir = TempDir::new("migrate");
-    let db = dir.0.join("old.sqlite");
+    let db = dir.join("old.sqlite");
     // The layout of indexes written at 87cee2d: a `frames` table, no runs.
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
@@ -741,7 +715,7 @@ fn a_parquet_index_with_float32_grids_keeps_its_rows_as_f16() {
     use parquet::file::properties::WriterProperties;
 
     let dir = TempDir::new("parquet-old");
-    let path = dir.0.join("old.parquet");
+    let path = dir.join("old.parquet");
     // The layout written at 87cee2d: the grid a list of float32, no spatial_dtype.
     let item = || Arc::new(Field::new_list_field(DataType::Float32, false));
     let schema = Arc::new(Schema::new(vec![
@@ -831,9 +805,9 @@ fn a_parquet_index_with_float32_grids_keeps_its_rows_as_f16() {
 fn an_image_finds_the_scene_it_shows() {
     let dir = TempDir::new("image-query");
     let (clip, db, png) = (
-        dir.0.join("clip.avi"),
-        dir.0.join("idx.sqlite"),
-        dir.0.join("query.png"),
+        dir.join("clip.avi"),
+        dir.join("idx.sqlite"),
+        dir.join("query.png"),
     );
     make_clip(&clip, 20);
     let out = index(&clip, &db, &tiny());
@@ -849,7 +823,7 @@ fn an_image_finds_the_scene_it_shows() {
         png.display()
     );
     assert_eq!(play(&launch), gst::MessageType::Eos, "png encoding failed");
-    let out = radio_embed(&[
+    let out = run_cli(&[
         "search",
         "--db",
         db.to_str().unwrap(),

@@ -4,19 +4,18 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use common::fixture;
+use common::{TempDir, fixture};
 use gstradio::model::{ModelError, RadioModel};
 
 /// A scratch copy of a fixture folder whose weights can be edited.
-struct Scratch(PathBuf);
+struct Scratch(TempDir);
 
 impl Scratch {
     fn of(name: &str, tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("radio-err-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new(&format!("err-{tag}"));
         for file in ["config.json", "model.safetensors"] {
             std::fs::copy(fixture(name).join(file), dir.join(file)).unwrap();
         }
@@ -32,13 +31,7 @@ impl Scratch {
     }
 
     fn load(&self) -> ModelError {
-        load(&self.0)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        load(self.0.path())
     }
 }
 

@@ -26,8 +26,7 @@ fn python_reads_the_meta_of_every_frame() {
         "{} not built: run `cargo build --lib` first",
         plugin.display()
     );
-    let dir = std::env::temp_dir().join(format!("radio-py-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TempDir::new("python");
     std::fs::copy(&plugin, dir.join("libgstradio.so")).unwrap();
     let output = Command::new("/usr/bin/python3")
         .arg(concat!(
@@ -36,11 +35,10 @@ fn python_reads_the_meta_of_every_frame() {
         ))
         .arg(common::fixture("tiny-h"))
         .arg("videotestsrc num-buffers=5 ! video/x-raw,width=160,height=120")
-        .env("GST_PLUGIN_PATH", &dir)
+        .env("GST_PLUGIN_PATH", dir.path())
         .env("GST_REGISTRY", dir.join("registry.bin"))
         .output()
         .expect("python3 runs");
-    std::fs::remove_dir_all(&dir).unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -13,8 +13,7 @@ use gst::prelude::*;
 const BOUND_KB: u64 = 16 * 1024;
 
 fn pipeline(frames: u32) -> gst::Element {
-    gst::init().unwrap();
-    gstradio::plugin_register_static().unwrap();
+    common::init();
     gst::parse::launch(&format!(
         "videotestsrc num-buffers={frames} ! video/x-raw,width=64,height=48 ! \
          radioembed model={} resolution=32 batch-size=4 ! fakesink",

@@ -7,8 +7,7 @@ mod common;
 
 #[test]
 fn many_state_cycles_do_not_grow_memory() {
-    gst::init().unwrap();
-    gstradio::plugin_register_static().unwrap();
+    common::init();
     let launch = format!(
         "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! radioembed model={} resolution=32 ! fakesink",
         common::fixture("tiny-so400m").display()

@@ -145,11 +145,8 @@ impl Settings {
     }
 
     /// Frames per forward and the longest wait of a batch (`None`: no limit).
-    fn batching(&self) -> (usize, Option<Duration>) {
-        (
-            self.batch_size as usize,
-            self.batch_timeout.map(Duration::from),
-        )
+    fn batching(&self) -> (usize, Option<gst::ClockTime>) {
+        (self.batch_size as usize, self.batch_timeout)
     }
 
     /// What this element adds to the pipeline latency, saturated at the
@@ -213,13 +210,8 @@ impl RadioEmbed {
             stats.frames_in += 1;
             stats.frames_in - 1
         };
-        let item = Item::Buffer {
-            buffer,
-            embed: frame_index.is_multiple_of(interval),
-            frame_index,
-            arrived: Instant::now(),
-        };
-        self.queue.push_buffer(item)
+        let embed = frame_index.is_multiple_of(interval);
+        self.queue.push_buffer(buffer, embed, frame_index)
     }
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
@@ -986,6 +978,12 @@ impl ObjectImpl for RadioEmbed {
 impl GstObjectImpl for RadioEmbed {}
 
 impl ElementImpl for RadioEmbed {
+    /// Batch timeouts run on the pipeline clock (a test's `TestClock` included).
+    fn set_clock(&self, clock: Option<&gst::Clock>) -> bool {
+        self.queue.set_clock(clock.cloned());
+        self.parent_set_clock(clock)
+    }
+
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
             gst::subclass::ElementMetadata::new(

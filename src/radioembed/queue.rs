@@ -14,19 +14,21 @@
 
 use std::collections::VecDeque;
 use std::sync::mpsc::SyncSender;
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use gst::prelude::*;
 
 use super::caps::StreamFormat;
 
 /// One entry of the queue.
 pub(crate) enum Item {
-    /// A buffer; `embed` says whether this frame gets embeddings.
+    /// A buffer; `embed` says whether this frame gets embeddings; `arrived` is
+    /// the queue clock's time when it was queued.
     Buffer {
         buffer: gst::Buffer,
         embed: bool,
         frame_index: u64,
-        arrived: Instant,
+        arrived: gst::ClockTime,
     },
     /// A serialized event, forwarded after everything before it.
     Event(gst::Event),
@@ -65,7 +67,9 @@ struct Inner {
     /// Frames per forward, also the most buffers queued before upstream waits.
     batch_size: usize,
     /// Longest wait of a batch's first frame; `None`: no limit.
-    timeout: Option<Duration>,
+    timeout: Option<gst::ClockTime>,
+    /// The clock batch timeouts run on: the element's, else the system clock.
+    clock: gst::Clock,
 }
 
 /// Events after which a downstream that returned EOS takes buffers again.
@@ -76,16 +80,17 @@ fn reopens_downstream(event: &gst::Event) -> bool {
     )
 }
 
-/// The queue shared by the two threads.
+/// The queue shared by the two threads. The lock and condition variable are
+/// shared with the clock's callback that wakes a batch at its deadline.
 pub(crate) struct BatchQueue {
-    inner: Mutex<Inner>,
-    changed: Condvar,
+    inner: Arc<Mutex<Inner>>,
+    changed: Arc<Condvar>,
 }
 
 impl Default for BatchQueue {
     fn default() -> Self {
         Self {
-            inner: Mutex::new(Inner {
+            inner: Arc::new(Mutex::new(Inner {
                 items: VecDeque::new(),
                 buffers: 0,
                 flushing: true,
@@ -93,8 +98,9 @@ impl Default for BatchQueue {
                 downstream_eos: false,
                 batch_size: 1,
                 timeout: None,
-            }),
-            changed: Condvar::new(),
+                clock: gst::SystemClock::obtain(),
+            })),
+            changed: Arc::new(Condvar::new()),
         }
     }
 }
@@ -105,17 +111,36 @@ impl BatchQueue {
     }
 
     /// Sets the batch size and timeout; a waiting batch sees them at once.
-    pub fn set_batching(&self, batch_size: usize, timeout: Option<Duration>) {
+    pub fn set_batching(&self, batch_size: usize, timeout: Option<gst::ClockTime>) {
         let mut inner = self.lock();
         inner.batch_size = batch_size.max(1);
         inner.timeout = timeout;
         self.changed.notify_all();
     }
 
+    /// Runs batch timeouts on `clock` (the element's; `None`: the system clock).
+    /// Frames already queued count their wait from now, on the new clock.
+    pub fn set_clock(&self, clock: Option<gst::Clock>) {
+        let mut inner = self.lock();
+        inner.clock = clock.unwrap_or_else(gst::SystemClock::obtain);
+        let now = inner.clock.time();
+        for item in &mut inner.items {
+            if let Item::Buffer { arrived, .. } = item {
+                *arrived = now;
+            }
+        }
+        self.changed.notify_all();
+    }
+
     /// Adds a buffer, waiting while a whole batch is already queued. Returns
     /// the last downstream flow result, so errors and flushing reach upstream;
     /// after EOS from downstream the buffer is dropped and EOS returned.
-    pub fn push_buffer(&self, item: Item) -> Result<gst::FlowSuccess, gst::FlowError> {
+    pub fn push_buffer(
+        &self,
+        buffer: gst::Buffer,
+        embed: bool,
+        frame_index: u64,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut inner = self.lock();
         loop {
             if inner.flushing {
@@ -131,7 +156,13 @@ impl BatchQueue {
             inner = self.changed.wait(inner).unwrap_or_else(|e| e.into_inner());
         }
         inner.buffers += 1;
-        inner.items.push_back(item);
+        let arrived = inner.clock.time();
+        inner.items.push_back(Item::Buffer {
+            buffer,
+            embed,
+            frame_index,
+            arrived,
+        });
         self.changed.notify_all();
         inner.flow
     }
@@ -220,7 +251,7 @@ impl BatchQueue {
         let mut inner = self.lock();
         let mut batch = Vec::new();
         let mut embeds = 0;
-        let mut first_arrived: Option<Instant> = None;
+        let mut first_arrived: Option<gst::ClockTime> = None;
         loop {
             if inner.flushing {
                 return None;
@@ -264,24 +295,40 @@ impl BatchQueue {
             if embeds >= inner.batch_size || (!batch.is_empty() && embeds == 0) {
                 return Some(Work::Batch(batch));
             }
-            // A deadline past any Instant (an endless timeout) is no deadline.
+            // A deadline past the clock's range (an endless timeout) is no deadline.
             let deadline = first_arrived
                 .zip(inner.timeout)
                 .and_then(|(arrived, timeout)| arrived.checked_add(timeout));
             inner = match deadline {
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Some(Work::Batch(batch));
-                    }
-                    self.changed
-                        .wait_timeout(inner, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
+                Some(deadline) if inner.clock.time() >= deadline => {
+                    return Some(Work::Batch(batch));
                 }
+                Some(deadline) => self.wait_until(inner, deadline),
                 None => self.changed.wait(inner).unwrap_or_else(|e| e.into_inner()),
             };
         }
+    }
+}
+
+impl BatchQueue {
+    /// Waits for a change or for `deadline` on the queue's clock, whichever
+    /// comes first: the clock's callback wakes the task at the deadline.
+    fn wait_until<'a>(
+        &self,
+        inner: MutexGuard<'a, Inner>,
+        deadline: gst::ClockTime,
+    ) -> MutexGuard<'a, Inner> {
+        let id = inner.clock.new_single_shot_id(deadline);
+        let (shared, changed) = (self.inner.clone(), self.changed.clone());
+        let scheduled = id.wait_async(move |_, _, _| {
+            let _inner = shared.lock().unwrap_or_else(|e| e.into_inner());
+            changed.notify_all();
+        });
+        let inner = self.changed.wait(inner).unwrap_or_else(|e| e.into_inner());
+        if scheduled.is_ok() {
+            id.unschedule();
+        }
+        inner
     }
 }
 
@@ -289,13 +336,13 @@ impl BatchQueue {
 mod tests {
     use super::*;
 
-    fn buffer(embed: bool, frame_index: u64) -> Item {
-        Item::Buffer {
-            buffer: gst::Buffer::new(),
-            embed,
-            frame_index,
-            arrived: Instant::now(),
-        }
+    /// Queues an empty buffer.
+    fn push(
+        q: &BatchQueue,
+        embed: bool,
+        frame_index: u64,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        q.push_buffer(gst::Buffer::new(), embed, frame_index)
     }
 
     fn batch_indices(work: Option<Work>) -> Vec<u64> {
@@ -322,29 +369,44 @@ mod tests {
     fn full_batches_then_events_close_partial_ones() {
         let q = queue();
         for i in 0..3 {
-            q.push_buffer(buffer(true, i)).unwrap();
+            push(&q, true, i).unwrap();
         }
         q.push_event(Item::Event(gst::event::Eos::new())).unwrap();
-        q.set_batching(2, Some(Duration::from_secs(60)));
+        q.set_batching(2, Some(gst::ClockTime::from_seconds(60)));
         assert_eq!(batch_indices(q.next_work()), vec![0, 1]);
         assert_eq!(batch_indices(q.next_work()), vec![2]);
         assert!(is_event(q.next_work(), gst::EventType::Eos));
     }
 
     #[test]
-    fn timeout_releases_a_partial_batch() {
-        let q = queue();
-        q.push_buffer(buffer(true, 0)).unwrap();
-        q.set_batching(4, Some(Duration::from_millis(30)));
-        let started = Instant::now();
-        assert_eq!(batch_indices(q.next_work()), vec![0]);
-        assert!(started.elapsed() >= Duration::from_millis(25));
+    fn timeout_releases_a_partial_batch_on_the_queue_clock() {
+        let q = std::sync::Arc::new(queue());
+        let clock = gst_check::TestClock::new();
+        q.set_clock(Some(clock.clone().upcast()));
+        q.set_batching(4, Some(gst::ClockTime::from_mseconds(30)));
+        push(&q, true, 0).unwrap();
+        let waiter = {
+            let q = q.clone();
+            std::thread::spawn(move || batch_indices(q.next_work()))
+        };
+        // The task waits on the clock for the batch's deadline, 30 ms after arrival.
+        let id = clock.wait_for_next_pending_id();
+        assert_eq!(id.time(), gst::ClockTime::from_mseconds(30));
+        clock.advance_time(29_000_000);
+        assert!(
+            clock.process_next_clock_id().is_none(),
+            "due before its deadline"
+        );
+        assert!(!waiter.is_finished());
+        clock.advance_time(1_000_000);
+        assert!(clock.process_next_clock_id().is_some());
+        assert_eq!(waiter.join().unwrap(), vec![0]);
     }
 
     #[test]
     fn skipped_frames_ride_along_without_waiting() {
         let q = queue();
-        q.push_buffer(buffer(false, 0)).unwrap();
+        push(&q, false, 0).unwrap();
         assert_eq!(batch_indices(q.next_work()), vec![0]);
     }
 
@@ -352,13 +414,10 @@ mod tests {
     fn flushing_refuses_and_wakes() {
         gst::init().unwrap();
         let q = BatchQueue::default();
-        assert_eq!(
-            q.push_buffer(buffer(true, 0)),
-            Err(gst::FlowError::Flushing)
-        );
+        assert_eq!(push(&q, true, 0), Err(gst::FlowError::Flushing));
         q.set_flushing(false);
         q.set_flow(Err(gst::FlowError::Eos));
-        assert_eq!(q.push_buffer(buffer(true, 0)), Err(gst::FlowError::Eos));
+        assert_eq!(push(&q, true, 0), Err(gst::FlowError::Eos));
         q.set_flushing(true);
         assert!(q.next_work().is_none());
     }
@@ -367,22 +426,22 @@ mod tests {
     fn downstream_eos_drops_buffers_but_lets_events_through() {
         let q = queue();
         for i in 0..3 {
-            q.push_buffer(buffer(true, i)).unwrap();
+            push(&q, true, i).unwrap();
         }
         q.push_event(Item::Event(gst::event::Eos::new())).unwrap();
         q.downstream_eos();
         // The buffers are gone, the EOS is next and upstream still gets OK.
         assert!(is_event(q.next_work(), gst::EventType::Eos));
-        q.push_buffer(buffer(true, 3)).unwrap();
+        push(&q, true, 3).unwrap();
 
         // Nothing pushable queued: buffers get EOS until a new segment comes.
         q.downstream_eos();
-        assert_eq!(q.push_buffer(buffer(true, 4)), Err(gst::FlowError::Eos));
+        assert_eq!(push(&q, true, 4), Err(gst::FlowError::Eos));
         let segment = gst::FormattedSegment::<gst::ClockTime>::new();
         q.push_event(Item::Event(gst::event::Segment::new(&segment)))
             .unwrap();
         assert!(is_event(q.next_work(), gst::EventType::Segment));
-        q.push_buffer(buffer(true, 5)).unwrap();
+        push(&q, true, 5).unwrap();
         q.set_batching(1, None);
         assert_eq!(batch_indices(q.next_work()), vec![5]);
     }
@@ -403,10 +462,10 @@ mod tests {
     #[test]
     fn an_endless_timeout_waits_for_a_full_batch() {
         let q = queue();
-        q.push_buffer(buffer(true, 0)).unwrap();
-        q.push_buffer(buffer(true, 1)).unwrap();
-        // Duration::MAX overflows any Instant: it must mean "no deadline", not panic.
-        q.set_batching(2, Some(Duration::MAX));
+        push(&q, true, 0).unwrap();
+        push(&q, true, 1).unwrap();
+        // The largest timeout overflows any arrival: it means "no deadline", no panic.
+        q.set_batching(2, Some(gst::ClockTime::MAX));
         assert_eq!(batch_indices(q.next_work()), vec![0, 1]);
     }
 
@@ -414,12 +473,12 @@ mod tests {
     fn a_new_batch_size_applies_to_the_waiting_batch() {
         let q = std::sync::Arc::new(queue());
         q.set_batching(4, None);
-        q.push_buffer(buffer(true, 0)).unwrap();
+        push(&q, true, 0).unwrap();
         let waiter = {
             let q = q.clone();
             std::thread::spawn(move || batch_indices(q.next_work()))
         };
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(50));
         q.set_batching(1, None);
         assert_eq!(waiter.join().unwrap(), vec![0]);
     }

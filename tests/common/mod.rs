@@ -3,10 +3,68 @@
 
 #![allow(dead_code)]
 
+pub mod hub;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
 
 use candle_core::{DType, Device, Tensor};
+
+/// GStreamer initialised and this crate's plugin registered, once per test binary.
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        gst::init().unwrap();
+        gstradio::plugin_register_static().unwrap();
+    });
+}
+
+/// A scratch folder of this test process, removed when dropped (also when an
+/// assert fails).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new, empty folder named after `tag` and the process id.
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("radio-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A path inside the folder.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `radio-embed` binary built for these tests, ready for arguments.
+pub fn cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_radio-embed"))
+}
+
+/// Runs `radio-embed` with `args` to the end.
+pub fn run_cli(args: &[&str]) -> Output {
+    cli().args(args).output().unwrap()
+}
+
+/// A process's stdout and stderr as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
 
 /// A folder under `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
