@@ -21,10 +21,13 @@ fn model_path() -> String {
     fixture("tiny-so400m").display().to_string()
 }
 
+/// The element in a harness, loading its model inside the state change
+/// (`async=false`), as a harness that sets PLAYING and expects SUCCESS needs.
 fn harness(props: &str) -> Harness {
     init();
     let element = gst::ElementFactory::make("radioembed")
         .property("model", model_path())
+        .property("async", false)
         .build()
         .unwrap();
     for prop in props.split_whitespace() {

@@ -6,15 +6,20 @@
 //! application threads set properties and change states.
 //!
 //! Lock order (a lock further down is never waited for while holding one above):
-//! 1. `src_active`: pad (de)activation and FLUSH_STOP;
-//! 2. the queue's own lock (inside [`BatchQueue`]);
-//! 3. `state`, `stats`, `settings`: each taken alone and briefly, except that the
-//!    statistics take `stats` then `settings`.
+//! 1. GStreamer's state lock of the element, taken by `set_state` and by a model
+//!    load that ends on its own thread ([`load`]);
+//! 2. `src_active`: pad (de)activation and FLUSH_STOP;
+//! 3. the queue's own lock (inside [`BatchQueue`]);
+//! 4. `state`, `stats`, `settings`, and the `engine` slot's own lock: each taken
+//!    alone and briefly, except that the statistics take `stats` then `settings`.
 //!
 //! No lock is held while pushing downstream or during inference: a batch takes the
-//! engine, the stream format and the preprocessor out of `state` and puts the
-//! preprocessor back after, so a caps event or a property read never waits for a
-//! batch.
+//! engine, the stream format and the preprocessor out of `state` and `engine` and
+//! puts the preprocessor back after, so a caps event or a property read never
+//! waits for a batch. A caps event that arrives while the model loads waits for
+//! the load (or for the element to stop) on the `engine` slot.
+
+mod load;
 
 use std::ops::ControlFlow;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
@@ -27,12 +32,12 @@ use gst::subclass::prelude::*;
 
 use super::caps::{StreamFormat, caps_formats};
 use super::error::error_message;
+use super::load_slot::{LoadSlot, Unavailable};
 use super::queue::{BatchQueue, Item, Queued, Work};
 use super::{DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION, MetaDtype, Outputs, Precision};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::meta::Embedding;
 use crate::model::parse_device;
-use crate::model_store::{DownloadProgress, locate, shared_model};
 use crate::postprocess::OutputOptions;
 use crate::preprocess::{Frame, FrameLayout, PreprocessError, Preprocessor, TargetSize};
 
@@ -67,6 +72,8 @@ struct Settings {
     spatial_pool: u32,
     meta_dtype: MetaDtype,
     processing_latency: gst::ClockTime,
+    /// Load the model on a thread of its own, READY→PAUSED returning ASYNC.
+    async_load: bool,
 }
 
 impl Default for Settings {
@@ -86,6 +93,7 @@ impl Default for Settings {
             spatial_pool: 1,
             meta_dtype: MetaDtype::F32,
             processing_latency: DEFAULT_PROCESSING_LATENCY,
+            async_load: true,
         }
     }
 }
@@ -171,11 +179,8 @@ struct Stats {
     inference_max: Duration,
 }
 
-/// Streaming state: made at READY→PAUSED, dropped at PAUSED→READY.
+/// Streaming state: made when the model is loaded, dropped at PAUSED→READY.
 struct State {
-    /// The model and this stream's options; the sink pad's thread checks caps
-    /// against it while the task may be running a batch.
-    engine: Arc<Engine>,
     /// The task's scratch buffers, taken out for a batch and put back after it,
     /// so that no lock is held during inference.
     preprocessor: Option<Preprocessor>,
@@ -183,11 +188,22 @@ struct State {
     format: Option<Arc<StreamFormat>>,
 }
 
+/// Why a serialized event was not queued.
+enum Refusal {
+    /// There is no model to check caps against, and will be none.
+    NoModel(Unavailable),
+    /// The model cannot take these caps: the message for the bus.
+    Caps(gst::ErrorMessage),
+}
+
 /// The element.
 pub struct RadioEmbed {
     sinkpad: gst::Pad,
     srcpad: gst::Pad,
     settings: Mutex<Settings>,
+    /// The model and this stream's options, loading or loaded; the sink pad's
+    /// thread checks caps against it while the task may be running a batch.
+    engine: LoadSlot<Arc<Engine>>,
     state: Mutex<Option<State>>,
     queue: BatchQueue,
     stats: Mutex<Stats>,
@@ -214,10 +230,16 @@ impl RadioEmbed {
         self.queue.push_buffer(buffer, embed, frame_index)
     }
 
-    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+    /// Handles a sink event; serialized ones answer with the flow, as `queue`
+    /// does, so that upstream sees FLUSHING (not an error) while the element stops.
+    fn sink_event(
+        &self,
+        pad: &gst::Pad,
+        event: gst::Event,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         use gst::EventView;
         gst::log!(CAT, obj = pad, "sink event {event:?}");
-        match event.view() {
+        let handled = match event.view() {
             EventView::FlushStart(_) => {
                 self.queue.set_flushing(true);
                 let forwarded = self.srcpad.push_event(event);
@@ -225,56 +247,70 @@ impl RadioEmbed {
                 let _ = self.srcpad.pause_task();
                 forwarded
             }
-            EventView::FlushStop(_) => {
-                let forwarded = self.srcpad.push_event(event);
-                let active = lock(&self.src_active);
-                if !*active {
-                    // Deactivated meanwhile: the queue stays flushing, no task.
-                    return forwarded;
-                }
-                self.queue.set_flushing(false);
-                // The flush may have dropped queued sticky events (stream-start, caps,
-                // tags) before the task forwarded them; the sink pad still holds them,
-                // so hand them over again. Those already forwarded pass as no-ops.
-                let mut sticky = Vec::new();
-                pad.sticky_events_foreach(|event| {
-                    if !matches!(event.type_(), gst::EventType::Segment | gst::EventType::Eos) {
-                        sticky.push(event.clone());
+            EventView::FlushStop(_) => self.flush_stop(pad, event),
+            _ if event.is_serialized() => {
+                return match self.queue_item_for(event) {
+                    Ok(item) => self.queue_item(item),
+                    // Stopped while the model loaded.
+                    Err(Refusal::NoModel(Unavailable::Stopped)) => Err(gst::FlowError::Flushing),
+                    // The load's own error is on the bus already.
+                    Err(Refusal::NoModel(Unavailable::Failed)) => Err(gst::FlowError::Error),
+                    Err(Refusal::Caps(message)) => {
+                        self.post_error_message(message);
+                        Err(gst::FlowError::NotNegotiated)
                     }
-                    ControlFlow::Continue(gst::EventForeachAction::Keep)
-                });
-                for item in sticky
-                    .into_iter()
-                    .filter_map(|e| self.queue_item_for(e).ok())
-                {
-                    let _ = self.queue.push_event(item);
-                }
-                self.start_task();
-                forwarded
+                };
             }
-            _ if event.is_serialized() => match self.queue_item_for(event) {
-                Ok(item) => self.queue_item(item),
-                Err(message) => {
-                    self.post_error_message(message);
-                    false
-                }
-            },
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        };
+        if handled {
+            Ok(gst::FlowSuccess::Ok)
+        } else {
+            Err(gst::FlowError::Error)
         }
+    }
+
+    /// Forwards FLUSH_STOP and, unless the source pad was deactivated meanwhile
+    /// (then the queue stays flushing, with no task), restarts the queue and task.
+    fn flush_stop(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        let forwarded = self.srcpad.push_event(event);
+        let active = lock(&self.src_active);
+        if !*active {
+            return forwarded;
+        }
+        self.queue.set_flushing(false);
+        // The flush may have dropped queued sticky events (stream-start, caps,
+        // tags) before the task forwarded them; the sink pad still holds them,
+        // so hand them over again. Those already forwarded pass as no-ops.
+        let mut sticky = Vec::new();
+        pad.sticky_events_foreach(|event| {
+            if !matches!(event.type_(), gst::EventType::Segment | gst::EventType::Eos) {
+                sticky.push(event.clone());
+            }
+            ControlFlow::Continue(gst::EventForeachAction::Keep)
+        });
+        for item in sticky
+            .into_iter()
+            .filter_map(|e| self.queue_item_for(e).ok())
+        {
+            let _ = self.queue.push_event(item);
+        }
+        self.start_task();
+        forwarded
     }
 
     /// Queues a serialized event behind the buffers before it. Refused once
     /// downstream returned a flow error; an EOS refused for NOT_LINKED or a
     /// fatal error is where the stream ends, so, as `queue` does, that is
     /// posted as the element's error and the EOS still goes downstream.
-    fn queue_item(&self, item: Item) -> bool {
+    fn queue_item(&self, item: Item) -> Result<gst::FlowSuccess, gst::FlowError> {
         let eos = match &item {
             Item::Event(event) if event.type_() == gst::EventType::Eos => Some(event.clone()),
             _ => None,
         };
         match self.queue.push_event(item) {
-            Ok(()) => true,
-            Err(gst::FlowError::Flushing | gst::FlowError::Eos) => false,
+            Ok(()) => Ok(gst::FlowSuccess::Ok),
+            Err(err @ (gst::FlowError::Flushing | gst::FlowError::Eos)) => Err(err),
             Err(err) => {
                 if let Some(eos) = eos {
                     gst::element_imp_error!(
@@ -285,7 +321,7 @@ impl RadioEmbed {
                     );
                     self.srcpad.push_event(eos);
                 }
-                false
+                Err(err)
             }
         }
     }
@@ -308,20 +344,15 @@ impl RadioEmbed {
 
     /// The queue entry for a serialized event: a caps event travels with the
     /// stream format made from it here, once, or is refused with a message for
-    /// the user when the model cannot take it.
-    fn queue_item_for(&self, event: gst::Event) -> Result<Item, gst::ErrorMessage> {
+    /// the user when the model cannot take it. A caps event waits while the model
+    /// loads.
+    fn queue_item_for(&self, event: gst::Event) -> Result<Item, Refusal> {
         let gst::EventView::Caps(caps) = event.view() else {
             return Ok(Item::Event(event));
         };
-        let engine = lock(&self.state).as_ref().map(|state| state.engine.clone());
-        let Some(engine) = engine else {
-            return Err(gst::error_msg!(
-                gst::CoreError::Negotiation,
-                ("caps arrived before the element was started")
-            ));
-        };
-        let format =
-            StreamFormat::new(caps.caps(), &engine).map_err(|e| error_message(&e, None))?;
+        let engine = self.engine.wait().map_err(Refusal::NoModel)?;
+        let format = StreamFormat::new(caps.caps(), &engine)
+            .map_err(|e| Refusal::Caps(error_message(&e, None)))?;
         gst::info!(CAT, imp = self, "model input {:?}", format.input);
         Ok(Item::Caps(event, Box::new(format)))
     }
@@ -405,10 +436,6 @@ impl RadioEmbed {
 
     /// One turn of the source pad task: wait for work, do it, push the results.
     fn task_iteration(&self) {
-        if lock(&self.state).is_none() {
-            let _ = self.srcpad.pause_task();
-            return;
-        }
         let Some(work) = self.queue.next_work() else {
             let _ = self.srcpad.pause_task();
             return;
@@ -475,7 +502,8 @@ impl RadioEmbed {
     /// The state lock is held only to take the engine, the format and the
     /// preprocessor, and to put the preprocessor back.
     fn embed_batch(&self, batch: &mut [Queued], embed: &[usize]) -> Result<(), gst::FlowError> {
-        let (engine, format, preprocessor) = {
+        let engine = self.engine.get().ok_or(gst::FlowError::Flushing)?;
+        let (format, preprocessor) = {
             let mut state = lock(&self.state);
             let state = state.as_mut().ok_or(gst::FlowError::Flushing)?;
             let Some(format) = state.format.clone() else {
@@ -486,7 +514,7 @@ impl RadioEmbed {
                 );
                 return Err(gst::FlowError::Error);
             };
-            (state.engine.clone(), format, state.preprocessor.take())
+            (format, state.preprocessor.take())
         };
         let result = preprocessor
             .map_or_else(|| engine.preprocessor(), Ok)
@@ -577,82 +605,6 @@ impl RadioEmbed {
             .build()
     }
 
-    /// Posts a GST_MESSAGE_PROGRESS with code `model`; `percent` (of a
-    /// download) goes into the message's structure too.
-    fn post_progress(&self, type_: gst::ProgressType, text: &str, percent: Option<u32>) {
-        let mut builder = gst::message::Progress::builder(type_, "model", text).src(&*self.obj());
-        if let Some(percent) = percent {
-            builder = builder.other_field("percent", percent);
-        }
-        let _ = self.obj().post_message(builder.build());
-    }
-
-    /// Loads the model between progress messages (start, download percentages,
-    /// then complete or error), as long operations in an element announce.
-    fn prepare(&self) -> Result<(), gst::ErrorMessage> {
-        let model = lock(&self.settings).model.clone();
-        self.post_progress(
-            gst::ProgressType::Start,
-            &format!("Loading model {model}"),
-            None,
-        );
-        let result = self.load();
-        match &result {
-            Ok(()) => self.post_progress(
-                gst::ProgressType::Complete,
-                &format!("Model {model} loaded"),
-                None,
-            ),
-            Err(_) => self.post_progress(
-                gst::ProgressType::Error,
-                &format!("Model {model} could not be loaded"),
-                None,
-            ),
-        }
-        result
-    }
-
-    /// Reports a download as CONTINUE progress messages.
-    fn report_download(&self, p: DownloadProgress) {
-        self.post_progress(
-            gst::ProgressType::Continue,
-            &format!("Downloading {}: {} %", p.file, p.percent),
-            Some(p.percent),
-        );
-    }
-
-    /// Finds (or downloads), loads (or shares) the model and builds the
-    /// streaming state.
-    fn load(&self) -> Result<(), gst::ErrorMessage> {
-        let settings = lock(&self.settings).clone();
-        let dir = locate(&settings.model, &mut |p| self.report_download(p))
-            .map_err(|e| error_message(&e.into(), None))?;
-        let device = settings.device();
-        let dtype = settings.dtype(&device);
-        gst::info!(
-            CAT,
-            imp = self,
-            "loading {} on {device} as {dtype:?}",
-            dir.display()
-        );
-        let model = shared_model(&dir, &device, dtype).map_err(|e| {
-            let context = format!("Failed to load model {}", settings.model);
-            error_message(&e.into(), Some(&context))
-        })?;
-        let engine =
-            Engine::new(model, settings.engine_options()).map_err(|e| error_message(&e, None))?;
-        let preprocessor = engine
-            .preprocessor()
-            .map_err(|e| error_message(&e.into(), None))?;
-        *lock(&self.state) = Some(State {
-            engine: Arc::new(engine),
-            preprocessor: Some(preprocessor),
-            format: None,
-        });
-        *lock(&self.stats) = Stats::default();
-        Ok(())
-    }
-
     fn src_activate_mode(
         &self,
         mode: gst::PadMode,
@@ -691,10 +643,10 @@ impl ObjectSubclass for RadioEmbed {
                     |imp| imp.chain(buffer),
                 )
             })
-            .event_function(|pad, parent, event| {
+            .event_full_function(|pad, parent, event| {
                 RadioEmbed::catch_panic_pad_function(
                     parent,
-                    || false,
+                    || Err(gst::FlowError::Error),
                     |imp| imp.sink_event(pad, event),
                 )
             })
@@ -739,6 +691,7 @@ impl ObjectSubclass for RadioEmbed {
             sinkpad,
             srcpad,
             settings: Mutex::new(settings),
+            engine: LoadSlot::default(),
             state: Mutex::new(None),
             queue,
             stats: Mutex::new(Stats::default()),
@@ -862,6 +815,16 @@ impl ObjectImpl for RadioEmbed {
                     .default_value(DEFAULT_PROCESSING_LATENCY.nseconds())
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoolean::builder("async")
+                    .nick("Async")
+                    .blurb(
+                        "Load the model on a thread of its own: READY->PAUSED returns ASYNC \
+                            and completes (ASYNC_DONE) once the model is loaded, as a sink \
+                            prerolls; false loads inside the state change",
+                    )
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -927,6 +890,7 @@ impl ObjectImpl for RadioEmbed {
                 s.processing_latency =
                     gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"))
             }
+            "async" => s.async_load = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
         let latency_changed = s.own_latency() != latency_before;
@@ -963,6 +927,7 @@ impl ObjectImpl for RadioEmbed {
             "spatial-pool" => s.spatial_pool.to_value(),
             "meta-dtype" => s.meta_dtype.to_value(),
             "processing-latency" => s.processing_latency.nseconds().to_value(),
+            "async" => s.async_load.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -1026,16 +991,27 @@ impl ElementImpl for RadioEmbed {
         &self,
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
-        if transition == gst::StateChange::ReadyToPaused
-            && let Err(message) = self.prepare()
-        {
-            self.post_error_message(message);
-            return Err(gst::StateChangeError);
+        match transition {
+            gst::StateChange::ReadyToPaused => {
+                let settings = lock(&self.settings).clone();
+                let loading = self.start_loading(settings)?;
+                if let Err(err) = self.parent_change_state(transition) {
+                    self.stop_loading();
+                    return Err(err);
+                }
+                if loading == gst::StateChangeSuccess::Async {
+                    let start = gst::message::AsyncStart::builder().src(&*self.obj());
+                    let _ = self.obj().post_message(start.build());
+                }
+                Ok(loading)
+            }
+            gst::StateChange::PausedToReady => {
+                // First, so that a caps event waiting for the model lets go of
+                // the sink pad before it is deactivated.
+                self.stop_loading();
+                self.parent_change_state(transition)
+            }
+            _ => self.parent_change_state(transition),
         }
-        let result = self.parent_change_state(transition);
-        if transition == gst::StateChange::PausedToReady {
-            *lock(&self.state) = None;
-        }
-        result
     }
 }

@@ -25,6 +25,7 @@ pub const DEFAULT_RESOLUTION: u32 = 512;
 mod caps;
 mod error;
 mod imp;
+mod load_slot;
 mod queue;
 
 /// Compute precision of the model.

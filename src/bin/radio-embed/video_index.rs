@@ -205,6 +205,19 @@ fn run_with_progress(pipeline: &gst::Pipeline, name: &str) -> anyhow::Result<u64
     result
 }
 
+/// Waits for the pipeline to preroll (the model loads meanwhile): its
+/// ASYNC_DONE, or the error that stops it.
+fn preroll(bus: &gst::Bus) -> Result<(), String> {
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(600),
+        &[gst::MessageType::AsyncDone, gst::MessageType::Error],
+    );
+    match msg {
+        Some(msg) => bus_error(&msg).map_or(Ok(()), Err),
+        None => Err("the query pipeline did not preroll in 10 minutes".into()),
+    }
+}
+
 fn pop_error(bus: &gst::Bus) -> Option<String> {
     bus.timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Error])
         .and_then(|m| bus_error(&m))
@@ -249,22 +262,21 @@ impl Search {
 /// Prerolls a query pipeline (seeking first if asked) and returns the summary.
 fn embed_query(pipeline: gst::Pipeline, seek: Option<gst::ClockTime>) -> anyhow::Result<Vec<f32>> {
     let bus = pipeline.bus().context("pipeline without bus")?;
-    let fail = |bus: &gst::Bus| pop_error(bus).unwrap_or_else(|| "query pipeline failed".into());
-    let preroll = |pipeline: &gst::Pipeline| {
-        let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(120));
-        res.is_ok()
+    let prerolled = if pipeline.set_state(gst::State::Paused).is_err() {
+        Err(pop_error(&bus).unwrap_or_else(|| "query pipeline failed".into()))
+    } else {
+        preroll(&bus)
     };
-    if pipeline.set_state(gst::State::Paused).is_err() || !preroll(&pipeline) {
-        let err = fail(&bus);
+    let sought = prerolled.and_then(|()| match seek {
+        Some(at) => pipeline
+            .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, at)
+            .map_err(|_| format!("cannot seek to {}", hms(at.nseconds())))
+            .and_then(|()| preroll(&bus)),
+        None => Ok(()),
+    });
+    if let Err(err) = sought {
         let _ = pipeline.set_state(gst::State::Null);
         bail!(err);
-    }
-    if let Some(at) = seek {
-        let sought = pipeline.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, at);
-        if sought.is_err() || !preroll(&pipeline) {
-            let _ = pipeline.set_state(gst::State::Null);
-            bail!("cannot seek to {}", hms(at.nseconds()));
-        }
     }
     let sink = pipeline.by_name("sink").context("no appsink")?;
     let sample = sink.emit_by_name::<Option<gst::Sample>>("pull-preroll", &[]);
