@@ -364,53 +364,68 @@ pub(super) fn search(
     k: usize,
     threads: usize,
 ) -> Result<Vec<Hit>, IndexError> {
-    let err = sqlite(path);
-    let open = || {
-        let conn = open_read_only(path)?;
-        // Read blobs from the mapped file rather than through the page cache copy.
-        conn.execute_batch("PRAGMA mmap_size = 68719476736;")
-            .map_err(&err)?;
-        Ok::<_, IndexError>(conn)
-    };
-    let (lo, hi): (i64, i64) = open()?
+    let (lo, hi): (i64, i64) = open_for_scan(path)?
         .query_row(
             "SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM frames",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .map_err(&err)?;
-    let qnorm = norm(query);
+        .map_err(sqlite(path))?;
     let threads = threads.max(1) as i64;
     let span = (hi - lo + 1).max(0);
-    let scan = |from: i64, to: i64| -> Result<TopK<i64>, IndexError> {
-        let conn = open()?;
-        let mut st = conn
-            .prepare("SELECT id, summary, summary_norm FROM frames WHERE id >= ?1 AND id < ?2")
-            .map_err(&err)?;
-        let mut rows = st.query([from, to]).map_err(&err)?;
-        let mut best = TopK::new(k);
-        while let Some(row) = rows.next().map_err(&err)? {
-            let id: i64 = row.get(0).map_err(&err)?;
-            let blob = row
-                .get_ref(1)
-                .and_then(|v| Ok(v.as_blob()?))
-                .map_err(&err)?;
-            let rnorm: f64 = row.get(2).map_err(&err)?;
-            let score =
-                dot(&LeBytes(blob), query) / (qnorm * (rnorm as f32).max(f32::MIN_POSITIVE));
-            best.offer(score, || id);
-        }
-        Ok(best)
-    };
     let best = scan_in_parallel(threads as usize, k, |t| {
         let t = t as i64;
-        scan(lo + span * t / threads, lo + span * (t + 1) / threads)
+        let ids = lo + span * t / threads..lo + span * (t + 1) / threads;
+        scan_rows(path, query, k, ids)
     })?;
-    let conn = open()?;
+    hits(path, best.into_sorted())
+}
+
+/// A read-only connection that reads blobs from the mapped file rather than
+/// through a copy in the page cache.
+fn open_for_scan(path: &Path) -> Result<Connection, IndexError> {
+    let conn = open_read_only(path)?;
+    conn.execute_batch("PRAGMA mmap_size = 68719476736;")
+        .map_err(sqlite(path))?;
+    Ok(conn)
+}
+
+/// The `k` best of the rows whose id is in `ids`.
+fn scan_rows(
+    path: &Path,
+    query: &[f32],
+    k: usize,
+    ids: std::ops::Range<i64>,
+) -> Result<TopK<i64>, IndexError> {
+    let err = sqlite(path);
+    let qnorm = norm(query);
+    let conn = open_for_scan(path)?;
+    let mut st = conn
+        .prepare("SELECT id, summary, summary_norm FROM frames WHERE id >= ?1 AND id < ?2")
+        .map_err(&err)?;
+    let mut rows = st.query([ids.start, ids.end]).map_err(&err)?;
+    let mut best = TopK::new(k);
+    while let Some(row) = rows.next().map_err(&err)? {
+        let id: i64 = row.get(0).map_err(&err)?;
+        let blob = row
+            .get_ref(1)
+            .and_then(|v| Ok(v.as_blob()?))
+            .map_err(&err)?;
+        let rnorm: f64 = row.get(2).map_err(&err)?;
+        let score = dot(&LeBytes(blob), query) / (qnorm * (rnorm as f32).max(f32::MIN_POSITIVE));
+        best.offer(score, || id);
+    }
+    Ok(best)
+}
+
+/// The hits of ranked (score, row id) pairs, in their order.
+fn hits(path: &Path, ranked: Vec<(f32, i64)>) -> Result<Vec<Hit>, IndexError> {
+    let err = sqlite(path);
+    let conn = open_for_scan(path)?;
     let mut st = conn
         .prepare("SELECT source, pts_ns, frame_index FROM frames WHERE id = ?1")
         .map_err(&err)?;
-    best.into_sorted()
+    ranked
         .into_iter()
         .map(|(score, id)| {
             st.query_row([id], |r| {

@@ -122,42 +122,65 @@ impl CpuPreprocessor {
         }
         let plan = self.plan.as_mut().expect("plan was just made");
         let converter = RowConverter::new(data, layout);
-        let fw = layout.width;
-        let (rows, cols) = (&plan.rows, &plan.cols);
+        let job = BandJob {
+            converter: &converter,
+            rows: &plan.rows,
+            cols: &plan.cols,
+            channels: [0, 1, 2].map(|c| norm.scale_bias(c)),
+            frame_width: layout.width,
+            target,
+        };
         let band_len = ROWS_PER_TASK * tw;
         let (r_plane, gb) = out.split_at_mut(th * tw);
         let (g_plane, b_plane) = gb.split_at_mut(th * tw);
-        let channels = [0, 1, 2].map(|c| norm.scale_bias(c));
-
         r_plane
             .par_chunks_mut(band_len)
             .zip(g_plane.par_chunks_mut(band_len))
             .zip(b_plane.par_chunks_mut(band_len))
             .zip(plan.scratch.par_iter_mut())
             .enumerate()
-            .for_each(|(t, (((r_out, g_out), b_out), scratch))| {
-                let input_rows = band(rows, t, th);
-                for (i, y) in input_rows.clone().enumerate() {
-                    let row = &mut scratch.converted[i * 3 * fw..][..3 * fw];
-                    let (r, gb) = row.split_at_mut(fw);
-                    let (g, b) = gb.split_at_mut(fw);
-                    converter.convert(y, r, g, b);
-                }
-                let mut outputs = [r_out, g_out, b_out];
-                let k = rows.support;
-                for j in 0..outputs[0].len() / tw {
-                    let y = t * ROWS_PER_TASK + j;
-                    let weights = &rows.weights[y * k..][..k];
-                    let first = (rows.starts[y] - input_rows.start) * 3 * fw;
-                    for (c, plane) in outputs.iter_mut().enumerate() {
-                        let blended = &mut scratch.blended[c * fw..][..fw];
-                        blend_rows(&scratch.converted, first + c * fw, 3 * fw, weights, blended);
-                        let (scale, bias) = channels[c];
-                        resample_line(cols, blended, &mut plane[j * tw..][..tw], scale, bias);
-                    }
-                }
-            });
+            .for_each(|(t, (((r, g), b), scratch))| job.run(t, scratch, [r, g, b]));
         Ok(())
+    }
+}
+
+/// What the bands of one frame share: the frame, the taps, the normalisation.
+struct BandJob<'a> {
+    converter: &'a RowConverter<'a>,
+    rows: &'a PackedTaps,
+    cols: &'a PackedTaps,
+    /// (scale, bias) of the R, G and B planes.
+    channels: [(f32, f32); 3],
+    frame_width: usize,
+    /// (height, width) of the output.
+    target: (usize, usize),
+}
+
+impl BandJob<'_> {
+    /// Output rows of band `t` into the three planes' `outputs`: converts the
+    /// frame rows they read, then blends rows and resamples each line.
+    fn run(&self, t: usize, scratch: &mut Scratch, mut outputs: [&mut [f32]; 3]) {
+        let (th, tw) = self.target;
+        let fw = self.frame_width;
+        let input_rows = band(self.rows, t, th);
+        for (i, y) in input_rows.clone().enumerate() {
+            let row = &mut scratch.converted[i * 3 * fw..][..3 * fw];
+            let (r, gb) = row.split_at_mut(fw);
+            let (g, b) = gb.split_at_mut(fw);
+            self.converter.convert(y, r, g, b);
+        }
+        let k = self.rows.support;
+        for j in 0..outputs[0].len() / tw {
+            let y = t * ROWS_PER_TASK + j;
+            let weights = &self.rows.weights[y * k..][..k];
+            let first = (self.rows.starts[y] - input_rows.start) * 3 * fw;
+            for (c, plane) in outputs.iter_mut().enumerate() {
+                let blended = &mut scratch.blended[c * fw..][..fw];
+                blend_rows(&scratch.converted, first + c * fw, 3 * fw, weights, blended);
+                let (scale, bias) = self.channels[c];
+                resample_line(self.cols, blended, &mut plane[j * tw..][..tw], scale, bias);
+            }
+        }
     }
 }
 

@@ -20,12 +20,12 @@
 //! the load (or for the element to stop) on the `engine` slot.
 
 mod load;
+mod settings;
 
 use std::ops::ControlFlow;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use candle_core::DType;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -34,12 +34,10 @@ use super::caps::{StreamFormat, caps_formats};
 use super::error::error_message;
 use super::load_slot::{LoadSlot, Unavailable};
 use super::queue::{BatchQueue, Item, Queued, Work};
-use super::{DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION, MetaDtype, Outputs, Precision};
-use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::engine::{Engine, EngineError};
 use crate::meta::Embedding;
-use crate::model::parse_device;
-use crate::postprocess::OutputOptions;
-use crate::preprocess::{Frame, FrameLayout, PreprocessError, Preprocessor, TargetSize};
+use crate::preprocess::{Frame, FrameLayout, PreprocessError, Preprocessor};
+use settings::Settings;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -48,126 +46,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
         Some("C-RADIOv4 embedding element"),
     )
 });
-
-const DEFAULT_BATCH_SIZE: u32 = 1;
-const DEFAULT_BATCH_TIMEOUT: gst::ClockTime = gst::ClockTime::from_mseconds(50);
-const DEFAULT_PROCESSING_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(100);
-const MAX_SIDE: u32 = 2048;
-
-/// Property values, as set by the user.
-#[derive(Debug, Clone)]
-struct Settings {
-    model: String,
-    device: String,
-    precision: Precision,
-    resolution: u32,
-    width: u32,
-    height: u32,
-    antialias: bool,
-    batch_size: u32,
-    /// `None`: no timeout, batches run when full or closed by an event.
-    batch_timeout: Option<gst::ClockTime>,
-    inference_interval: u32,
-    outputs: Outputs,
-    spatial_pool: u32,
-    meta_dtype: MetaDtype,
-    processing_latency: gst::ClockTime,
-    /// Load the model on a thread of its own, READY→PAUSED returning ASYNC.
-    async_load: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            model: DEFAULT_MODEL.into(),
-            device: DEFAULT_DEVICE.into(),
-            precision: Precision::Auto,
-            resolution: DEFAULT_RESOLUTION,
-            width: 0,
-            height: 0,
-            antialias: true,
-            batch_size: DEFAULT_BATCH_SIZE,
-            batch_timeout: Some(DEFAULT_BATCH_TIMEOUT),
-            inference_interval: 1,
-            outputs: Outputs::Both,
-            spatial_pool: 1,
-            meta_dtype: MetaDtype::F32,
-            processing_latency: DEFAULT_PROCESSING_LATENCY,
-            async_load: true,
-        }
-    }
-}
-
-impl Settings {
-    /// The concrete device: `auto` is `cuda:0` when this build and machine can use
-    /// it, else `cpu`.
-    fn device(&self) -> String {
-        if self.device != "auto" {
-            return self.device.clone();
-        }
-        if parse_device("cuda:0").is_ok() {
-            "cuda:0".into()
-        } else {
-            "cpu".into()
-        }
-    }
-
-    fn dtype(&self, device: &str) -> DType {
-        match self.precision {
-            Precision::F32 => DType::F32,
-            Precision::F16 => DType::F16,
-            Precision::Bf16 => DType::BF16,
-            Precision::Auto if device == "cpu" => DType::F32,
-            Precision::Auto => DType::BF16,
-        }
-    }
-
-    fn target(&self) -> TargetSize {
-        if self.width > 0 && self.height > 0 {
-            TargetSize::Fixed {
-                width: self.width as usize,
-                height: self.height as usize,
-            }
-        } else {
-            TargetSize::ShortSide(self.resolution as usize)
-        }
-    }
-
-    /// What shapes each batch of the stream.
-    fn engine_options(&self) -> EngineOptions {
-        EngineOptions {
-            target: self.target(),
-            antialias: self.antialias,
-            outputs: OutputOptions {
-                summary: self.outputs != Outputs::Spatial,
-                spatial: self.outputs != Outputs::Summary,
-                spatial_pool: self.spatial_pool as usize,
-                dtype: match self.meta_dtype {
-                    MetaDtype::F32 => crate::meta::MetaDtype::F32,
-                    MetaDtype::F16 => crate::meta::MetaDtype::F16,
-                },
-                model: self.model.clone(),
-                input_size: (0, 0),
-            },
-        }
-    }
-
-    /// Frames per forward and the longest wait of a batch (`None`: no limit).
-    fn batching(&self) -> (usize, Option<gst::ClockTime>) {
-        (self.batch_size as usize, self.batch_timeout)
-    }
-
-    /// What this element adds to the pipeline latency, saturated at the
-    /// largest clock time (an endless batch timeout is an unbounded latency).
-    fn own_latency(&self) -> gst::ClockTime {
-        let batching = if self.batch_size > 1 {
-            self.batch_timeout.unwrap_or(gst::ClockTime::MAX)
-        } else {
-            gst::ClockTime::ZERO
-        };
-        batching.saturating_add(self.processing_latency)
-    }
-}
 
 /// Running counters behind the `stats` property.
 #[derive(Debug, Default)]
@@ -605,6 +483,26 @@ impl RadioEmbed {
             .build()
     }
 
+    /// Whether the element is above READY (or going there), where `pspec`, a
+    /// READY-only property, cannot change: then says so on the bus.
+    fn is_running(&self, pspec: &glib::ParamSpec) -> bool {
+        let obj = self.obj();
+        let state = obj.current_state().max(obj.pending_state());
+        if state <= gst::State::Ready {
+            return false;
+        }
+        gst::element_imp_warning!(
+            self,
+            gst::LibraryError::Settings,
+            (
+                "property {} cannot change while the element is {state:?}; \
+                 set it in the READY or NULL state",
+                pspec.name()
+            )
+        );
+        true
+    }
+
     fn src_activate_mode(
         &self,
         mode: gst::PadMode,
@@ -628,6 +526,50 @@ impl RadioEmbed {
     }
 }
 
+/// The sink pad, its functions calling the element's, panics caught.
+fn sink_pad(klass: &<RadioEmbed as ObjectSubclass>::Class) -> gst::Pad {
+    gst::Pad::builder_from_template(&klass.pad_template("sink").expect("registered template"))
+        .chain_function(|_pad, parent, buffer| {
+            RadioEmbed::catch_panic_pad_function(
+                parent,
+                || Err(gst::FlowError::Error),
+                |imp| imp.chain(buffer),
+            )
+        })
+        .event_full_function(|pad, parent, event| {
+            RadioEmbed::catch_panic_pad_function(
+                parent,
+                || Err(gst::FlowError::Error),
+                |imp| imp.sink_event(pad, event),
+            )
+        })
+        .query_function(|pad, parent, query| {
+            RadioEmbed::catch_panic_pad_function(parent, || false, |imp| imp.sink_query(pad, query))
+        })
+        .flags(gst::PadFlags::PROXY_CAPS)
+        .build()
+}
+
+/// The source pad, its functions calling the element's, panics caught.
+fn src_pad(klass: &<RadioEmbed as ObjectSubclass>::Class) -> gst::Pad {
+    gst::Pad::builder_from_template(&klass.pad_template("src").expect("registered template"))
+        .query_function(|pad, parent, query| {
+            RadioEmbed::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query))
+        })
+        .event_function(|pad, parent, event| {
+            RadioEmbed::catch_panic_pad_function(parent, || false, |imp| imp.src_event(pad, event))
+        })
+        .activatemode_function(|_pad, parent, mode, active| {
+            RadioEmbed::catch_panic_pad_function(
+                parent,
+                || Err(gst::loggable_error!(CAT, "panic while activating")),
+                |imp| imp.src_activate_mode(mode, active),
+            )
+        })
+        .flags(gst::PadFlags::PROXY_CAPS)
+        .build()
+}
+
 #[glib::object_subclass]
 impl ObjectSubclass for RadioEmbed {
     const NAME: &'static str = "GstRadioEmbed";
@@ -635,54 +577,7 @@ impl ObjectSubclass for RadioEmbed {
     type ParentType = gst::Element;
 
     fn with_class(klass: &Self::Class) -> Self {
-        let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").unwrap())
-            .chain_function(|_pad, parent, buffer| {
-                RadioEmbed::catch_panic_pad_function(
-                    parent,
-                    || Err(gst::FlowError::Error),
-                    |imp| imp.chain(buffer),
-                )
-            })
-            .event_full_function(|pad, parent, event| {
-                RadioEmbed::catch_panic_pad_function(
-                    parent,
-                    || Err(gst::FlowError::Error),
-                    |imp| imp.sink_event(pad, event),
-                )
-            })
-            .query_function(|pad, parent, query| {
-                RadioEmbed::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.sink_query(pad, query),
-                )
-            })
-            .flags(gst::PadFlags::PROXY_CAPS)
-            .build();
-        let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").unwrap())
-            .query_function(|pad, parent, query| {
-                RadioEmbed::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.src_query(pad, query),
-                )
-            })
-            .event_function(|pad, parent, event| {
-                RadioEmbed::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.src_event(pad, event),
-                )
-            })
-            .activatemode_function(|_pad, parent, mode, active| {
-                RadioEmbed::catch_panic_pad_function(
-                    parent,
-                    || Err(gst::loggable_error!(CAT, "panic while activating")),
-                    |imp| imp.src_activate_mode(mode, active),
-                )
-            })
-            .flags(gst::PadFlags::PROXY_CAPS)
-            .build();
+        let (sinkpad, srcpad) = (sink_pad(klass), src_pad(klass));
         let settings = Settings::default();
         let queue = BatchQueue::default();
         let (batch_size, timeout) = settings.batching();
@@ -702,197 +597,16 @@ impl ObjectSubclass for RadioEmbed {
 
 impl ObjectImpl for RadioEmbed {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                glib::ParamSpecString::builder("model")
-                    .nick("Model")
-                    .blurb(
-                        "Folder with config.json and model.safetensors, or a Hugging Face \
-                            repo id found in the local Hugging Face cache",
-                    )
-                    .default_value(Some(DEFAULT_MODEL))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("device")
-                    .nick("Device")
-                    .blurb(
-                        "Where the model runs: auto (cuda:0 when available, else cpu), \
-                            cpu, or cuda:N",
-                    )
-                    .default_value(Some(DEFAULT_DEVICE))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("precision", Precision::Auto)
-                    .nick("Precision")
-                    .blurb("Compute precision of the model")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("resolution")
-                    .nick("Resolution")
-                    .blurb(
-                        "Shorter side of the model input in pixels (snapped to a multiple \
-                            of 16, aspect ratio kept); ignored when width and height are set",
-                    )
-                    .minimum(16)
-                    .maximum(MAX_SIDE)
-                    .default_value(DEFAULT_RESOLUTION)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("width")
-                    .nick("Width")
-                    .blurb("Fixed model input width (multiple of 16); 0 = follow resolution")
-                    .maximum(MAX_SIDE)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("height")
-                    .nick("Height")
-                    .blurb("Fixed model input height (multiple of 16); 0 = follow resolution")
-                    .maximum(MAX_SIDE)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("antialias")
-                    .nick("Antialias")
-                    .blurb("Antialias when shrinking frames (as PyTorch antialias=True)")
-                    .default_value(true)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("batch-size")
-                    .nick("Batch size")
-                    .blurb("Frames per model forward")
-                    .minimum(1)
-                    .maximum(256)
-                    .default_value(DEFAULT_BATCH_SIZE)
-                    .mutable_playing()
-                    .build(),
-                glib::ParamSpecUInt64::builder("batch-timeout")
-                    .nick("Batch timeout")
-                    .blurb(
-                        "Longest time (ns) a frame waits for its batch to fill; a partial \
-                            batch runs when it expires (18446744073709551615 = \
-                            GST_CLOCK_TIME_NONE: no timeout, not for live sources)",
-                    )
-                    .minimum(0)
-                    .maximum(u64::MAX)
-                    .default_value(DEFAULT_BATCH_TIMEOUT.nseconds())
-                    .mutable_playing()
-                    .build(),
-                glib::ParamSpecUInt::builder("inference-interval")
-                    .nick("Inference interval")
-                    .blurb("Embed every Nth frame; the frames between pass without meta")
-                    .minimum(1)
-                    .maximum(u32::MAX)
-                    .default_value(1)
-                    .mutable_playing()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("outputs", Outputs::Both)
-                    .nick("Outputs")
-                    .blurb("Which embeddings to attach")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("spatial-pool")
-                    .nick("Spatial pool")
-                    .blurb(
-                        "Average-pool the patch grid over k x k windows before attaching \
-                            (1 = full grid)",
-                    )
-                    .minimum(1)
-                    .maximum(64)
-                    .default_value(1)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("meta-dtype", MetaDtype::F32)
-                    .nick("Meta dtype")
-                    .blurb("Element type of the vectors stored in the meta")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt64::builder("processing-latency")
-                    .nick("Processing latency")
-                    .blurb(
-                        "Time (ns) budgeted for one batch's inference, added to the \
-                            reported latency (with batch-timeout when batch-size > 1)",
-                    )
-                    .maximum(u64::MAX - 1)
-                    .default_value(DEFAULT_PROCESSING_LATENCY.nseconds())
-                    .mutable_playing()
-                    .build(),
-                glib::ParamSpecBoolean::builder("async")
-                    .nick("Async")
-                    .blurb(
-                        "Load the model on a thread of its own: READY->PAUSED returns ASYNC \
-                            and completes (ASYNC_DONE) once the model is loaded, as a sink \
-                            prerolls; false loads inside the state change",
-                    )
-                    .default_value(true)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-                    .nick("Statistics")
-                    .blurb(
-                        "frames-in, frames-embedded, batches, mean-batch-fill, \
-                            mean-inference-ms, max-inference-ms, latency-ms",
-                    )
-                    .read_only()
-                    .build(),
-            ]
-        });
-        PROPERTIES.as_ref()
+        settings::properties()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY) {
-            let obj = self.obj();
-            let state = obj.current_state().max(obj.pending_state());
-            if state > gst::State::Ready {
-                gst::element_imp_warning!(
-                    self,
-                    gst::LibraryError::Settings,
-                    (
-                        "property {} cannot change while the element is {state:?}; \
-                         set it in the READY or NULL state",
-                        pspec.name()
-                    )
-                );
-                return;
-            }
+        if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY) && self.is_running(pspec) {
+            return;
         }
         let mut s = lock(&self.settings);
         let latency_before = s.own_latency();
-        match pspec.name() {
-            "model" => {
-                s.model = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .unwrap_or_else(|| DEFAULT_MODEL.into())
-            }
-            "device" => {
-                s.device = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .unwrap_or_else(|| DEFAULT_DEVICE.into())
-            }
-            "precision" => s.precision = value.get().expect("type checked upstream"),
-            "resolution" => s.resolution = value.get().expect("type checked upstream"),
-            "width" => s.width = value.get().expect("type checked upstream"),
-            "height" => s.height = value.get().expect("type checked upstream"),
-            "antialias" => s.antialias = value.get().expect("type checked upstream"),
-            "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
-            "batch-timeout" => {
-                let ns: u64 = value.get().expect("type checked upstream");
-                s.batch_timeout = (ns != u64::MAX).then(|| gst::ClockTime::from_nseconds(ns))
-            }
-            "inference-interval" => {
-                s.inference_interval = value.get().expect("type checked upstream")
-            }
-            "outputs" => s.outputs = value.get().expect("type checked upstream"),
-            "spatial-pool" => s.spatial_pool = value.get().expect("type checked upstream"),
-            "meta-dtype" => s.meta_dtype = value.get().expect("type checked upstream"),
-            "processing-latency" => {
-                s.processing_latency =
-                    gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"))
-            }
-            "async" => s.async_load = value.get().expect("type checked upstream"),
-            other => unreachable!("unknown property {other}"),
-        }
+        s.set(pspec.name(), value);
         let latency_changed = s.own_latency() != latency_before;
         let (batch_size, timeout) = s.batching();
         drop(s);
@@ -905,30 +619,9 @@ impl ObjectImpl for RadioEmbed {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        if pspec.name() == "stats" {
-            return self.stats_structure().to_value();
-        }
-        let s = lock(&self.settings);
         match pspec.name() {
-            "model" => s.model.to_value(),
-            "device" => s.device.to_value(),
-            "precision" => s.precision.to_value(),
-            "resolution" => s.resolution.to_value(),
-            "width" => s.width.to_value(),
-            "height" => s.height.to_value(),
-            "antialias" => s.antialias.to_value(),
-            "batch-size" => s.batch_size.to_value(),
-            "batch-timeout" => s
-                .batch_timeout
-                .map_or(u64::MAX, |t| t.nseconds())
-                .to_value(),
-            "inference-interval" => s.inference_interval.to_value(),
-            "outputs" => s.outputs.to_value(),
-            "spatial-pool" => s.spatial_pool.to_value(),
-            "meta-dtype" => s.meta_dtype.to_value(),
-            "processing-latency" => s.processing_latency.nseconds().to_value(),
-            "async" => s.async_load.to_value(),
-            other => unreachable!("unknown property {other}"),
+            "stats" => self.stats_structure().to_value(),
+            name => lock(&self.settings).get(name),
         }
     }
 

@@ -72,6 +72,32 @@ struct Inner {
     clock: gst::Clock,
 }
 
+impl Inner {
+    /// Takes the front item if it is a buffer, with its arrival time.
+    fn pop_buffer(&mut self) -> Option<(Queued, gst::ClockTime)> {
+        match self.items.pop_front()? {
+            Item::Buffer {
+                buffer,
+                embed,
+                frame_index,
+                arrived,
+            } => {
+                self.buffers -= 1;
+                let queued = Queued {
+                    buffer,
+                    embed,
+                    frame_index,
+                };
+                Some((queued, arrived))
+            }
+            other => {
+                self.items.push_front(other);
+                None
+            }
+        }
+    }
+}
+
 /// Events after which a downstream that returned EOS takes buffers again.
 fn reopens_downstream(event: &gst::Event) -> bool {
     matches!(
@@ -257,38 +283,28 @@ impl BatchQueue {
                 return None;
             }
             while embeds < inner.batch_size {
-                match inner.items.front() {
-                    Some(Item::Buffer { .. }) => {
-                        let Some(Item::Buffer {
-                            buffer,
-                            embed,
-                            frame_index,
-                            arrived,
-                        }) = inner.items.pop_front()
-                        else {
-                            unreachable!("front was a buffer");
-                        };
-                        inner.buffers -= 1;
-                        if embed {
-                            embeds += 1;
-                            first_arrived.get_or_insert(arrived);
-                        }
-                        batch.push(Queued {
-                            buffer,
-                            embed,
-                            frame_index,
-                        });
-                        self.changed.notify_all();
+                if let Some((queued, arrived)) = inner.pop_buffer() {
+                    if queued.embed {
+                        embeds += 1;
+                        first_arrived.get_or_insert(arrived);
                     }
-                    Some(_) if batch.is_empty() => {
-                        return match inner.items.pop_front() {
-                            Some(Item::Event(event)) => Some(Work::Event(event)),
-                            Some(Item::Caps(event, format)) => Some(Work::Caps(event, format)),
-                            Some(Item::Drain(done)) => Some(Work::Drain(done)),
-                            _ => unreachable!("front was not a buffer"),
-                        };
+                    batch.push(queued);
+                    self.changed.notify_all();
+                    continue;
+                }
+                match inner.items.pop_front() {
+                    Some(Item::Event(event)) if batch.is_empty() => {
+                        return Some(Work::Event(event));
                     }
-                    Some(_) => return Some(Work::Batch(batch)),
+                    Some(Item::Caps(event, format)) if batch.is_empty() => {
+                        return Some(Work::Caps(event, format));
+                    }
+                    Some(Item::Drain(done)) if batch.is_empty() => return Some(Work::Drain(done)),
+                    // An event closes the batch before it; it comes next time.
+                    Some(item) => {
+                        inner.items.push_front(item);
+                        return Some(Work::Batch(batch));
+                    }
                     None => break,
                 }
             }

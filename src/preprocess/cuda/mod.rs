@@ -142,42 +142,15 @@ impl GpuPreprocessor {
         for frame in frames {
             check_frame(frame, layout)?;
         }
-        let frame_bytes = layout.min_size();
         let (th, tw) = target;
-        let (fw, fh) = (layout.width, layout.height);
-        let key = PlanKey {
-            frame: (fw, fh),
+        self.prepare_plan(PlanKey {
+            frame: (layout.width, layout.height),
             target,
             antialias,
-            frame_bytes,
+            frame_bytes: layout.min_size(),
             batch: frames.len(),
-        };
-        let stream = self.device.cuda_stream();
-        if self.plan.as_ref().is_none_or(|p| p.key != key) {
-            let rows = PackedTaps::new(&AxisTaps::bilinear(fh, th, antialias), fh);
-            let cols = PackedTaps::new(&AxisTaps::bilinear(fw, tw, antialias), fw);
-            let bytes = frame_bytes * frames.len();
-            self.plan = Some(Plan {
-                rows: DeviceTaps::upload(&self.device, &rows)?,
-                cols: DeviceTaps::upload(&self.device, &cols)?,
-                // SAFETY: every byte is written below before it is read.
-                staging: unsafe { stream.context().alloc_pinned::<u8>(bytes) }.map_err(gpu)?,
-                frames: stream.alloc_zeros::<u8>(bytes).map_err(gpu)?,
-                intermediate: stream.alloc_zeros::<f32>(3 * th * fw).map_err(gpu)?,
-                key,
-            });
-        }
-        let plan = self.plan.as_mut().expect("plan was just made");
-
-        // The previous batch's upload must be done before the staging buffer is reused.
-        stream.synchronize().map_err(gpu)?;
-        let staging = plan.staging.as_mut_slice().map_err(gpu)?;
-        for (frame, slot) in frames.iter().zip(staging.chunks_exact_mut(frame_bytes)) {
-            slot.copy_from_slice(&frame[..frame_bytes]);
-        }
-        stream
-            .memcpy_htod(&plan.staging, &mut plan.frames)
-            .map_err(gpu)?;
+        })?;
+        self.upload(frames)?;
 
         let desc = frame_desc(layout);
         let norm = NormDesc {
@@ -202,6 +175,44 @@ impl GpuPreprocessor {
             BackpropOp::none(),
             false,
         ))
+    }
+
+    /// Makes the device taps and buffers for `key`, unless the last batch's fit.
+    fn prepare_plan(&mut self, key: PlanKey) -> Result<(), PreprocessError> {
+        if self.plan.as_ref().is_some_and(|p| p.key == key) {
+            return Ok(());
+        }
+        let ((fw, fh), (th, tw)) = (key.frame, key.target);
+        let rows = PackedTaps::new(&AxisTaps::bilinear(fh, th, key.antialias), fh);
+        let cols = PackedTaps::new(&AxisTaps::bilinear(fw, tw, key.antialias), fw);
+        let bytes = key.frame_bytes * key.batch;
+        let stream = self.device.cuda_stream();
+        self.plan = Some(Plan {
+            rows: DeviceTaps::upload(&self.device, &rows)?,
+            cols: DeviceTaps::upload(&self.device, &cols)?,
+            // SAFETY: every byte is written by `upload` before it is read.
+            staging: unsafe { stream.context().alloc_pinned::<u8>(bytes) }.map_err(gpu)?,
+            frames: stream.alloc_zeros::<u8>(bytes).map_err(gpu)?,
+            intermediate: stream.alloc_zeros::<f32>(3 * th * fw).map_err(gpu)?,
+            key,
+        });
+        Ok(())
+    }
+
+    /// Copies the frames through the pinned staging buffer to the device.
+    fn upload(&mut self, frames: &[&[u8]]) -> Result<(), PreprocessError> {
+        let plan = self.plan.as_mut().expect("plan prepared");
+        let stream = self.device.cuda_stream();
+        let frame_bytes = plan.key.frame_bytes;
+        // The previous batch's upload must be done before the staging buffer is reused.
+        stream.synchronize().map_err(gpu)?;
+        let staging = plan.staging.as_mut_slice().map_err(gpu)?;
+        for (frame, slot) in frames.iter().zip(staging.chunks_exact_mut(frame_bytes)) {
+            slot.copy_from_slice(&frame[..frame_bytes]);
+        }
+        stream
+            .memcpy_htod(&plan.staging, &mut plan.frames)
+            .map_err(gpu)
     }
 
     /// Launches both passes for every frame into a fresh output buffer, handed to
@@ -242,14 +253,9 @@ impl GpuPreprocessor {
                 .arg(&plan.rows.support)
                 .arg(&th)
                 .arg(&mut plan.intermediate);
-            let cfg = LaunchConfig {
-                grid_dim: ((fw as u32).div_ceil(BLOCK), th as u32, 1),
-                block_dim: (BLOCK, 1, 1),
-                shared_mem_bytes: 0,
-            };
             // SAFETY: argument types and order match `vertical` in kernels.cu; the
             // grid covers exactly the intermediate's frame_w x out_h entries.
-            unsafe { args.launch(cfg) }.map_err(gpu)?;
+            unsafe { args.launch(grid(fw, th, 1)) }.map_err(gpu)?;
 
             let mut image = out.slice_mut(b * per_image..(b + 1) * per_image);
             let mut args = horizontal.builder();
@@ -262,18 +268,22 @@ impl GpuPreprocessor {
                 .arg(&plan.cols.support)
                 .arg(norm)
                 .arg(&mut image);
-            let cfg = LaunchConfig {
-                grid_dim: ((tw as u32).div_ceil(BLOCK), th as u32, 3),
-                block_dim: (BLOCK, 1, 1),
-                shared_mem_bytes: 0,
-            };
             // SAFETY: as above for `horizontal_*`; the grid covers 3 x out_h x out_w.
-            unsafe { args.launch(cfg) }.map_err(gpu)?;
+            unsafe { args.launch(grid(tw, th, 3)) }.map_err(gpu)?;
         }
         Ok(Storage::Cuda(CudaStorage::wrap_cuda_slice(
             out,
             self.device.clone(),
         )))
+    }
+}
+
+/// One thread per element of `planes` planes of `height` rows of `width`.
+fn grid(width: i32, height: i32, planes: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((width as u32).div_ceil(BLOCK), height as u32, planes),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
     }
 }
 

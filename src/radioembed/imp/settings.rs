@@ -1,0 +1,340 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The element's properties: their table, their values ([`Settings`]) and what
+//! follows from them (device, dtype, model input size, batching, latency).
+
+use std::sync::LazyLock;
+
+use candle_core::DType;
+use gst::glib;
+use gst::prelude::*;
+
+use super::super::{
+    DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION, MetaDtype, Outputs, Precision,
+};
+use crate::engine::EngineOptions;
+use crate::model::parse_device;
+use crate::postprocess::OutputOptions;
+use crate::preprocess::TargetSize;
+
+const DEFAULT_BATCH_SIZE: u32 = 1;
+const DEFAULT_BATCH_TIMEOUT: gst::ClockTime = gst::ClockTime::from_mseconds(50);
+const DEFAULT_PROCESSING_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(100);
+const MAX_SIDE: u32 = 2048;
+
+/// Property values, as set by the user.
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    pub(super) model: String,
+    pub(super) device: String,
+    pub(super) precision: Precision,
+    pub(super) resolution: u32,
+    pub(super) width: u32,
+    pub(super) height: u32,
+    pub(super) antialias: bool,
+    pub(super) batch_size: u32,
+    /// `None`: no timeout, batches run when full or closed by an event.
+    pub(super) batch_timeout: Option<gst::ClockTime>,
+    pub(super) inference_interval: u32,
+    pub(super) outputs: Outputs,
+    pub(super) spatial_pool: u32,
+    pub(super) meta_dtype: MetaDtype,
+    pub(super) processing_latency: gst::ClockTime,
+    /// Load the model on a thread of its own, READY→PAUSED returning ASYNC.
+    pub(super) async_load: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: DEFAULT_MODEL.into(),
+            device: DEFAULT_DEVICE.into(),
+            precision: Precision::Auto,
+            resolution: DEFAULT_RESOLUTION,
+            width: 0,
+            height: 0,
+            antialias: true,
+            batch_size: DEFAULT_BATCH_SIZE,
+            batch_timeout: Some(DEFAULT_BATCH_TIMEOUT),
+            inference_interval: 1,
+            outputs: Outputs::Both,
+            spatial_pool: 1,
+            meta_dtype: MetaDtype::F32,
+            processing_latency: DEFAULT_PROCESSING_LATENCY,
+            async_load: true,
+        }
+    }
+}
+
+impl Settings {
+    /// The concrete device: `auto` is `cuda:0` when this build and machine can use
+    /// it, else `cpu`.
+    pub(super) fn device(&self) -> String {
+        if self.device != "auto" {
+            return self.device.clone();
+        }
+        if parse_device("cuda:0").is_ok() {
+            "cuda:0".into()
+        } else {
+            "cpu".into()
+        }
+    }
+
+    pub(super) fn dtype(&self, device: &str) -> DType {
+        match self.precision {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+            Precision::Auto if device == "cpu" => DType::F32,
+            Precision::Auto => DType::BF16,
+        }
+    }
+
+    pub(super) fn target(&self) -> TargetSize {
+        if self.width > 0 && self.height > 0 {
+            TargetSize::Fixed {
+                width: self.width as usize,
+                height: self.height as usize,
+            }
+        } else {
+            TargetSize::ShortSide(self.resolution as usize)
+        }
+    }
+
+    /// What shapes each batch of the stream.
+    pub(super) fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            target: self.target(),
+            antialias: self.antialias,
+            outputs: OutputOptions {
+                summary: self.outputs != Outputs::Spatial,
+                spatial: self.outputs != Outputs::Summary,
+                spatial_pool: self.spatial_pool as usize,
+                dtype: match self.meta_dtype {
+                    MetaDtype::F32 => crate::meta::MetaDtype::F32,
+                    MetaDtype::F16 => crate::meta::MetaDtype::F16,
+                },
+                model: self.model.clone(),
+                input_size: (0, 0),
+            },
+        }
+    }
+
+    /// Frames per forward and the longest wait of a batch (`None`: no limit).
+    pub(super) fn batching(&self) -> (usize, Option<gst::ClockTime>) {
+        (self.batch_size as usize, self.batch_timeout)
+    }
+
+    /// What this element adds to the pipeline latency, saturated at the
+    /// largest clock time (an endless batch timeout is an unbounded latency).
+    pub(super) fn own_latency(&self) -> gst::ClockTime {
+        let batching = if self.batch_size > 1 {
+            self.batch_timeout.unwrap_or(gst::ClockTime::MAX)
+        } else {
+            gst::ClockTime::ZERO
+        };
+        batching.saturating_add(self.processing_latency)
+    }
+
+    /// Sets property `name` to `value` (its type checked by GObject).
+    pub(super) fn set(&mut self, name: &str, value: &glib::Value) {
+        match name {
+            "model" => {
+                self.model = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_MODEL.into())
+            }
+            "device" => {
+                self.device = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_DEVICE.into())
+            }
+            "precision" => self.precision = value.get().expect("type checked upstream"),
+            "resolution" => self.resolution = value.get().expect("type checked upstream"),
+            "width" => self.width = value.get().expect("type checked upstream"),
+            "height" => self.height = value.get().expect("type checked upstream"),
+            "antialias" => self.antialias = value.get().expect("type checked upstream"),
+            "batch-size" => self.batch_size = value.get().expect("type checked upstream"),
+            "batch-timeout" => {
+                let ns: u64 = value.get().expect("type checked upstream");
+                self.batch_timeout = (ns != u64::MAX).then(|| gst::ClockTime::from_nseconds(ns))
+            }
+            "inference-interval" => {
+                self.inference_interval = value.get().expect("type checked upstream")
+            }
+            "outputs" => self.outputs = value.get().expect("type checked upstream"),
+            "spatial-pool" => self.spatial_pool = value.get().expect("type checked upstream"),
+            "meta-dtype" => self.meta_dtype = value.get().expect("type checked upstream"),
+            "processing-latency" => {
+                self.processing_latency =
+                    gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"))
+            }
+            "async" => self.async_load = value.get().expect("type checked upstream"),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    /// The value of property `name`; `stats` is the element's own.
+    pub(super) fn get(&self, name: &str) -> glib::Value {
+        match name {
+            "model" => self.model.to_value(),
+            "device" => self.device.to_value(),
+            "precision" => self.precision.to_value(),
+            "resolution" => self.resolution.to_value(),
+            "width" => self.width.to_value(),
+            "height" => self.height.to_value(),
+            "antialias" => self.antialias.to_value(),
+            "batch-size" => self.batch_size.to_value(),
+            "batch-timeout" => self
+                .batch_timeout
+                .map_or(u64::MAX, |t| t.nseconds())
+                .to_value(),
+            "inference-interval" => self.inference_interval.to_value(),
+            "outputs" => self.outputs.to_value(),
+            "spatial-pool" => self.spatial_pool.to_value(),
+            "meta-dtype" => self.meta_dtype.to_value(),
+            "processing-latency" => self.processing_latency.nseconds().to_value(),
+            "async" => self.async_load.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+}
+
+/// The property table.
+pub(super) fn properties() -> &'static [glib::ParamSpec] {
+    static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+        vec![
+            glib::ParamSpecString::builder("model")
+                .nick("Model")
+                .blurb(
+                    "Folder with config.json and model.safetensors, or a Hugging Face \
+                        repo id found in the local Hugging Face cache",
+                )
+                .default_value(Some(DEFAULT_MODEL))
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("device")
+                .nick("Device")
+                .blurb(
+                    "Where the model runs: auto (cuda:0 when available, else cpu), \
+                        cpu, or cuda:N",
+                )
+                .default_value(Some(DEFAULT_DEVICE))
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecEnum::builder_with_default("precision", Precision::Auto)
+                .nick("Precision")
+                .blurb("Compute precision of the model")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("resolution")
+                .nick("Resolution")
+                .blurb(
+                    "Shorter side of the model input in pixels (snapped to a multiple \
+                        of 16, aspect ratio kept); ignored when width and height are set",
+                )
+                .minimum(16)
+                .maximum(MAX_SIDE)
+                .default_value(DEFAULT_RESOLUTION)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("width")
+                .nick("Width")
+                .blurb("Fixed model input width (multiple of 16); 0 = follow resolution")
+                .maximum(MAX_SIDE)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("height")
+                .nick("Height")
+                .blurb("Fixed model input height (multiple of 16); 0 = follow resolution")
+                .maximum(MAX_SIDE)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecBoolean::builder("antialias")
+                .nick("Antialias")
+                .blurb("Antialias when shrinking frames (as PyTorch antialias=True)")
+                .default_value(true)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("batch-size")
+                .nick("Batch size")
+                .blurb("Frames per model forward")
+                .minimum(1)
+                .maximum(256)
+                .default_value(DEFAULT_BATCH_SIZE)
+                .mutable_playing()
+                .build(),
+            glib::ParamSpecUInt64::builder("batch-timeout")
+                .nick("Batch timeout")
+                .blurb(
+                    "Longest time (ns) a frame waits for its batch to fill; a partial \
+                        batch runs when it expires (18446744073709551615 = \
+                        GST_CLOCK_TIME_NONE: no timeout, not for live sources)",
+                )
+                .minimum(0)
+                .maximum(u64::MAX)
+                .default_value(DEFAULT_BATCH_TIMEOUT.nseconds())
+                .mutable_playing()
+                .build(),
+            glib::ParamSpecUInt::builder("inference-interval")
+                .nick("Inference interval")
+                .blurb("Embed every Nth frame; the frames between pass without meta")
+                .minimum(1)
+                .maximum(u32::MAX)
+                .default_value(1)
+                .mutable_playing()
+                .build(),
+            glib::ParamSpecEnum::builder_with_default("outputs", Outputs::Both)
+                .nick("Outputs")
+                .blurb("Which embeddings to attach")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("spatial-pool")
+                .nick("Spatial pool")
+                .blurb(
+                    "Average-pool the patch grid over k x k windows before attaching \
+                        (1 = full grid)",
+                )
+                .minimum(1)
+                .maximum(64)
+                .default_value(1)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecEnum::builder_with_default("meta-dtype", MetaDtype::F32)
+                .nick("Meta dtype")
+                .blurb("Element type of the vectors stored in the meta")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt64::builder("processing-latency")
+                .nick("Processing latency")
+                .blurb(
+                    "Time (ns) budgeted for one batch's inference, added to the \
+                        reported latency (with batch-timeout when batch-size > 1)",
+                )
+                .maximum(u64::MAX - 1)
+                .default_value(DEFAULT_PROCESSING_LATENCY.nseconds())
+                .mutable_playing()
+                .build(),
+            glib::ParamSpecBoolean::builder("async")
+                .nick("Async")
+                .blurb(
+                    "Load the model on a thread of its own: READY->PAUSED returns ASYNC \
+                        and completes (ASYNC_DONE) once the model is loaded, as a sink \
+                        prerolls; false loads inside the state change",
+                )
+                .default_value(true)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                .nick("Statistics")
+                .blurb(
+                    "frames-in, frames-embedded, batches, mean-batch-fill, \
+                        mean-inference-ms, max-inference-ms, latency-ms",
+                )
+                .read_only()
+                .build(),
+        ]
+    });
+    PROPERTIES.as_ref()
+}
