@@ -120,21 +120,18 @@ impl Lanes for LeBytes<'_> {
 avx2_fma_dispatch! {
     /// Dot product of `v` with `query` over their common length, 8 independent
     /// lanes so that it vectorises.
-    pub(super) fn dot[V: Lanes + ?Sized](v: &V, query: &[f32]) -> f32 => dot_generic;
-}
-
-#[inline(always)]
-fn dot_generic<V: Lanes + ?Sized>(v: &V, query: &[f32]) -> f32 {
-    let n = query.len().min(v.len());
-    let mut lanes = [0f32; 8];
-    for c in 0..n / 8 {
-        let (x, q) = (v.chunk(c), query.chunk(c));
-        for l in 0..8 {
-            lanes[l] += x[l] * q[l];
+    pub(super) fn dot[V: Lanes + ?Sized](v: &V, query: &[f32]) -> f32 {
+        let n = query.len().min(v.len());
+        let mut lanes = [0f32; 8];
+        for c in 0..n / 8 {
+            let (x, q) = (v.chunk(c), query.chunk(c));
+            for l in 0..8 {
+                lanes[l] += x[l] * q[l];
+            }
         }
+        let tail: f32 = (n / 8 * 8..n).map(|i| v.at(i) * query[i]).sum();
+        lanes.iter().sum::<f32>() + tail
     }
-    let tail: f32 = (n / 8 * 8..n).map(|i| v.at(i) * query[i]).sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// The Euclidean norm, never zero (so that a cosine never divides by zero).

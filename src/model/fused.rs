@@ -164,21 +164,27 @@ impl InplaceOp2 for BiasResidual<'_> {
 
 avx2_fma_dispatch! {
     /// Adds the bias to every row of `chunk` and applies `act`.
-    fn apply_rows(chunk: &mut [f32], bias: &[f32], act: Activation) => apply_rows_generic;
+    fn apply_rows(chunk: &mut [f32], bias: &[f32], act: Activation) {
+        for row in chunk.chunks_exact_mut(bias.len()) {
+            match act {
+                Activation::None => row.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
+                Activation::Gelu => row
+                    .iter_mut()
+                    .zip(bias)
+                    .for_each(|(v, b)| *v = gelu(*v + b)),
+            }
+        }
+    }
 }
 
 avx2_fma_dispatch! {
     /// `chunk = chunk + bias + residual`, row by row.
-    fn add_bias_residual(chunk: &mut [f32], bias: &[f32], residual: &[f32])
-        => add_bias_residual_generic;
-}
-
-#[inline(always)]
-fn add_bias_residual_generic(chunk: &mut [f32], bias: &[f32], residual: &[f32]) {
-    let n = bias.len();
-    for (row, res) in chunk.chunks_exact_mut(n).zip(residual.chunks_exact(n)) {
-        for ((v, b), r) in row.iter_mut().zip(bias).zip(res) {
-            *v = (*v + b) + r;
+    fn add_bias_residual(chunk: &mut [f32], bias: &[f32], residual: &[f32]) {
+        let n = bias.len();
+        for (row, res) in chunk.chunks_exact_mut(n).zip(residual.chunks_exact(n)) {
+            for ((v, b), r) in row.iter_mut().zip(bias).zip(res) {
+                *v = (*v + b) + r;
+            }
         }
     }
 }
@@ -216,17 +222,14 @@ impl InplaceOp1 for ScaledSoftmax {
 
 avx2_fma_dispatch! {
     /// `softmax(scale · row)` for each `n`-wide row of `chunk`.
-    fn softmax_rows(chunk: &mut [f32], n: usize, scale: f32) => softmax_rows_generic;
-}
-
-#[inline(always)]
-fn softmax_rows_generic(chunk: &mut [f32], n: usize, scale: f32) {
-    for row in chunk.chunks_exact_mut(n) {
-        let max = lane_reduce(row, f32::NEG_INFINITY, |a, b| if a > b { a } else { b }) * scale;
-        row.iter_mut()
-            .for_each(|v| *v = exp(v.mul_add(scale, -max)));
-        let inv = 1.0 / lane_reduce(row, 0.0, |a, b| a + b);
-        row.iter_mut().for_each(|v| *v *= inv);
+    fn softmax_rows(chunk: &mut [f32], n: usize, scale: f32) {
+        for row in chunk.chunks_exact_mut(n) {
+            let max = lane_reduce(row, f32::NEG_INFINITY, |a, b| if a > b { a } else { b }) * scale;
+            row.iter_mut()
+                .for_each(|v| *v = exp(v.mul_add(scale, -max)));
+            let inv = 1.0 / lane_reduce(row, 0.0, |a, b| a + b);
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
     }
 }
 
@@ -262,19 +265,6 @@ fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 0.5);
     let y = p.mul_add(r * r, r) + 1.0;
     y * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-#[inline(always)]
-fn apply_rows_generic(chunk: &mut [f32], bias: &[f32], act: Activation) {
-    for row in chunk.chunks_exact_mut(bias.len()) {
-        match act {
-            Activation::None => row.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
-            Activation::Gelu => row
-                .iter_mut()
-                .zip(bias)
-                .for_each(|(v, b)| *v = gelu(*v + b)),
-        }
-    }
 }
 
 /// Exact GELU, `0.5 · x · (1 + erf(x / √2))`.

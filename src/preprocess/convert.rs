@@ -149,46 +149,36 @@ avx2_fma_dispatch! {
         r: &mut [f32],
         g: &mut [f32],
         b: &mut [f32],
-    ) => yuv_row_generic;
-}
-
-#[inline(always)]
-fn yuv_row_generic(
-    luma: &[u8],
-    uv: &[u8],
-    k: &YuvCoefficients,
-    r: &mut [f32],
-    g: &mut [f32],
-    b: &mut [f32],
-) {
-    let convert = |yy: f32, cb: f32, cr: f32| {
-        let yy = (yy - k.y_offset) * k.y_scale;
-        (
-            (yy + k.r_v * cr).clamp(0.0, 1.0),
-            (yy + k.g_u * cb + k.g_v * cr).clamp(0.0, 1.0),
-            (yy + k.b_u * cb).clamp(0.0, 1.0),
-        )
-    };
-    // Blocks of 8 pixels (4 chroma pairs) with fixed indices, which the compiler
-    // turns into shuffles and 8-wide arithmetic.
-    const N: usize = 8;
-    let blocks = luma.len() / N;
-    for i in 0..blocks {
-        let (lum, chroma) = (&luma[i * N..][..N], &uv[i * N..][..N]);
-        let (rb, gb, bb) = (
-            &mut r[i * N..][..N],
-            &mut g[i * N..][..N],
-            &mut b[i * N..][..N],
-        );
-        for x in 0..N {
-            let cb = f32::from(chroma[x & !1]) - 128.0;
-            let cr = f32::from(chroma[x | 1]) - 128.0;
-            (rb[x], gb[x], bb[x]) = convert(f32::from(lum[x]), cb, cr);
+    ) {
+        let convert = |yy: f32, cb: f32, cr: f32| {
+            let yy = (yy - k.y_offset) * k.y_scale;
+            (
+                (yy + k.r_v * cr).clamp(0.0, 1.0),
+                (yy + k.g_u * cb + k.g_v * cr).clamp(0.0, 1.0),
+                (yy + k.b_u * cb).clamp(0.0, 1.0),
+            )
+        };
+        // Blocks of 8 pixels (4 chroma pairs) with fixed indices, which the compiler
+        // turns into shuffles and 8-wide arithmetic.
+        const N: usize = 8;
+        let blocks = luma.len() / N;
+        for i in 0..blocks {
+            let (lum, chroma) = (&luma[i * N..][..N], &uv[i * N..][..N]);
+            let (rb, gb, bb) = (
+                &mut r[i * N..][..N],
+                &mut g[i * N..][..N],
+                &mut b[i * N..][..N],
+            );
+            for x in 0..N {
+                let cb = f32::from(chroma[x & !1]) - 128.0;
+                let cr = f32::from(chroma[x | 1]) - 128.0;
+                (rb[x], gb[x], bb[x]) = convert(f32::from(lum[x]), cb, cr);
+            }
         }
-    }
-    for x in blocks * N..luma.len() {
-        let cb = f32::from(uv[x & !1]) - 128.0;
-        let cr = f32::from(uv[x | 1]) - 128.0;
-        (r[x], g[x], b[x]) = convert(f32::from(luma[x]), cb, cr);
+        for x in blocks * N..luma.len() {
+            let cb = f32::from(uv[x & !1]) - 128.0;
+            let cr = f32::from(uv[x | 1]) - 128.0;
+            (r[x], g[x], b[x]) = convert(f32::from(luma[x]), cb, cr);
+        }
     }
 }

@@ -201,34 +201,25 @@ fn resample_line(taps: &PackedTaps, src: &[f32], dst: &mut [f32], scale: f32, bi
 
 avx2_fma_dispatch! {
     /// [`resample_line`] for a support of exactly `K` taps, unrolled.
-    fn resample_line_fixed[const K: usize](
+    fn resample_line_fixed[const K: usize]::<K>(
         taps: &PackedTaps,
         src: &[f32],
         dst: &mut [f32],
         scale: f32,
         bias: f32,
-    ) => resample_line_k::<K>;
-}
-
-#[inline(always)]
-fn resample_line_k<const K: usize>(
-    taps: &PackedTaps,
-    src: &[f32],
-    dst: &mut [f32],
-    scale: f32,
-    bias: f32,
-) {
-    for ((d, &start), w) in dst
-        .iter_mut()
-        .zip(&taps.starts)
-        .zip(taps.weights.chunks_exact(K))
-    {
-        let window = &src[start..start + K];
-        let mut acc = 0.0;
-        for k in 0..K {
-            acc += w[k] * window[k];
+    ) {
+        for ((d, &start), w) in dst
+            .iter_mut()
+            .zip(&taps.starts)
+            .zip(taps.weights.chunks_exact(K))
+        {
+            let window = &src[start..start + K];
+            let mut acc = 0.0;
+            for k in 0..K {
+                acc += w[k] * window[k];
+            }
+            *d = acc * scale + bias;
         }
-        *d = acc * scale + bias;
     }
 }
 
@@ -250,17 +241,13 @@ fn resample_line_dyn(taps: &PackedTaps, src: &[f32], dst: &mut [f32], scale: f32
 
 avx2_fma_dispatch! {
     /// `dst = Σ_k w[k] · src[first + k · stride ..][.. dst.len()]`.
-    fn blend_rows(src: &[f32], first: usize, stride: usize, weights: &[f32], dst: &mut [f32])
-        => blend_rows_generic;
-}
-
-#[inline(always)]
-fn blend_rows_generic(src: &[f32], first: usize, stride: usize, weights: &[f32], dst: &mut [f32]) {
-    dst.fill(0.0);
-    for (k, &w) in weights.iter().enumerate() {
-        let row = &src[first + k * stride..][..dst.len()];
-        for (d, s) in dst.iter_mut().zip(row) {
-            *d += w * s;
+    fn blend_rows(src: &[f32], first: usize, stride: usize, weights: &[f32], dst: &mut [f32]) {
+        dst.fill(0.0);
+        for (k, &w) in weights.iter().enumerate() {
+            let row = &src[first + k * stride..][..dst.len()];
+            for (d, s) in dst.iter_mut().zip(row) {
+                *d += w * s;
+            }
         }
     }
 }
