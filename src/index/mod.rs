@@ -231,6 +231,9 @@ pub struct IndexWriter {
     /// Stream times stored by this run: a frame seen again after a seek back
     /// is not stored twice.
     seen: HashSet<u64>,
+    /// Rows not written yet: one transaction or row group's worth at most.
+    pending: Vec<Row>,
+    rows_per_write: usize,
 }
 
 #[expect(
@@ -255,12 +258,9 @@ impl IndexWriter {
     ) -> Result<Self, IndexError> {
         let rows_per_write = rows_per_write.max(1);
         let writer = match StoreFormat::of(path)? {
-            StoreFormat::Sqlite => Writer::Sqlite(sqlite::SqliteWriter::open(
-                path,
-                settings,
-                source,
-                rows_per_write,
-            )?),
+            StoreFormat::Sqlite => {
+                Writer::Sqlite(sqlite::SqliteWriter::open(path, settings, source)?)
+            }
             StoreFormat::Parquet => Writer::Parquet(parquet::ParquetWriter::open(
                 path,
                 settings,
@@ -272,6 +272,8 @@ impl IndexWriter {
             store: writer,
             path: path.to_path_buf(),
             seen: HashSet::new(),
+            pending: Vec::with_capacity(rows_per_write),
+            rows_per_write,
         })
     }
 
@@ -306,16 +308,31 @@ impl IndexWriter {
         {
             return Ok(());
         }
-        match &mut self.store {
-            Writer::Sqlite(w) => w.append(row),
-            Writer::Parquet(w) => w.append(row),
+        self.pending.push(row);
+        if self.pending.len() >= self.rows_per_write {
+            self.write_pending()?;
         }
+        Ok(())
+    }
+
+    /// Writes the pending rows: one SQLite transaction or one Parquet row group.
+    fn write_pending(&mut self) -> Result<(), IndexError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        match &mut self.store {
+            Writer::Sqlite(w) => w.write_rows(&self.pending)?,
+            Writer::Parquet(w) => w.write_rows(&self.pending)?,
+        }
+        self.pending.clear();
+        Ok(())
     }
 
     /// Completes the run: writes out what is left and puts the source's new
     /// rows in place of its old ones; returns how many rows it stored. A
     /// writer dropped without `finish` leaves the index as it was.
-    pub fn finish(self) -> Result<u64, IndexError> {
+    pub fn finish(mut self) -> Result<u64, IndexError> {
+        self.write_pending()?;
         match self.store {
             Writer::Sqlite(w) => w.finish(),
             Writer::Parquet(w) => w.finish(),

@@ -171,8 +171,6 @@ pub(super) struct ParquetWriter {
     schema: SchemaRef,
     settings: IndexSettings,
     source: String,
-    rows_per_group: usize,
-    pending: Vec<Row>,
     written: u64,
 }
 
@@ -221,8 +219,6 @@ impl ParquetWriter {
             schema,
             settings: settings.clone(),
             source: source.to_string(),
-            rows_per_group,
-            pending: Vec::with_capacity(rows_per_group),
             written: 0,
         };
         if let Some(builder) = existing {
@@ -278,23 +274,11 @@ impl ParquetWriter {
         &self.settings
     }
 
-    /// Adds one row; writes a row group out when one is full.
-    pub(super) fn append(&mut self, row: Row) -> Result<(), IndexError> {
-        self.pending.push(row);
-        self.written += 1;
-        if self.pending.len() >= self.rows_per_group {
-            self.write_pending()?;
-        }
-        Ok(())
-    }
-
-    fn write_pending(&mut self) -> Result<(), IndexError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let batch = self.batch(&self.pending).map_err(arrow(&self.partial))?;
-        self.pending.clear();
+    /// Writes `rows` as one row group, flushed and synced to the file.
+    pub(super) fn write_rows(&mut self, rows: &[Row]) -> Result<(), IndexError> {
+        let batch = self.batch(rows).map_err(arrow(&self.partial))?;
         self.write(&batch)?;
+        self.written += rows.len() as u64;
         let writer = self.writer.as_mut().expect("writer open until finish");
         writer.flush().map_err(pq(&self.partial))?;
         writer.sync().map_err(io(&self.partial))
@@ -356,7 +340,6 @@ impl ParquetWriter {
     /// Writes the last row group and the footer, and renames the file into
     /// place; returns the number of rows this writer added.
     pub(super) fn finish(mut self) -> Result<u64, IndexError> {
-        self.write_pending()?;
         let mut writer = self.writer.take().expect("writer open until finish");
         writer.finish().map_err(pq(&self.partial))?;
         writer.inner().sync_all().map_err(io(&self.partial))?;

@@ -159,16 +159,14 @@ pub(super) fn count_rows(path: &Path, source: Option<&str>) -> Result<u64, Index
     Ok(n as u64)
 }
 
-/// Writes one run of one source: its rows into `frame_rows`, a transaction
-/// every `transaction_rows` rows, shown in `frames` once [`Self::finish`]ed.
+/// Writes one run of one source: its rows into `frame_rows`, a transaction a
+/// [`write_rows`](Self::write_rows), shown in `frames` once [`Self::finish`]ed.
 pub(super) struct SqliteWriter {
     conn: Connection,
     path: PathBuf,
     settings: IndexSettings,
     source: String,
     run: i64,
-    transaction_rows: usize,
-    pending: Vec<Row>,
     /// False once finished or abandoned.
     open: bool,
 }
@@ -180,7 +178,6 @@ impl SqliteWriter {
         path: &Path,
         settings: &IndexSettings,
         source: &str,
-        transaction_rows: usize,
     ) -> Result<Self, IndexError> {
         let err = sqlite(path);
         let conn = Connection::open(path).map_err(&err)?;
@@ -204,8 +201,6 @@ impl SqliteWriter {
             settings: settings.clone(),
             source: source.to_string(),
             run,
-            transaction_rows,
-            pending: Vec::with_capacity(transaction_rows),
             open: true,
         })
     }
@@ -253,20 +248,8 @@ impl SqliteWriter {
         &self.settings
     }
 
-    /// Adds one row; writes the pending rows out when a transaction is full.
-    pub(super) fn append(&mut self, row: Row) -> Result<(), IndexError> {
-        self.pending.push(row);
-        if self.pending.len() >= self.transaction_rows {
-            self.write_pending()?;
-        }
-        Ok(())
-    }
-
-    /// One short transaction with the pending rows.
-    fn write_pending(&mut self) -> Result<(), IndexError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
+    /// Writes `rows` in one short transaction.
+    pub(super) fn write_rows(&mut self, rows: &[Row]) -> Result<(), IndexError> {
         let err = sqlite(&self.path);
         let tx = self
             .conn
@@ -279,7 +262,7 @@ impl SqliteWriter {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                 ))
                 .map_err(&err)?;
-            for row in &self.pending {
+            for row in rows {
                 let norm = row.summary.iter().map(|v| v * v).sum::<f32>().sqrt();
                 let spatial = row.spatial.as_ref();
                 st.execute(params![
@@ -300,15 +283,12 @@ impl SqliteWriter {
                 .map_err(&err)?;
             }
         }
-        tx.commit().map_err(&err)?;
-        self.pending.clear();
-        Ok(())
+        tx.commit().map_err(&err)
     }
 
-    /// Writes what is left, then in one transaction deletes the source's old
-    /// rows and marks the run complete; returns the number of rows it stored.
+    /// In one transaction, deletes the source's old rows and marks the run
+    /// complete; returns the number of rows it stored.
     pub(super) fn finish(mut self) -> Result<u64, IndexError> {
-        self.write_pending()?;
         let err = sqlite(&self.path);
         let tx = self
             .conn
