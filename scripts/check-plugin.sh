@@ -12,7 +12,7 @@ out="$(GST_REGISTRY="$dir/registry.bin" GST_PLUGIN_PATH="$dir" GST_PLUGIN_SYSTEM
   gst-inspect-1.0 radioembed)"
 for expected in "Filter/Analyzer/Video" "SINK template: 'sink'" "SRC template: 'src'" \
   model device precision resolution width height antialias batch-size batch-timeout \
-  inference-interval outputs spatial-pool meta-dtype processing-latency stats; do
+  inference-interval outputs spatial-pool meta-dtype processing-latency async stats; do
   if ! grep -q -- "$expected" <<<"$out"; then
     echo "gst-inspect-1.0 radioembed lacks '$expected'" >&2
     exit 1
@@ -26,4 +26,10 @@ if ! grep -q "transaction-rows" <<<"$sink"; then
   echo "gst-inspect-1.0 radioindexsink fails" >&2
   exit 1
 fi
-echo "radio plugin loads from $plugin: radioembed (pads, 15 properties) and radioindexsink"
+publish="$(GST_REGISTRY="$dir/registry.bin" GST_PLUGIN_PATH="$dir" GST_PLUGIN_SYSTEM_PATH= \
+  gst-inspect-1.0 radiometapublish)"
+if ! grep -q "vector-encoding" <<<"$publish"; then
+  echo "gst-inspect-1.0 radiometapublish fails" >&2
+  exit 1
+fi
+echo "radio plugin loads from $plugin: radioembed (pads, 16 properties), radioindexsink, radiometapublish"

@@ -16,13 +16,16 @@ pub mod model;
 pub mod model_store;
 pub mod postprocess;
 pub mod preprocess;
+pub mod publish;
 pub mod radioembed;
 pub mod radioindexsink;
+pub mod radiometapublish;
 pub mod resample;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     radioembed::register(plugin)?;
-    radioindexsink::register(plugin)
+    radioindexsink::register(plugin)?;
+    radiometapublish::register(plugin)
 }
 
 gst::plugin_define!(

@@ -1,0 +1,402 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The `radiometapublish` GObject subclass: a passthrough transform that turns
+//! each buffer's `RadioEmbedMeta` into a message for the [`Outbox`].
+//!
+//! Locks: `settings` and `state` are never held together; the outbox has its
+//! own lock, taken inside its calls only.
+
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+
+use super::{DEFAULT_MAX_QUEUED, Method, VectorEncoding};
+use crate::meta::Embedding;
+use crate::publish::{
+    self, FilePublisher, FrameInfo, MessageOptions, Outbox, OutboxEvent, PublishError, Publisher,
+    frame_message,
+};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "radiometapublish",
+        gst::DebugColorFlags::empty(),
+        Some("Embedding publisher"),
+    )
+});
+
+/// How long EOS waits for the queued messages to go out.
+const EOS_DRAIN: Duration = Duration::from_secs(10);
+/// How long a stop waits for them.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+struct Settings {
+    method: Method,
+    location: String,
+    max_file_size: u64,
+    source_id: Option<String>,
+    vector_encoding: VectorEncoding,
+    spatial: bool,
+    max_queued: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            method: Method::File,
+            location: "-".into(),
+            max_file_size: 0,
+            source_id: None,
+            vector_encoding: VectorEncoding::Json,
+            spatial: false,
+            max_queued: DEFAULT_MAX_QUEUED,
+        }
+    }
+}
+
+impl Settings {
+    fn message_options(&self) -> MessageOptions {
+        MessageOptions {
+            encoding: match self.vector_encoding {
+                VectorEncoding::Json => publish::VectorEncoding::Json,
+                VectorEncoding::Base64F32 => publish::VectorEncoding::Base64F32,
+                VectorEncoding::Base64F16 => publish::VectorEncoding::Base64F16,
+            },
+            spatial: self.spatial,
+        }
+    }
+
+    /// The publisher the settings name, or why there is none.
+    fn publisher(&self) -> Result<Box<dyn Publisher>, PublishError> {
+        match self.method {
+            Method::File => Ok(Box::new(FilePublisher::open(
+                &self.location,
+                self.max_file_size,
+            )?)),
+        }
+    }
+}
+
+/// Made at start, dropped at stop.
+struct State {
+    outbox: Outbox,
+    options: MessageOptions,
+    /// The `source-id` property, else the stream id, else the element's name.
+    source_id: String,
+}
+
+/// The element.
+#[derive(Default)]
+pub struct RadioMetaPublish {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RadioMetaPublish {
+    /// What the outbox reports goes on the bus: a warning when messages start
+    /// being dropped, an info message when the destination is back.
+    fn notifier(&self) -> Arc<dyn Fn(OutboxEvent) + Send + Sync> {
+        let element = self.obj().downgrade();
+        Arc::new(move |event| {
+            let Some(element) = element.upgrade() else {
+                return;
+            };
+            let imp = element.imp();
+            match event {
+                OutboxEvent::Dropping(why) => gst::element_imp_warning!(
+                    imp,
+                    gst::ResourceError::Write,
+                    (
+                        "the destination does not keep up: dropping the oldest messages ({})",
+                        why.unwrap_or_else(|| "queue full".into())
+                    )
+                ),
+                OutboxEvent::Recovered => gst::element_imp_info!(
+                    imp,
+                    gst::ResourceError::Write,
+                    ("the destination takes messages again")
+                ),
+            }
+        })
+    }
+
+    /// Where and when the frame in `buffer` is.
+    fn frame_info(&self, buffer: &gst::BufferRef, source_id: &str) -> FrameInfo {
+        let segment = self.obj().segment();
+        let stream_time = segment
+            .downcast_ref::<gst::ClockTime>()
+            .zip(buffer.pts())
+            .and_then(|(segment, pts)| segment.to_stream_time(pts));
+        FrameInfo {
+            source_id: source_id.to_string(),
+            stream_time_ns: stream_time.map(|t| t.nseconds()),
+            pts_ns: buffer.pts().map(|t| t.nseconds()),
+            timestamp: wall_clock(buffer),
+        }
+    }
+
+    fn stats_structure(&self) -> gst::Structure {
+        let stats = lock(&self.state)
+            .as_ref()
+            .map(|s| s.outbox.stats())
+            .unwrap_or_default();
+        gst::Structure::builder("radiometapublish-stats")
+            .field("published", stats.published)
+            .field("dropped", stats.dropped)
+            .field("reconnects", stats.reconnects)
+            .field("queued", stats.queued as u64)
+            .build()
+    }
+}
+
+/// The capture time in a reference timestamp meta (`timestamp/x-ntp`, as
+/// `rtspsrc add-reference-timestamp-meta=true` adds, or `timestamp/x-unix`)
+/// as RFC 3339, UTC.
+fn wall_clock(buffer: &gst::BufferRef) -> Option<String> {
+    /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+    const NTP_TO_UNIX: u64 = 2_208_988_800;
+    let unix_ns = buffer
+        .iter_meta::<gst::ReferenceTimestampMeta>()
+        .find_map(|meta| {
+            let name = meta.reference().structure(0)?.name();
+            let ns = meta.timestamp().nseconds();
+            match name.as_str() {
+                "timestamp/x-ntp" => ns.checked_sub(NTP_TO_UNIX * 1_000_000_000),
+                "timestamp/x-unix" => Some(ns),
+                _ => None,
+            }
+        })?;
+    let secs = i64::try_from(unix_ns / 1_000_000_000).ok()?;
+    let micros = (unix_ns % 1_000_000_000 / 1000) as i64;
+    let time = glib::DateTime::from_unix_utc(secs)
+        .ok()?
+        .add(glib::TimeSpan::from_microseconds(micros))
+        .ok()?;
+    time.format("%Y-%m-%dT%H:%M:%S.%fZ")
+        .ok()
+        .map(|s| s.to_string())
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for RadioMetaPublish {
+    const NAME: &'static str = "GstRadioMetaPublish";
+    type Type = super::RadioMetaPublish;
+    type ParentType = gst_base::BaseTransform;
+}
+
+impl ObjectImpl for RadioMetaPublish {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecEnum::builder_with_default("method", Method::File)
+                    .nick("Method")
+                    .blurb("Where messages go")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("location")
+                    .nick("Location")
+                    .blurb("method=file: the file JSON lines are appended to; - = standard output")
+                    .default_value(Some("-"))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-file-size")
+                    .nick("Max file size")
+                    .blurb(
+                        "method=file: bytes after which FILE moves to FILE.1 and a new FILE \
+                         starts (0 = never)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("source-id")
+                    .nick("Source id")
+                    .blurb("The stream's name in messages; default: the stream id, else the element name")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("vector-encoding", VectorEncoding::Json)
+                    .nick("Vector encoding")
+                    .blurb("How vectors are written: JSON arrays, or base64 of little-endian f32/f16")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("spatial")
+                    .nick("Spatial")
+                    .blurb("Also publish the (pooled) patch grid when the meta has it")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-queued")
+                    .nick("Max queued")
+                    .blurb("Messages waiting for the destination before the oldest are dropped")
+                    .minimum(1)
+                    .maximum(10_000_000)
+                    .default_value(DEFAULT_MAX_QUEUED)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("published, dropped, reconnects, queued")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        match pspec.name() {
+            "method" => s.method = value.get().expect("type checked upstream"),
+            "location" => {
+                s.location = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| "-".into())
+            }
+            "max-file-size" => s.max_file_size = value.get().expect("type checked upstream"),
+            "source-id" => s.source_id = value.get().expect("type checked upstream"),
+            "vector-encoding" => s.vector_encoding = value.get().expect("type checked upstream"),
+            "spatial" => s.spatial = value.get().expect("type checked upstream"),
+            "max-queued" => s.max_queued = value.get().expect("type checked upstream"),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "stats" {
+            return self.stats_structure().to_value();
+        }
+        let s = lock(&self.settings);
+        match pspec.name() {
+            "method" => s.method.to_value(),
+            "location" => s.location.to_value(),
+            "max-file-size" => s.max_file_size.to_value(),
+            "source-id" => s.source_id.to_value(),
+            "vector-encoding" => s.vector_encoding.to_value(),
+            "spatial" => s.spatial.to_value(),
+            "max-queued" => s.max_queued.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+}
+
+impl GstObjectImpl for RadioMetaPublish {}
+
+impl ElementImpl for RadioMetaPublish {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "C-RADIOv4 embedding publisher",
+                "Filter/Video",
+                "Publishes each frame's RadioEmbedMeta as a JSON message (file or stdout) \
+                 and passes buffers on unchanged",
+                "radioembed developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst::Caps::new_any();
+            [gst::PadDirection::Sink, gst::PadDirection::Src]
+                .into_iter()
+                .map(|direction| {
+                    let name = if direction == gst::PadDirection::Sink {
+                        "sink"
+                    } else {
+                        "src"
+                    };
+                    gst::PadTemplate::new(name, direction, gst::PadPresence::Always, &caps)
+                        .expect("valid template")
+                })
+                .collect()
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for RadioMetaPublish {
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = true;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = true;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let publisher = settings
+            .publisher()
+            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)))?;
+        let outbox = Outbox::start(publisher, settings.max_queued as usize, self.notifier())
+            .map_err(|e| gst::error_msg!(gst::CoreError::Thread, ("{}", e)))?;
+        let source_id = settings
+            .source_id
+            .clone()
+            .unwrap_or_else(|| self.obj().name().to_string());
+        *lock(&self.state) = Some(State {
+            outbox,
+            options: settings.message_options(),
+            source_id,
+        });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let Some(state) = lock(&self.state).take() {
+            let stats = state.outbox.close(STOP_GRACE);
+            gst::info!(CAT, imp = self, "stopped: {stats:?}");
+        }
+        Ok(())
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::StreamStart(start) if lock(&self.settings).source_id.is_none() => {
+                if let Some(state) = lock(&self.state).as_mut() {
+                    state.source_id = start.stream_id().to_string();
+                }
+            }
+            gst::EventView::Eos(_) => {
+                // The messages of the stream are out (or given up on) before its EOS.
+                let drained = lock(&self.state)
+                    .as_ref()
+                    .is_none_or(|s| s.outbox.drain(EOS_DRAIN));
+                if !drained {
+                    gst::warning!(CAT, imp = self, "messages still queued at EOS");
+                }
+            }
+            _ => (),
+        }
+        self.parent_sink_event(event)
+    }
+
+    fn transform_ip_passthrough(
+        &self,
+        buffer: &gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let embedding = match Embedding::from_buffer(buffer.as_ref()) {
+            Ok(Some(embedding)) => embedding,
+            Ok(None) => return Ok(gst::FlowSuccess::Ok),
+            Err(err) => {
+                gst::warning!(CAT, imp = self, "unreadable meta: {err}");
+                return Ok(gst::FlowSuccess::Ok);
+            }
+        };
+        let state = lock(&self.state);
+        let Some(state) = state.as_ref() else {
+            return Err(gst::FlowError::Flushing);
+        };
+        let frame = self.frame_info(buffer.as_ref(), &state.source_id);
+        state
+            .outbox
+            .push(frame_message(&embedding, &frame, state.options));
+        Ok(gst::FlowSuccess::Ok)
+    }
+}

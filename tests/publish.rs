@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `radiometapublish` with `method=file`: every embedded frame's message is one
+//! line that validates against `schema/radioembed-message.schema.json`, and its
+//! vectors decode to exactly the meta's values, in every encoding.
+
+mod common;
+
+use std::path::Path;
+
+use base64::Engine as _;
+use common::{TempDir, fixture, init};
+use gst::prelude::*;
+use gstradio::meta::Embedding;
+use serde_json::Value;
+
+/// The message schema, compiled.
+fn validator() -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/radioembed-message.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).expect("a valid JSON Schema")
+}
+
+/// Decodes a vector of a message: a JSON array, or base64 of f32 / f16 bytes.
+fn decode(v: &Value) -> Vec<f32> {
+    if let Some(values) = v.as_array() {
+        return values.iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v["data"].as_str().unwrap())
+        .unwrap();
+    match v["dtype"].as_str().unwrap() {
+        "f32" => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        "f16" => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => panic!("unknown dtype {other}"),
+    }
+}
+
+/// Plays 5 frames through radioembed and radiometapublish (`props`) into an
+/// appsink; a probe stamps each frame with a Unix reference timestamp of
+/// 1,700,000,000.5 s plus its index. Returns the embeddings the appsink got.
+fn publish(meta_dtype: &str, props: &str) -> Vec<Embedding> {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=5 ! video/x-raw,width=64,height=48,framerate=10/1 ! \
+         radioembed model={} resolution=32 spatial-pool=2 meta-dtype={meta_dtype} ! \
+         radiometapublish name=publish {props} ! appsink name=sink sync=false",
+        fixture("tiny-so400m").display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let reference = gst::Caps::new_empty_simple("timestamp/x-unix");
+    let publish = pipeline.by_name("publish").unwrap();
+    publish
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+                let at = gst::ClockTime::from_mseconds(1_700_000_000_500)
+                    + buffer.pts().unwrap_or_default();
+                gst::ReferenceTimestampMeta::add(buffer.make_mut(), &reference, at, None);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let sink = pipeline.by_name("sink").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut embeddings = Vec::new();
+    while let Some(sample) = sink.emit_by_name::<Option<gst::Sample>>("pull-sample", &[]) {
+        let buffer = sample.buffer().unwrap();
+        embeddings.push(Embedding::from_buffer(buffer).unwrap().unwrap());
+    }
+    let bus = pipeline.bus().unwrap();
+    let end = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("the pipeline ended");
+    assert_eq!(end.type_(), gst::MessageType::Eos, "{end:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+    embeddings
+}
+
+/// Checks every line of `file` against the schema and the frame it describes.
+fn check_lines(file: &Path, embeddings: &[Embedding], with_spatial: bool) {
+    let validator = validator();
+    let text = std::fs::read_to_string(file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), embeddings.len(), "one line per embedded frame");
+    for (i, (line, e)) in lines.iter().zip(embeddings).enumerate() {
+        let m: Value = serde_json::from_str(line).unwrap();
+        if let Err(err) = validator.validate(&m) {
+            panic!("line {i} does not match the schema: {err}\n{line}");
+        }
+        assert_eq!(m["source-id"], "frames");
+        assert_eq!(m["frame-index"], e.frame_index);
+        assert_eq!(m["pts-ns"], i as u64 * 100_000_000);
+        assert_eq!(m["stream-time-ns"], i as u64 * 100_000_000);
+        assert_eq!(
+            m["timestamp"],
+            format!("2023-11-14T22:13:20.{}00000Z", 5 + i)
+        );
+        assert_eq!(
+            (m["input-width"].clone(), m["input-height"].clone()),
+            (48.into(), 32.into())
+        );
+        assert_eq!(
+            decode(&m["summary"]),
+            *e.summary.as_ref().unwrap(),
+            "summary of line {i}"
+        );
+        if with_spatial {
+            let spatial = &m["spatial"];
+            assert_eq!(
+                (
+                    spatial["grid-height"].clone(),
+                    spatial["grid-width"].clone()
+                ),
+                (1.into(), 1.into())
+            );
+            assert_eq!(spatial["dim"], e.spatial_dim);
+            assert_eq!(decode(&spatial["values"]), *e.spatial.as_ref().unwrap());
+        } else {
+            assert!(m.get("spatial").is_none());
+        }
+    }
+}
+
+#[test]
+fn every_frame_is_one_line_that_decodes_to_the_meta_in_every_encoding() {
+    let dir = TempDir::new("publish-file");
+    for (encoding, meta_dtype) in [
+        ("json", "f32"),
+        ("base64-f32", "f32"),
+        ("base64-f16", "f16"),
+    ] {
+        let file = dir.join(format!("{encoding}.jsonl"));
+        let embeddings = publish(
+            meta_dtype,
+            &format!(
+                "location={} source-id=frames vector-encoding={encoding} spatial=true",
+                file.display()
+            ),
+        );
+        assert_eq!(embeddings.len(), 5);
+        check_lines(&file, &embeddings, true);
+    }
+    let file = dir.join("summary.jsonl");
+    let embeddings = publish(
+        "f32",
+        &format!("location={} source-id=frames", file.display()),
+    );
+    check_lines(&file, &embeddings, false);
+}
+
+#[test]
+fn an_unwritable_location_is_a_clear_error_at_start() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc num-buffers=1 ! radiometapublish location=/proc/no/such/dir/x.jsonl ! \
+         fakesink",
+    )
+    .unwrap();
+    let bus = pipeline.bus().unwrap();
+    assert!(pipeline.set_state(gst::State::Playing).is_err());
+    let msg = bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+        .expect("an error on the bus");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let gst::MessageView::Error(err) = msg.view() else {
+        unreachable!()
+    };
+    assert!(
+        err.error().matches(gst::ResourceError::OpenWrite),
+        "{err:?}"
+    );
+    assert!(
+        err.error()
+            .to_string()
+            .starts_with("cannot start publishing: cannot open /proc/no/such/dir/x.jsonl"),
+        "{}",
+        err.error()
+    );
+}
