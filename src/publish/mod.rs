@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Embeddings out of the pipeline: one JSON message per embedded frame
 //! ([`message`]), handed off the streaming thread through a bounded
-//! [`Outbox`] to a [`Publisher`]: JSON lines in a file ([`FilePublisher`]).
+//! [`Outbox`] to a [`Publisher`]: JSON lines in a file ([`FilePublisher`]) or an
+//! MQTT broker ([`MqttPublisher`]).
 
 mod file;
 pub mod message;
+mod mqtt;
 mod outbox;
 
 pub use file::FilePublisher;
 pub use message::{FrameInfo, MessageOptions, VectorEncoding, frame_message};
+pub use mqtt::{MqttPublisher, MqttSettings};
 pub use outbox::{Outbox, OutboxEvent, PublishStats};
 
 /// Why a message could not be published, or a publisher not started.

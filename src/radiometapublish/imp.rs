@@ -14,11 +14,11 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::{DEFAULT_MAX_QUEUED, Method, VectorEncoding};
+use super::{DEFAULT_MAX_QUEUED, DEFAULT_TOPIC, Method, VectorEncoding};
 use crate::meta::Embedding;
 use crate::publish::{
-    self, FilePublisher, FrameInfo, MessageOptions, Outbox, OutboxEvent, PublishError, Publisher,
-    frame_message,
+    self, FilePublisher, FrameInfo, MessageOptions, MqttPublisher, MqttSettings, Outbox,
+    OutboxEvent, PublishError, Publisher, frame_message,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -33,6 +33,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const EOS_DRAIN: Duration = Duration::from_secs(10);
 /// How long a stop waits for them.
 const STOP_GRACE: Duration = Duration::from_secs(1);
+/// How long start waits for an MQTT broker before it warns (or, with
+/// `fail-on-unreachable`, fails).
+const BROKER_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -43,6 +46,12 @@ struct Settings {
     vector_encoding: VectorEncoding,
     spatial: bool,
     max_queued: u32,
+    address: String,
+    topic: String,
+    qos: u32,
+    username: Option<String>,
+    password: Option<String>,
+    fail_on_unreachable: bool,
 }
 
 impl Default for Settings {
@@ -55,6 +64,12 @@ impl Default for Settings {
             vector_encoding: VectorEncoding::Json,
             spatial: false,
             max_queued: DEFAULT_MAX_QUEUED,
+            address: "mqtt://127.0.0.1:1883".into(),
+            topic: DEFAULT_TOPIC.into(),
+            qos: 0,
+            username: None,
+            password: None,
+            fail_on_unreachable: false,
         }
     }
 }
@@ -71,13 +86,39 @@ impl Settings {
         }
     }
 
-    /// The publisher the settings name, or why there is none.
-    fn publisher(&self) -> Result<Box<dyn Publisher>, PublishError> {
+    /// The publisher the settings name for `source_id`, or why there is none;
+    /// a warning for the bus when an MQTT broker does not answer yet.
+    fn publisher(
+        &self,
+        source_id: &str,
+    ) -> Result<(Box<dyn Publisher>, Option<String>), PublishError> {
         match self.method {
-            Method::File => Ok(Box::new(FilePublisher::open(
-                &self.location,
-                self.max_file_size,
-            )?)),
+            Method::File => Ok((
+                Box::new(FilePublisher::open(&self.location, self.max_file_size)?),
+                None,
+            )),
+            Method::Mqtt => {
+                let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+                let settings = MqttSettings {
+                    address: self.address.clone(),
+                    topic: self.topic.clone(),
+                    qos: self.qos as u8,
+                    username: self.username.clone().or_else(|| env("RADIO_MQTT_USERNAME")),
+                    password: self.password.clone().or_else(|| env("RADIO_MQTT_PASSWORD")),
+                    client_id: format!("radiometapublish-{}-{source_id}", std::process::id()),
+                };
+                if self.fail_on_unreachable {
+                    let publisher =
+                        MqttPublisher::connect(&settings, source_id, Some(BROKER_WAIT))?;
+                    return Ok((Box::new(publisher), None));
+                }
+                let publisher = MqttPublisher::connect(&settings, source_id, None)?;
+                let warning = publisher
+                    .wait_connected(BROKER_WAIT)
+                    .err()
+                    .map(|e| format!("{e}; messages wait and the connection is retried"));
+                Ok((Box::new(publisher), warning))
+            }
         }
     }
 }
@@ -216,6 +257,44 @@ impl ObjectImpl for RadioMetaPublish {
                     )
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("address")
+                    .nick("Address")
+                    .blurb("method=mqtt: the broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS)")
+                    .default_value(Some("mqtt://127.0.0.1:1883"))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("topic")
+                    .nick("Topic")
+                    .blurb("method=mqtt: the topic; {source-id} is replaced by the source id")
+                    .default_value(Some(DEFAULT_TOPIC))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("qos")
+                    .nick("QoS")
+                    .blurb("method=mqtt: 0 (at most once) or 1 (at least once)")
+                    .maximum(1)
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("username")
+                    .nick("User name")
+                    .blurb("method=mqtt: user name for the broker; default: $RADIO_MQTT_USERNAME")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("password")
+                    .nick("Password")
+                    .blurb("method=mqtt: password for the broker; default: $RADIO_MQTT_PASSWORD")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("fail-on-unreachable")
+                    .nick("Fail on unreachable")
+                    .blurb(
+                        "method=mqtt: fail at start when the broker does not answer in 2 s \
+                         (default: warn, queue and retry)",
+                    )
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("source-id")
                     .nick("Source id")
                     .blurb("The stream's name in messages; default: the stream id, else the element name")
@@ -265,6 +344,24 @@ impl ObjectImpl for RadioMetaPublish {
             "vector-encoding" => s.vector_encoding = value.get().expect("type checked upstream"),
             "spatial" => s.spatial = value.get().expect("type checked upstream"),
             "max-queued" => s.max_queued = value.get().expect("type checked upstream"),
+            "address" => {
+                s.address = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
+            }
+            "topic" => {
+                s.topic = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_TOPIC.into())
+            }
+            "qos" => s.qos = value.get().expect("type checked upstream"),
+            "username" => s.username = value.get().expect("type checked upstream"),
+            "password" => s.password = value.get().expect("type checked upstream"),
+            "fail-on-unreachable" => {
+                s.fail_on_unreachable = value.get().expect("type checked upstream")
+            }
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -282,6 +379,13 @@ impl ObjectImpl for RadioMetaPublish {
             "vector-encoding" => s.vector_encoding.to_value(),
             "spatial" => s.spatial.to_value(),
             "max-queued" => s.max_queued.to_value(),
+            "address" => s.address.to_value(),
+            "topic" => s.topic.to_value(),
+            "qos" => s.qos.to_value(),
+            "username" => s.username.to_value(),
+            // Write-only in spirit: never read back.
+            "password" => None::<String>.to_value(),
+            "fail-on-unreachable" => s.fail_on_unreachable.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -331,15 +435,18 @@ impl BaseTransformImpl for RadioMetaPublish {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let publisher = settings
-            .publisher()
-            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)))?;
-        let outbox = Outbox::start(publisher, settings.max_queued as usize, self.notifier())
-            .map_err(|e| gst::error_msg!(gst::CoreError::Thread, ("{}", e)))?;
         let source_id = settings
             .source_id
             .clone()
             .unwrap_or_else(|| self.obj().name().to_string());
+        let (publisher, warning) = settings
+            .publisher(&source_id)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)))?;
+        if let Some(warning) = warning {
+            gst::element_imp_warning!(self, gst::ResourceError::OpenWrite, ("{}", warning));
+        }
+        let outbox = Outbox::start(publisher, settings.max_queued as usize, self.notifier())
+            .map_err(|e| gst::error_msg!(gst::CoreError::Thread, ("{}", e)))?;
         *lock(&self.state) = Some(State {
             outbox,
             options: settings.message_options(),

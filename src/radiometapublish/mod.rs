@@ -29,7 +29,13 @@ pub enum Method {
     #[default]
     #[enum_value(name = "JSON lines in a file", nick = "file")]
     File,
+    /// One MQTT message per frame on `topic` at the broker `address`.
+    #[enum_value(name = "MQTT broker", nick = "mqtt")]
+    Mqtt,
 }
+
+/// The `topic` property's default.
+pub const DEFAULT_TOPIC: &str = "radioembed/{source-id}";
 
 /// How vectors are written in a message.
 #[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default)]
