@@ -36,6 +36,10 @@ step "cargo test"
 cargo build --lib
 tests cargo test
 
+step "kafka feature: radiometapublish method=kafka (librdkafka built from source)"
+cargo clippy --features kafka --all-targets -- -D warnings
+tests cargo test --features kafka --lib --test publish --test publish_kafka
+
 step "gst-inspect-1.0 radioembed from the build tree"
 scripts/check-plugin.sh target/debug/libgstradio.so
 

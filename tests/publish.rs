@@ -188,3 +188,28 @@ fn an_unwritable_location_is_a_clear_error_at_start() {
         err.error()
     );
 }
+
+#[cfg(not(feature = "kafka"))]
+#[test]
+fn kafka_in_a_build_without_it_says_how_to_get_it() {
+    init();
+    let pipeline =
+        gst::parse::launch("videotestsrc num-buffers=1 ! radiometapublish method=kafka ! fakesink")
+            .unwrap();
+    let bus = pipeline.bus().unwrap();
+    assert!(pipeline.set_state(gst::State::Playing).is_err());
+    let msg = bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+        .expect("an error on the bus");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let gst::MessageView::Error(err) = msg.view() else {
+        unreachable!()
+    };
+    assert!(
+        err.error()
+            .to_string()
+            .contains("rebuild with `cargo build --features kafka`"),
+        "{}",
+        err.error()
+    );
+}

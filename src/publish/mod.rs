@@ -1,15 +1,20 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Embeddings out of the pipeline: one JSON message per embedded frame
 //! ([`message`]), handed off the streaming thread through a bounded
-//! [`Outbox`] to a [`Publisher`]: JSON lines in a file ([`FilePublisher`]) or an
-//! MQTT broker ([`MqttPublisher`]).
+//! [`Outbox`] to a [`Publisher`]: JSON lines in a file ([`FilePublisher`]), an
+//! MQTT broker ([`MqttPublisher`]) or, with the `kafka` feature, Kafka
+//! (`KafkaPublisher`).
 
 mod file;
+#[cfg(feature = "kafka")]
+mod kafka;
 pub mod message;
 mod mqtt;
 mod outbox;
 
 pub use file::FilePublisher;
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaPublisher, KafkaSettings};
 pub use message::{FrameInfo, MessageOptions, VectorEncoding, frame_message};
 pub use mqtt::{MqttPublisher, MqttSettings};
 pub use outbox::{Outbox, OutboxEvent, PublishStats};

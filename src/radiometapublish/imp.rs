@@ -14,7 +14,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::{DEFAULT_MAX_QUEUED, DEFAULT_TOPIC, Method, VectorEncoding};
+use super::{DEFAULT_MAX_QUEUED, Method, VectorEncoding};
 use crate::meta::Embedding;
 use crate::publish::{
     self, FilePublisher, FrameInfo, MessageOptions, MqttPublisher, MqttSettings, Outbox,
@@ -47,7 +47,9 @@ struct Settings {
     spatial: bool,
     max_queued: u32,
     address: String,
-    topic: String,
+    /// `None`: the method's default topic.
+    topic: Option<String>,
+    compression: String,
     qos: u32,
     username: Option<String>,
     password: Option<String>,
@@ -65,7 +67,8 @@ impl Default for Settings {
             spatial: false,
             max_queued: DEFAULT_MAX_QUEUED,
             address: "mqtt://127.0.0.1:1883".into(),
-            topic: DEFAULT_TOPIC.into(),
+            topic: None,
+            compression: "none".into(),
             qos: 0,
             username: None,
             password: None,
@@ -92,6 +95,10 @@ impl Settings {
         &self,
         source_id: &str,
     ) -> Result<(Box<dyn Publisher>, Option<String>), PublishError> {
+        let topic = self
+            .topic
+            .clone()
+            .unwrap_or_else(|| self.method.default_topic().into());
         match self.method {
             Method::File => Ok((
                 Box::new(FilePublisher::open(&self.location, self.max_file_size)?),
@@ -101,7 +108,7 @@ impl Settings {
                 let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
                 let settings = MqttSettings {
                     address: self.address.clone(),
-                    topic: self.topic.clone(),
+                    topic,
                     qos: self.qos as u8,
                     username: self.username.clone().or_else(|| env("RADIO_MQTT_USERNAME")),
                     password: self.password.clone().or_else(|| env("RADIO_MQTT_PASSWORD")),
@@ -119,8 +126,37 @@ impl Settings {
                     .map(|e| format!("{e}; messages wait and the connection is retried"));
                 Ok((Box::new(publisher), warning))
             }
+            Method::Kafka => kafka_publisher(&self.address, topic, &self.compression, source_id),
         }
     }
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_publisher(
+    address: &str,
+    topic: String,
+    compression: &str,
+    source_id: &str,
+) -> Result<(Box<dyn Publisher>, Option<String>), PublishError> {
+    let settings = publish::KafkaSettings {
+        brokers: address.trim_start_matches("kafka://").to_string(),
+        topic,
+        compression: compression.to_string(),
+    };
+    let publisher = publish::KafkaPublisher::connect(&settings, source_id)?;
+    Ok((Box::new(publisher), None))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_publisher(
+    _address: &str,
+    _topic: String,
+    _compression: &str,
+    _source_id: &str,
+) -> Result<(Box<dyn Publisher>, Option<String>), PublishError> {
+    Err(PublishError::Start(
+        "this build has no Kafka support; rebuild with `cargo build --features kafka`".into(),
+    ))
 }
 
 /// Made at start, dropped at stop.
@@ -259,14 +295,26 @@ impl ObjectImpl for RadioMetaPublish {
                     .build(),
                 glib::ParamSpecString::builder("address")
                     .nick("Address")
-                    .blurb("method=mqtt: the broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS)")
+                    .blurb(
+                        "method=mqtt: the broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT] \
+                         (TLS); method=kafka: bootstrap servers HOST:PORT[,HOST:PORT...]",
+                    )
                     .default_value(Some("mqtt://127.0.0.1:1883"))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("topic")
                     .nick("Topic")
-                    .blurb("method=mqtt: the topic; {source-id} is replaced by the source id")
-                    .default_value(Some(DEFAULT_TOPIC))
+                    .blurb(
+                        "The topic; {source-id} is replaced by the source id (default: \
+                         radioembed/{source-id} for MQTT, radioembed for Kafka, whose \
+                         records are keyed by the source id)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("compression")
+                    .nick("Compression")
+                    .blurb("method=kafka: compression.type, none, gzip, snappy or lz4")
+                    .default_value(Some("none"))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("qos")
@@ -350,11 +398,12 @@ impl ObjectImpl for RadioMetaPublish {
                     .expect("type checked upstream")
                     .unwrap_or_default()
             }
-            "topic" => {
-                s.topic = value
+            "topic" => s.topic = value.get().expect("type checked upstream"),
+            "compression" => {
+                s.compression = value
                     .get::<Option<String>>()
                     .expect("type checked upstream")
-                    .unwrap_or_else(|| DEFAULT_TOPIC.into())
+                    .unwrap_or_else(|| "none".into())
             }
             "qos" => s.qos = value.get().expect("type checked upstream"),
             "username" => s.username = value.get().expect("type checked upstream"),
@@ -381,6 +430,7 @@ impl ObjectImpl for RadioMetaPublish {
             "max-queued" => s.max_queued.to_value(),
             "address" => s.address.to_value(),
             "topic" => s.topic.to_value(),
+            "compression" => s.compression.to_value(),
             "qos" => s.qos.to_value(),
             "username" => s.username.to_value(),
             // Write-only in spirit: never read back.

@@ -32,10 +32,23 @@ pub enum Method {
     /// One MQTT message per frame on `topic` at the broker `address`.
     #[enum_value(name = "MQTT broker", nick = "mqtt")]
     Mqtt,
+    /// One Kafka record per frame on `topic`, keyed by the source id (builds
+    /// with the `kafka` feature).
+    #[enum_value(name = "Kafka (builds with the kafka feature)", nick = "kafka")]
+    Kafka,
 }
 
-/// The `topic` property's default.
-pub const DEFAULT_TOPIC: &str = "radioembed/{source-id}";
+impl Method {
+    /// The topic when the `topic` property is not set.
+    pub fn default_topic(self) -> &'static str {
+        match self {
+            Self::File => "",
+            Self::Mqtt => "radioembed/{source-id}",
+            // Kafka topic names take no `/`; the source id is the record key.
+            Self::Kafka => "radioembed",
+        }
+    }
+}
 
 /// How vectors are written in a message.
 #[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default)]
