@@ -213,3 +213,12 @@ fn kafka_in_a_build_without_it_says_how_to_get_it() {
         err.error()
     );
 }
+
+#[test]
+fn an_unknown_method_is_refused_by_name() {
+    init();
+    let err = gst::parse::launch("videotestsrc ! radiometapublish method=amqp ! fakesink")
+        .expect_err("no such method");
+    assert!(err.to_string().contains("method"), "{err}");
+    assert!(err.to_string().contains("amqp"), "{err}");
+}
