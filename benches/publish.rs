@@ -106,7 +106,7 @@ fn main() {
         let started = Instant::now();
         let mut bytes = 0;
         for _ in 0..frames {
-            bytes += frame_message(&e, &frame, options).len();
+            bytes += frame_message(&e, &frame, &[], options).len();
         }
         let took = started.elapsed();
         println!(

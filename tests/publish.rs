@@ -10,7 +10,7 @@ use std::path::Path;
 use base64::Engine as _;
 use common::{TempDir, fixture, init};
 use gst::prelude::*;
-use gstradio::meta::Embedding;
+use gstradio::meta::{Embedding, MetaDtype, region_param};
 use serde_json::Value;
 
 /// The message schema, compiled.
@@ -43,7 +43,8 @@ fn decode(v: &Value) -> Vec<f32> {
 
 /// Plays 5 frames through radioembed and radiometapublish (`props`) into an
 /// appsink; a probe stamps each frame with a Unix reference timestamp of
-/// 1,700,000,000.5 s plus its index. Returns the embeddings the appsink got.
+/// 1,700,000,000.5 s plus its PTS and gives the odd frames a `person` region
+/// with a vector ([`region_vector`]). Returns the embeddings the appsink got.
 fn publish(meta_dtype: &str, props: &str) -> Vec<Embedding> {
     init();
     let pipeline = gst::parse::launch(&format!(
@@ -64,7 +65,15 @@ fn publish(meta_dtype: &str, props: &str) -> Vec<Embedding> {
             if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
                 let at = gst::ClockTime::from_mseconds(1_700_000_000_500)
                     + buffer.pts().unwrap_or_default();
-                gst::ReferenceTimestampMeta::add(buffer.make_mut(), &reference, at, None);
+                let frame = buffer.pts().unwrap_or_default().mseconds() / 100;
+                let buffer = buffer.make_mut();
+                gst::ReferenceTimestampMeta::add(buffer, &reference, at, None);
+                if frame % 2 == 1 {
+                    let rect = (4 + frame as u32, 2, 10, 8);
+                    let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, "person", rect);
+                    roi.set_id(frame as i32);
+                    roi.add_param(region_param(&region_vector(frame), MetaDtype::F32));
+                }
             }
             gst::PadProbeReturn::Ok
         });
@@ -85,6 +94,11 @@ fn publish(meta_dtype: &str, props: &str) -> Vec<Embedding> {
     assert_eq!(end.type_(), gst::MessageType::Eos, "{end:?}");
     pipeline.set_state(gst::State::Null).unwrap();
     embeddings
+}
+
+/// The vector the probe gives frame `frame`'s region.
+fn region_vector(frame: u64) -> Vec<f32> {
+    vec![frame as f32, 0.5, -1.25]
 }
 
 /// Checks every line of `file` against the schema and the frame it describes.
@@ -115,6 +129,24 @@ fn check_lines(file: &Path, embeddings: &[Embedding], with_spatial: bool) {
             *e.summary.as_ref().unwrap(),
             "summary of line {i}"
         );
+        if i % 2 == 1 {
+            let objects = m["objects"]
+                .as_array()
+                .expect("the odd frames have a region");
+            assert_eq!(objects.len(), 1);
+            let o = &objects[0];
+            assert_eq!(
+                (o["id"].clone(), o["type"].clone()),
+                (i.into(), "person".into())
+            );
+            assert_eq!(
+                o["box"],
+                serde_json::json!({"x": 4 + i, "y": 2, "width": 10, "height": 8})
+            );
+            assert_eq!(decode(&o["vector"]), region_vector(i as u64));
+        } else {
+            assert!(m.get("objects").is_none(), "line {i} has no region");
+        }
         if with_spatial {
             let spatial = &m["spatial"];
             assert_eq!(

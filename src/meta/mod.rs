@@ -22,6 +22,9 @@
 
 use std::sync::Once;
 
+pub use region::{REGION_PARAM, RegionEmbedding, region_param, regions};
+
+mod region;
 #[cfg(feature = "v1_26")]
 pub mod tensor;
 

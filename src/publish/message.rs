@@ -16,7 +16,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use crate::meta::Embedding;
+use crate::meta::{Embedding, RegionEmbedding};
 
 /// The schema this module writes; a consumer checks it before reading on.
 pub const SCHEMA: &str = "radioembed/1";
@@ -55,8 +55,14 @@ pub struct MessageOptions {
     pub spatial: bool,
 }
 
-/// The message of one embedded frame, as one line of JSON.
-pub fn frame_message(e: &Embedding, frame: &FrameInfo, options: MessageOptions) -> String {
+/// The message of one embedded frame and the vectors of its `objects` (regions),
+/// as one line of JSON.
+pub fn frame_message(
+    e: &Embedding,
+    frame: &FrameInfo,
+    objects: &[RegionEmbedding],
+    options: MessageOptions,
+) -> String {
     let mut m = Map::new();
     m.insert("schema".into(), SCHEMA.into());
     m.insert("source-id".into(), frame.source_id.clone().into());
@@ -85,6 +91,20 @@ pub fn frame_message(e: &Embedding, frame: &FrameInfo, options: MessageOptions) 
             "values": vector(spatial, options.encoding),
         });
         m.insert("spatial".into(), grid);
+    }
+    if !objects.is_empty() {
+        let objects = objects
+            .iter()
+            .map(|o| {
+                json!({
+                    "id": o.id,
+                    "type": o.roi_type,
+                    "box": { "x": o.rect.0, "y": o.rect.1, "width": o.rect.2, "height": o.rect.3 },
+                    "vector": vector(&o.vector, options.encoding),
+                })
+            })
+            .collect();
+        m.insert("objects".into(), Value::Array(objects));
     }
     Value::Object(m).to_string()
 }
@@ -128,7 +148,7 @@ mod tests {
             pts_ns: Some(5_000_000_000),
             timestamp: None,
         };
-        let line = frame_message(&embedding(), &frame, MessageOptions::default());
+        let line = frame_message(&embedding(), &frame, &[], MessageOptions::default());
         assert!(!line.contains('\n'));
         let m: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(m["schema"], "radioembed/1");
@@ -143,6 +163,7 @@ mod tests {
         );
         assert_eq!(m["summary"], json!([1.5, -0.25, 3.0]));
         assert!(m.get("spatial").is_none(), "the grid only when asked for");
+        assert!(m.get("objects").is_none(), "no regions, no objects");
     }
 
     #[test]
@@ -151,9 +172,13 @@ mod tests {
             encoding: VectorEncoding::Base64F16,
             spatial: true,
         };
-        let m: Value =
-            serde_json::from_str(&frame_message(&embedding(), &FrameInfo::default(), options))
-                .unwrap();
+        let m: Value = serde_json::from_str(&frame_message(
+            &embedding(),
+            &FrameInfo::default(),
+            &[],
+            options,
+        ))
+        .unwrap();
         assert_eq!(m["summary"]["dtype"], "f16");
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(m["summary"]["data"].as_str().unwrap())

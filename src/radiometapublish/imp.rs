@@ -15,7 +15,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::{DEFAULT_MAX_QUEUED, Method, VectorEncoding};
-use crate::meta::Embedding;
+use crate::meta::{Embedding, regions};
 use crate::publish::{
     self, FilePublisher, FrameInfo, MessageOptions, MqttPublisher, MqttSettings, Outbox,
     OutboxEvent, PublishError, Publisher, frame_message,
@@ -551,9 +551,13 @@ impl BaseTransformImpl for RadioMetaPublish {
             return Err(gst::FlowError::Flushing);
         };
         let frame = self.frame_info(buffer.as_ref(), &state.source_id);
+        let objects = regions(buffer.as_ref()).unwrap_or_else(|err| {
+            gst::warning!(CAT, imp = self, "unreadable region vector: {err}");
+            Vec::new()
+        });
         state
             .outbox
-            .push(frame_message(&embedding, &frame, state.options));
+            .push(frame_message(&embedding, &frame, &objects, state.options));
         Ok(gst::FlowSuccess::Ok)
     }
 }
