@@ -254,3 +254,58 @@ fn an_unknown_method_is_refused_by_name() {
     assert!(err.to_string().contains("method"), "{err}");
     assert!(err.to_string().contains("amqp"), "{err}");
 }
+
+/// A live pipeline on a real-time clock: every frame is stamped with the wall
+/// clock (frames prerolled before PLAYING have no clock, hence no stamp).
+#[test]
+fn a_realtime_pipeline_clock_gives_wall_clock_timestamps() {
+    init();
+    let dir = TempDir::new("publish-realtime");
+    let file = dir.join("frames.jsonl");
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc is-live=true num-buffers=3 ! \
+         video/x-raw,width=64,height=48,framerate=10/1 ! \
+         radioembed model={} resolution=32 ! radiometapublish location={} ! fakesink",
+        fixture("tiny-so400m").display(),
+        file.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let realtime = gst::glib::Object::builder::<gst::SystemClock>()
+        .property("clock-type", gst::ClockType::Realtime)
+        .build();
+    pipeline.use_clock(Some(&realtime));
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let started = unix_now();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let end = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
+    assert_eq!(end.type_(), gst::MessageType::Eos, "{end:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let ended = unix_now();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    for line in text.lines() {
+        let m: Value = serde_json::from_str(line).unwrap();
+        let stamp = m["timestamp"]
+            .as_str()
+            .expect("a timestamp on a real-time clock");
+        let at = gst::glib::DateTime::from_iso8601(stamp, None).unwrap();
+        let at = at.to_unix() as f64 + f64::from(at.microsecond()) / 1e6;
+        assert!(
+            (started - 1.0..=ended + 1.0).contains(&at),
+            "{stamp} is not within the run ({started}..{ended})"
+        );
+    }
+}

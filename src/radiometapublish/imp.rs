@@ -209,16 +209,32 @@ impl RadioMetaPublish {
     /// Where and when the frame in `buffer` is.
     fn frame_info(&self, buffer: &gst::BufferRef, source_id: &str) -> FrameInfo {
         let segment = self.obj().segment();
+        let segment = segment.downcast_ref::<gst::ClockTime>();
         let stream_time = segment
-            .downcast_ref::<gst::ClockTime>()
             .zip(buffer.pts())
             .and_then(|(segment, pts)| segment.to_stream_time(pts));
+        let unix_ns = reference_timestamp(buffer).or_else(|| {
+            let running = segment.zip(buffer.pts())?;
+            self.realtime_clock_at(running.0.to_running_time(running.1)?)
+        });
         FrameInfo {
             source_id: source_id.to_string(),
             stream_time_ns: stream_time.map(|t| t.nseconds()),
             pts_ns: buffer.pts().map(|t| t.nseconds()),
-            timestamp: wall_clock(buffer),
+            timestamp: unix_ns.and_then(rfc3339),
         }
+    }
+
+    /// The wall-clock time (Unix ns) at `running_time`, when the pipeline runs
+    /// on a real-time clock: a system clock of type REALTIME (as an application
+    /// sets with `pipeline.use_clock`), whose times are Unix times.
+    fn realtime_clock_at(&self, running_time: gst::ClockTime) -> Option<u64> {
+        let clock = self.obj().clock()?.downcast::<gst::SystemClock>().ok()?;
+        if clock.property::<gst::ClockType>("clock-type") != gst::ClockType::Realtime {
+            return None;
+        }
+        let base = self.obj().base_time()?;
+        Some((base + running_time).nseconds())
     }
 
     fn stats_structure(&self) -> gst::Structure {
@@ -235,13 +251,12 @@ impl RadioMetaPublish {
     }
 }
 
-/// The capture time in a reference timestamp meta (`timestamp/x-ntp`, as
-/// `rtspsrc add-reference-timestamp-meta=true` adds, or `timestamp/x-unix`)
-/// as RFC 3339, UTC.
-fn wall_clock(buffer: &gst::BufferRef) -> Option<String> {
+/// The capture time (Unix ns) in a reference timestamp meta: `timestamp/x-ntp`,
+/// as `rtspsrc add-reference-timestamp-meta=true` adds, or `timestamp/x-unix`.
+fn reference_timestamp(buffer: &gst::BufferRef) -> Option<u64> {
     /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
     const NTP_TO_UNIX: u64 = 2_208_988_800;
-    let unix_ns = buffer
+    buffer
         .iter_meta::<gst::ReferenceTimestampMeta>()
         .find_map(|meta| {
             let name = meta.reference().structure(0)?.name();
@@ -251,7 +266,11 @@ fn wall_clock(buffer: &gst::BufferRef) -> Option<String> {
                 "timestamp/x-unix" => Some(ns),
                 _ => None,
             }
-        })?;
+        })
+}
+
+/// Unix ns as RFC 3339, UTC, to the microsecond.
+fn rfc3339(unix_ns: u64) -> Option<String> {
     let secs = i64::try_from(unix_ns / 1_000_000_000).ok()?;
     let micros = (unix_ns % 1_000_000_000 / 1000) as i64;
     let time = glib::DateTime::from_unix_utc(secs)
