@@ -27,26 +27,46 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path, port: u16) -> Self {
-        let config = dir.join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .unwrap();
+        Self::start_with(dir, port, "allow_anonymous true\n")
+    }
+
+    /// A broker with more `config` lines for its listener (TLS, passwords).
+    fn start_with(dir: &Path, port: u16, config: &str) -> Self {
+        let path = dir.join("mosquitto.conf");
+        let text = format!("persistence false\nlistener {port} 127.0.0.1\n{config}");
+        std::fs::write(&path, text).unwrap();
+        let config = path;
         let child = Self::spawn(&config);
         let broker = Self { config, child };
-        wait_for_port(port);
+        broker.wait_for_port(port);
         broker
     }
 
+    /// Runs mosquitto, its log in `mosquitto.log` beside the config.
     fn spawn(config: &Path) -> Child {
+        let log = std::fs::File::create(config.with_file_name("mosquitto.log")).unwrap();
         Command::new("/usr/sbin/mosquitto")
             .arg("-c")
             .arg(config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("mosquitto runs (Debian package mosquitto, installed by .ci/run)")
+    }
+
+    /// Waits until the broker listens; fails with its log if it never does.
+    fn wait_for_port(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.config.with_file_name("mosquitto.log"));
+                panic!(
+                    "the broker never listened on {port}: {}",
+                    log.unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kills the broker without warning.
@@ -58,7 +78,7 @@ impl Broker {
     /// Starts it again on the same port.
     fn restart(&mut self, port: u16) {
         self.child = Self::spawn(&self.config);
-        wait_for_port(port);
+        self.wait_for_port(port);
     }
 }
 
@@ -76,17 +96,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the broker never listened on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A subscriber to `topic` that collects the messages and subscribes again
 /// after every reconnection.
 struct Subscriber {
@@ -95,8 +104,18 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(port: u16, topic: &str) -> Self {
+        Self::start_with(port, topic, None)
+    }
+
+    /// A subscriber over TLS with this CA (PEM) and these credentials.
+    fn start_with(port: u16, topic: &str, tls: Option<(Vec<u8>, &str, &str)>) -> Self {
         let mut options = MqttOptions::new("test-subscriber", "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(5));
+        if let Some((ca, user, password)) = tls {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            options.set_transport(rumqttc::Transport::tls(ca, None, None));
+            options.set_credentials(user, password);
+        }
         let (client, mut connection) = Client::new(options, 16);
         let received = Arc::new(Mutex::new(Vec::new()));
         let subscribed = Arc::new(AtomicBool::new(false));
@@ -324,4 +343,141 @@ fn bad_addresses_and_absent_brokers_are_clear_at_start() {
     let (kind, text) = msg.unwrap();
     assert_eq!(kind, gst::MessageType::Warning);
     assert!(text.contains("the connection is retried"), "{text}");
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl in
+/// `dir`: ca.crt, server.crt, server.key.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=radioembed test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    // Readable by the mosquitto user the broker drops to when started as root.
+    use std::os::unix::fs::PermissionsExt;
+    let readable = |mode| std::fs::Permissions::from_mode(mode);
+    std::fs::set_permissions(dir.join("server.key"), readable(0o644)).unwrap();
+    std::fs::set_permissions(dir, readable(0o755)).unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[test]
+fn tls_and_a_password_reach_a_broker_that_asks_for_them() {
+    let dir = TempDir::new("mqtt-tls");
+    make_certificates(dir.path());
+    let passwords = dir.join("passwords");
+    let made = Command::new("/usr/bin/mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwords)
+        .args(["cam", "s3cret"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::set_permissions(
+        &passwords,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let port = free_port();
+    let (ca, crt, key) = (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    );
+    let _broker = Broker::start_with(
+        dir.path(),
+        port,
+        &format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\npassword_file {}\nallow_anonymous false\n",
+            ca.display(),
+            crt.display(),
+            key.display(),
+            passwords.display()
+        ),
+    );
+    let subscriber = Subscriber::start_with(
+        port,
+        "radioembed/cam-1",
+        Some((std::fs::read(&ca).unwrap(), "cam", "s3cret")),
+    );
+    let props = |password: &str| {
+        format!(
+            "method=mqtt address=mqtts://127.0.0.1:{port} ca-file={} username=cam \
+             password={password} source-id=cam-1 fail-on-unreachable=true",
+            ca.display()
+        )
+    };
+    let (embeddings, stats, _) = play(5, &props("s3cret"), || {});
+    assert_eq!(stats.get::<u64>("published").unwrap(), 5);
+    wait_for_messages(&subscriber, 5);
+    let messages = subscriber.messages();
+    assert_eq!(messages.len(), 5);
+    check_messages(&messages, &embeddings);
+
+    let (started, msg) = start_with(&props("wrong"));
+    assert!(
+        !started,
+        "a refused password fails with fail-on-unreachable"
+    );
+    let (kind, text) = msg.unwrap();
+    assert_eq!(kind, gst::MessageType::Error);
+    assert!(
+        text.contains("did not answer") && text.contains("NotAuthorized"),
+        "{text}"
+    );
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Messages to an MQTT broker with the rumqttc client: one topic per source
 //! (`{source-id}` in the topic is replaced), QoS 0 or 1, plain TCP or TLS
-//! (`mqtts://`, the system's root certificates), username and password.
+//! (`mqtts://`, the system's root certificates or a given CA), username and
+//! password.
 //!
 //! rumqttc reconnects by itself while its connection is polled; a thread of
 //! ours polls it and tells [`MqttPublisher::publish`] whether the broker is
@@ -33,6 +34,9 @@ pub struct MqttSettings {
     pub password: Option<String>,
     /// The MQTT client id.
     pub client_id: String,
+    /// PEM file of the certificate authority that signed the broker's
+    /// certificate, for `mqtts://`; `None`: the system's root certificates.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A broker address taken apart.
@@ -105,7 +109,18 @@ impl MqttPublisher {
         let mut options = MqttOptions::new(&settings.client_id, &address.host, address.port);
         options.set_keep_alive(Duration::from_secs(5));
         if address.tls {
-            options.set_transport(Transport::tls_with_default_config());
+            // rustls picks a crypto provider only when exactly one is built in;
+            // make ring the process default (an error means one is set already).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            options.set_transport(match &settings.ca_file {
+                Some(path) => {
+                    let ca = std::fs::read(path).map_err(|e| {
+                        PublishError::Start(format!("cannot read ca-file {}: {e}", path.display()))
+                    })?;
+                    Transport::tls(ca, None, None)
+                }
+                None => Transport::tls_with_default_config(),
+            });
         }
         if let Some(user) = &settings.username {
             options.set_credentials(user, settings.password.clone().unwrap_or_default());

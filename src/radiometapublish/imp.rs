@@ -53,6 +53,7 @@ struct Settings {
     qos: u32,
     username: Option<String>,
     password: Option<String>,
+    ca_file: Option<String>,
     fail_on_unreachable: bool,
 }
 
@@ -72,6 +73,7 @@ impl Default for Settings {
             qos: 0,
             username: None,
             password: None,
+            ca_file: None,
             fail_on_unreachable: false,
         }
     }
@@ -113,6 +115,11 @@ impl Settings {
                     username: self.username.clone().or_else(|| env("RADIO_MQTT_USERNAME")),
                     password: self.password.clone().or_else(|| env("RADIO_MQTT_PASSWORD")),
                     client_id: format!("radiometapublish-{}-{source_id}", std::process::id()),
+                    ca_file: self
+                        .ca_file
+                        .clone()
+                        .or_else(|| env("RADIO_MQTT_CA_FILE"))
+                        .map(Into::into),
                 };
                 if self.fail_on_unreachable {
                     let publisher =
@@ -353,6 +360,15 @@ impl ObjectImpl for RadioMetaPublish {
                     .blurb("method=mqtt: password for the broker; default: $RADIO_MQTT_PASSWORD")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("ca-file")
+                    .nick("CA file")
+                    .blurb(
+                        "method=mqtt with mqtts://: PEM file of the CA that signed the \
+                         broker's certificate; default: $RADIO_MQTT_CA_FILE, else the \
+                         system's root certificates",
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("fail-on-unreachable")
                     .nick("Fail on unreachable")
                     .blurb(
@@ -427,6 +443,7 @@ impl ObjectImpl for RadioMetaPublish {
             "qos" => s.qos = value.get().expect("type checked upstream"),
             "username" => s.username = value.get().expect("type checked upstream"),
             "password" => s.password = value.get().expect("type checked upstream"),
+            "ca-file" => s.ca_file = value.get().expect("type checked upstream"),
             "fail-on-unreachable" => {
                 s.fail_on_unreachable = value.get().expect("type checked upstream")
             }
@@ -454,6 +471,7 @@ impl ObjectImpl for RadioMetaPublish {
             "username" => s.username.to_value(),
             // Write-only in spirit: never read back.
             "password" => None::<String>.to_value(),
+            "ca-file" => s.ca_file.to_value(),
             "fail-on-unreachable" => s.fail_on_unreachable.to_value(),
             other => unreachable!("unknown property {other}"),
         }
