@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use base64::Engine as _;
-use common::{TempDir, fixture, init};
+use common::{TempDir, finish_at_eos, fixture, init, start_error};
 use gst::prelude::*;
 use gstradio::meta::{Embedding, MetaDtype, region_param};
 use serde_json::Value;
@@ -84,15 +84,7 @@ fn publish(meta_dtype: &str, props: &str) -> Vec<Embedding> {
         let buffer = sample.buffer().unwrap();
         embeddings.push(Embedding::from_buffer(buffer).unwrap().unwrap());
     }
-    let bus = pipeline.bus().unwrap();
-    let end = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("the pipeline ended");
-    assert_eq!(end.type_(), gst::MessageType::Eos, "{end:?}");
-    pipeline.set_state(gst::State::Null).unwrap();
+    finish_at_eos(&pipeline);
     embeddings
 }
 
@@ -193,56 +185,26 @@ fn every_frame_is_one_line_that_decodes_to_the_meta_in_every_encoding() {
 
 #[test]
 fn an_unwritable_location_is_a_clear_error_at_start() {
-    init();
-    let pipeline = gst::parse::launch(
+    let err = start_error(
         "videotestsrc num-buffers=1 ! radiometapublish location=/proc/no/such/dir/x.jsonl ! \
          fakesink",
-    )
-    .unwrap();
-    let bus = pipeline.bus().unwrap();
-    assert!(pipeline.set_state(gst::State::Playing).is_err());
-    let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
-        .expect("an error on the bus");
-    pipeline.set_state(gst::State::Null).unwrap();
-    let gst::MessageView::Error(err) = msg.view() else {
-        unreachable!()
-    };
-    assert!(
-        err.error().matches(gst::ResourceError::OpenWrite),
-        "{err:?}"
     );
+    assert!(err.matches(gst::ResourceError::OpenWrite), "{err:?}");
     assert!(
-        err.error()
-            .to_string()
+        err.to_string()
             .starts_with("cannot start publishing: cannot open /proc/no/such/dir/x.jsonl"),
-        "{}",
-        err.error()
+        "{err}"
     );
 }
 
 #[cfg(not(feature = "kafka"))]
 #[test]
 fn kafka_in_a_build_without_it_says_how_to_get_it() {
-    init();
-    let pipeline =
-        gst::parse::launch("videotestsrc num-buffers=1 ! radiometapublish method=kafka ! fakesink")
-            .unwrap();
-    let bus = pipeline.bus().unwrap();
-    assert!(pipeline.set_state(gst::State::Playing).is_err());
-    let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
-        .expect("an error on the bus");
-    pipeline.set_state(gst::State::Null).unwrap();
-    let gst::MessageView::Error(err) = msg.view() else {
-        unreachable!()
-    };
+    let err = start_error("videotestsrc num-buffers=1 ! radiometapublish method=kafka ! fakesink");
     assert!(
-        err.error()
-            .to_string()
+        err.to_string()
             .contains("rebuild with `cargo build --features kafka`"),
-        "{}",
-        err.error()
+        "{err}"
     );
 }
 
@@ -284,15 +246,7 @@ fn a_realtime_pipeline_clock_gives_wall_clock_timestamps() {
     };
     let started = unix_now();
     pipeline.set_state(gst::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let end = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    assert_eq!(end.type_(), gst::MessageType::Eos, "{end:?}");
-    pipeline.set_state(gst::State::Null).unwrap();
+    finish_at_eos(&pipeline);
     let ended = unix_now();
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(text.lines().count(), 3);

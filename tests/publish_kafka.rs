@@ -13,7 +13,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{fixture, init};
+use common::{finish_at_eos, fixture, init};
 use gst::prelude::*;
 use gstradio::meta::Embedding;
 use rdkafka::ClientConfig;
@@ -54,15 +54,7 @@ fn publish(brokers: &str) -> HashMap<String, Vec<Embedding>> {
         }
         embeddings.insert(camera.to_string(), got);
     }
-    let bus = pipeline.bus().unwrap();
-    let end = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    assert_eq!(end.type_(), gst::MessageType::Eos, "{end:?}");
-    pipeline.set_state(gst::State::Null).unwrap();
+    finish_at_eos(&pipeline);
     embeddings
 }
 

@@ -21,6 +21,43 @@ pub fn init() {
     });
 }
 
+/// Waits up to 30 s for `pipeline`'s EOS (failing on an error or a timeout),
+/// then sets it to NULL.
+pub fn finish_at_eos(pipeline: &gst::Pipeline) {
+    use gst::prelude::*;
+    let end = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("the pipeline ended in 30 s");
+    assert_eq!(end.type_(), gst::MessageType::Eos, "{end:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+/// The error that stops `launch` from starting: its state change fails and
+/// this error is on the bus.
+pub fn start_error(launch: &str) -> gst::glib::Error {
+    use gst::prelude::*;
+    init();
+    let pipeline = gst::parse::launch(launch).unwrap();
+    let bus = pipeline.bus().unwrap();
+    assert!(
+        pipeline.set_state(gst::State::Playing).is_err(),
+        "{launch} started"
+    );
+    let msg = bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+        .expect("an error on the bus");
+    pipeline.set_state(gst::State::Null).unwrap();
+    match msg.view() {
+        gst::MessageView::Error(err) => err.error(),
+        _ => unreachable!("filtered for errors"),
+    }
+}
+
 /// A scratch folder of this test process, removed when dropped (also when an
 /// assert fails).
 pub struct TempDir(PathBuf);
