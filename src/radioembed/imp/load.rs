@@ -31,17 +31,23 @@ struct StateLock<'a>(&'a gst::Element);
 impl<'a> StateLock<'a> {
     fn new(element: &'a gst::Element) -> Self {
         // SAFETY: `state_lock` is the element's GRecMutex, initialised with the
-        // element and alive as long as the reference we hold; a recursive mutex,
-        // so a thread that already holds it (none of ours does) would not block.
-        unsafe { glib::ffi::g_rec_mutex_lock(&mut (*element.as_ptr()).state_lock) };
+        // element and alive as long as the reference we hold; it is reached
+        // through a raw pointer (no Rust reference to memory other threads lock).
+        unsafe { glib::ffi::g_rec_mutex_lock(state_lock(element)) };
         Self(element)
     }
+}
+
+/// The element's `GST_STATE_LOCK`.
+fn state_lock(element: &gst::Element) -> *mut glib::ffi::GRecMutex {
+    // SAFETY: a field address of the live GstElement, no reference made.
+    unsafe { std::ptr::addr_of_mut!((*element.as_ptr()).state_lock) }
 }
 
 impl Drop for StateLock<'_> {
     fn drop(&mut self) {
         // SAFETY: locked by this thread in `new`.
-        unsafe { glib::ffi::g_rec_mutex_unlock(&mut (*self.0.as_ptr()).state_lock) };
+        unsafe { glib::ffi::g_rec_mutex_unlock(state_lock(self.0)) };
     }
 }
 
