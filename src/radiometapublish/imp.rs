@@ -543,7 +543,9 @@ impl BaseTransformImpl for RadioMetaPublish {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        if let Some(state) = lock(&self.state).take() {
+        // Taken out first: closing waits for the thread, with no lock held.
+        let state = lock(&self.state).take();
+        if let Some(state) = state {
             let stats = state.outbox.close(STOP_GRACE);
             gst::info!(CAT, imp = self, "stopped: {stats:?}");
         }
