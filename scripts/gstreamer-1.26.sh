@@ -76,7 +76,15 @@ fi
 
 mounted=()
 unmount() {
-  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount "${mounted[i]}"; done
+  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
+    # A process of the chroot (GStreamer's plugin scanner) may still be exiting
+    # and keep a mount busy for a moment: retry, then detach it lazily.
+    for _ in 1 2 3 4 5; do
+      umount "${mounted[i]}" 2>/dev/null && continue 2
+      sleep 1
+    done
+    umount --lazy "${mounted[i]}"
+  done
 }
 trap unmount EXIT
 bind() {
