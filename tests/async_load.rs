@@ -35,8 +35,8 @@ fn within<T: Send + 'static>(
 }
 
 /// The progress messages (type, text) and the types of the other messages on
-/// `bus`, popped until `until` comes, `limit` passes or the bus stays empty for
-/// 100 ms; an error fails the test.
+/// `bus`, popped until `until` comes (or `limit` passes), or with no `until`
+/// until the bus stays empty for 100 ms; an error fails the test.
 fn bus_until(
     bus: &gst::Bus,
     until: Option<gst::MessageType>,
@@ -44,7 +44,15 @@ fn bus_until(
 ) -> (Vec<(gst::ProgressType, String)>, Vec<gst::MessageType>) {
     let (mut progress, mut seen) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + limit;
-    while let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = match until {
+            Some(_) => left,
+            None => left.min(Duration::from_millis(100)),
+        };
+        let Some(msg) = bus.timed_pop(gst::ClockTime::try_from(wait).unwrap()) else {
+            break;
+        };
         match msg.view() {
             gst::MessageView::Progress(p) => {
                 let (type_, _, text) = p.get();
@@ -53,7 +61,7 @@ fn bus_until(
             gst::MessageView::Error(err) => panic!("error on the bus: {}", err.error()),
             _ => seen.push(msg.type_()),
         }
-        if Some(msg.type_()) == until || Instant::now() > deadline {
+        if Some(msg.type_()) == until {
             break;
         }
     }
