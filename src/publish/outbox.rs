@@ -51,6 +51,8 @@ struct State {
     dropping: bool,
     /// The last failure, while the destination fails.
     failure: Option<String>,
+    /// The worker holds a message out of the queue, publishing it.
+    in_flight: bool,
 }
 
 struct Shared {
@@ -87,6 +89,7 @@ impl Outbox {
                 closing: None,
                 dropping: false,
                 failure: None,
+                in_flight: false,
             }),
             changed: Condvar::new(),
         });
@@ -128,7 +131,7 @@ impl Outbox {
     pub fn stats(&self) -> PublishStats {
         let state = self.shared.lock();
         PublishStats {
-            queued: state.queue.len(),
+            queued: state.queue.len() + usize::from(state.in_flight),
             ..state.stats
         }
     }
@@ -138,7 +141,7 @@ impl Outbox {
     pub fn drain(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
-        while !state.queue.is_empty() {
+        while !state.queue.is_empty() || state.in_flight {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -173,8 +176,9 @@ impl Drop for Outbox {
     }
 }
 
-/// The worker: takes the oldest message, publishes it, and on failure keeps it
-/// and waits before the next try.
+/// The worker: takes the oldest message out of the queue, publishes it, and on
+/// failure puts it back (unless newer ones filled the queue meanwhile: then it
+/// is the oldest, and dropped) and waits before the next try.
 fn run(shared: &Shared, mut publisher: Box<dyn Publisher>, notify: &(dyn Fn(OutboxEvent) + Sync)) {
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -186,8 +190,9 @@ fn run(shared: &Shared, mut publisher: Box<dyn Publisher>, notify: &(dyn Fn(Outb
                     let _ = publisher.flush();
                     return;
                 }
-                if let Some(message) = state.queue.front() {
-                    break message.clone();
+                if let Some(message) = state.queue.pop_front() {
+                    state.in_flight = true;
+                    break message;
                 }
                 state = shared
                     .changed
@@ -195,14 +200,12 @@ fn run(shared: &Shared, mut publisher: Box<dyn Publisher>, notify: &(dyn Fn(Outb
                     .unwrap_or_else(|e| e.into_inner());
             }
         };
-        match publisher.publish(&message) {
+        let published = publisher.publish(&message);
+        let mut state = shared.lock();
+        state.in_flight = false;
+        match published {
             Ok(()) => {
                 backoff = FIRST_BACKOFF;
-                let mut state = shared.lock();
-                // The message is still at the front unless push dropped it meanwhile.
-                if state.queue.front() == Some(&message) {
-                    state.queue.pop_front();
-                }
                 state.stats.published += 1;
                 let recovered = state.failure.take().is_some();
                 if recovered {
@@ -218,8 +221,13 @@ fn run(shared: &Shared, mut publisher: Box<dyn Publisher>, notify: &(dyn Fn(Outb
                 }
             }
             Err(err) => {
-                let mut state = shared.lock();
                 state.failure = Some(err.to_string());
+                if state.queue.len() < state.max_queued {
+                    state.queue.push_front(message);
+                } else {
+                    state.stats.dropped += 1;
+                }
+                shared.changed.notify_all();
                 let wait = backoff.min(
                     state
                         .closing
