@@ -357,7 +357,11 @@ impl ObjectImpl for RadioMetaPublish {
                     .build(),
                 glib::ParamSpecString::builder("password")
                     .nick("Password")
-                    .blurb("method=mqtt: password for the broker; default: $RADIO_MQTT_PASSWORD")
+                    .blurb(
+                        "method=mqtt: password for the broker (write-only); default: \
+                         $RADIO_MQTT_PASSWORD",
+                    )
+                    .write_only()
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("ca-file")
@@ -469,8 +473,6 @@ impl ObjectImpl for RadioMetaPublish {
             "compression" => s.compression.to_value(),
             "qos" => s.qos.to_value(),
             "username" => s.username.to_value(),
-            // Write-only in spirit: never read back.
-            "password" => None::<String>.to_value(),
             "ca-file" => s.ca_file.to_value(),
             "fail-on-unreachable" => s.fail_on_unreachable.to_value(),
             other => unreachable!("unknown property {other}"),
