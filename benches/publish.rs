@@ -32,6 +32,7 @@ fn embedding(frame_index: u64) -> Embedding {
         model: "nvidia/C-RADIOv4-SO400M".into(),
         input_size: (912, 512),
         frame_index,
+        source_id: "cam-1".into(),
     }
 }
 

@@ -23,6 +23,8 @@ pub struct OutputOptions {
     pub model: String,
     /// Model input size (width, height).
     pub input_size: (usize, usize),
+    /// The stream the frames belong to.
+    pub source_id: String,
 }
 
 /// Splits a batch output into per-frame embeddings, numbered by `frame_indices`.
@@ -66,7 +68,85 @@ pub fn embeddings(
                 model: options.model.clone(),
                 input_size: options.input_size,
                 frame_index,
+                source_id: options.source_id.clone(),
             })
+        })
+        .collect()
+}
+
+/// A region of a frame as fractions of its width and height: left, top,
+/// right, bottom, each in 0..=1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegionBox {
+    /// Left edge.
+    pub x0: f64,
+    /// Top edge.
+    pub y0: f64,
+    /// Right edge.
+    pub x1: f64,
+    /// Bottom edge.
+    pub y1: f64,
+}
+
+impl RegionBox {
+    /// The box of a region at (`x`, `y`) of `width` × `height` pixels in a
+    /// frame of `frame` (width, height) pixels, clipped to the frame.
+    pub fn from_pixels((x, y, width, height): (u32, u32, u32, u32), frame: (u32, u32)) -> Self {
+        let (fw, fh) = (f64::from(frame.0.max(1)), f64::from(frame.1.max(1)));
+        let clip = |v: f64| v.clamp(0.0, 1.0);
+        Self {
+            x0: clip(f64::from(x) / fw),
+            y0: clip(f64::from(y) / fh),
+            x1: clip((f64::from(x) + f64::from(width)) / fw),
+            y1: clip((f64::from(y) + f64::from(height)) / fh),
+        }
+    }
+
+    /// The patches (rows, columns) the box overlaps on an `n`-patch axis
+    /// spanning 0..1: every patch whose span meets the open box, at least the
+    /// one holding its edge when the box is thinner than a patch.
+    fn patches(start: f64, end: f64, n: usize) -> std::ops::Range<usize> {
+        let n_f = n as f64;
+        let first = ((start * n_f).floor() as usize).min(n - 1);
+        let last = ((end * n_f).ceil() as usize).clamp(first + 1, n);
+        first..last
+    }
+
+    /// The patch rows and columns the box overlaps on a `grid` (rows, columns).
+    pub fn on_grid(
+        &self,
+        (h, w): (usize, usize),
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        (
+            Self::patches(self.y0, self.y1, h),
+            Self::patches(self.x0, self.x1, w),
+        )
+    }
+}
+
+/// Per-object vectors: for each box, the mean of frame `frame`'s patch
+/// features over every patch the box overlaps (the frame maps onto the whole
+/// model input, so the box maps onto the grid by its fractions). The full,
+/// unpooled grid is used whatever `spatial-pool` says.
+pub fn region_vectors(
+    output: &RadioOutput,
+    frame: usize,
+    boxes: &[RegionBox],
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    if boxes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (h, w) = output.grid;
+    let d = output.features.dim(2)?;
+    let grid = output.features.i(frame)?.reshape((h, w, d))?;
+    boxes
+        .iter()
+        .map(|b| {
+            let (rows, cols) = b.on_grid((h, w));
+            let patches =
+                grid.narrow(0, rows.start, rows.len())?
+                    .narrow(1, cols.start, cols.len())?;
+            Ok(patches.mean((0, 1))?.to_vec1::<f32>()?)
         })
         .collect()
 }
@@ -117,6 +197,7 @@ mod tests {
             dtype: MetaDtype::F32,
             model: "m".into(),
             input_size: (64, 32),
+            source_id: "cam".into(),
         }
     }
 
@@ -129,6 +210,29 @@ mod tests {
         assert_eq!(e[1].spatial, Some(vec![102.5, 104.5]));
         assert_eq!(e[1].summary, Some(vec![3.0, 4.0]));
         assert_eq!((e[0].frame_index, e[1].frame_index), (5, 6));
+    }
+
+    #[test]
+    fn regions_average_the_patches_they_overlap() {
+        let out = output();
+        let boxes = [
+            // The whole frame: tokens 0..8 of frame 1 → 103.5.
+            RegionBox::from_pixels((0, 0, 64, 32), (64, 32)),
+            // Columns 1..3 (x 16..40 of 64 touches patches 1 and 2), row 1: tokens 5, 6.
+            RegionBox::from_pixels((16, 16, 24, 16), (64, 32)),
+            // A box thinner than a patch still takes the patch it lies in: token 3.
+            RegionBox::from_pixels((60, 0, 1, 1), (64, 32)),
+        ];
+        let v = region_vectors(&out, 1, &boxes).unwrap();
+        assert_eq!(v, [vec![103.5], vec![105.5], vec![103.0]]);
+        assert!(region_vectors(&out, 0, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn boxes_are_clipped_to_the_frame() {
+        let b = RegionBox::from_pixels((50, 20, 100, 100), (64, 32));
+        assert_eq!((b.x1, b.y1), (1.0, 1.0));
+        assert_eq!(b.on_grid((2, 4)), (1..2, 3..4));
     }
 
     #[test]

@@ -480,6 +480,7 @@ fn embedded(pts_s: u64, input: (usize, usize)) -> gst::Buffer {
         model: "m".into(),
         input_size: input,
         frame_index: pts_s,
+        source_id: "cam".into(),
     }
     .attach(b)
     .unwrap();

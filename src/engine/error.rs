@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Everything that can stop a stream from being embedded, by cause.
 
+use super::SharedError;
 use crate::model::ModelError;
 use crate::model_store::LocateError;
 use crate::preprocess::{PreprocessError, SizeError};
@@ -21,6 +22,9 @@ pub enum EngineError {
     /// No model input size fits the frames and the settings.
     #[error(transparent)]
     Size(#[from] SizeError),
+    /// A forward shared with other streams failed or was cancelled.
+    #[error(transparent)]
+    Shared(#[from] SharedError),
     /// The frames are in a pixel format the preprocessing does not read.
     #[error("video format {0} is not supported")]
     UnsupportedFormat(String),

@@ -4,14 +4,17 @@
 //! (the `radioembed` element, the CLI). Nothing here knows about GStreamer.
 
 mod error;
+mod shared;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 pub use error::EngineError;
+pub use shared::{SharedBatcher, SharedError, SharedOutput, SharedStream};
 
 use crate::meta::Embedding;
-use crate::model::RadioModel;
-use crate::postprocess::{OutputOptions, embeddings};
+use crate::model::{RadioModel, RadioOutput};
+use crate::postprocess::{OutputOptions, RegionBox, embeddings, region_vectors};
 use crate::preprocess::{
     BatchSpec, Frame, Normalization, PreprocessError, Preprocessor, SizeLimits, TargetSize,
 };
@@ -27,22 +30,73 @@ pub struct EngineOptions {
     pub outputs: OutputOptions,
 }
 
+/// One frame of a batch: its running index and the boxes of the regions that
+/// get vectors of their own.
+#[derive(Debug, Clone, Default)]
+pub struct FrameJob {
+    /// Running index of the frame in its stream.
+    pub index: u64,
+    /// Regions of the frame, in the order their vectors come back.
+    pub regions: Vec<RegionBox>,
+}
+
+/// A batch to embed.
+pub struct Batch<'a> {
+    /// The frames' pixels.
+    pub frames: &'a [Frame<'a>],
+    /// What each frame asks for, one per frame.
+    pub jobs: &'a [FrameJob],
+    /// Model input (height, width).
+    pub size: (usize, usize),
+    /// For a shared model: the latest time to wait for other streams' frames
+    /// (`None`: until a batch is full).
+    pub deadline: Option<Instant>,
+}
+
+/// What one frame gets.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// The frame's embeddings.
+    pub embedding: Embedding,
+    /// One vector per region of its [`FrameJob`].
+    pub regions: Vec<Vec<f32>>,
+}
+
+/// What a batch gets, with how its forward went.
+#[derive(Debug)]
+pub struct Embeddings {
+    /// One per frame.
+    pub frames: Vec<Embedded>,
+    /// Streams whose frames shared the forward (1 when the model is not shared).
+    pub forward_streams: usize,
+}
+
 /// A shared model with the options of one stream. Immutable: the mutable scratch
 /// state lives in the [`Preprocessor`] its caller passes to [`Engine::embed`], so a
 /// caller can check caps while another thread runs a batch.
 pub struct Engine {
     model: Arc<RadioModel>,
     options: EngineOptions,
+    /// Set when this stream batches with others on one [`SharedBatcher`].
+    shared: Option<SharedStream>,
 }
 
 impl Engine {
     /// Pairs a loaded model with a stream's options, refusing a fixed input size
-    /// the model cannot take.
-    pub fn new(model: Arc<RadioModel>, options: EngineOptions) -> Result<Self, EngineError> {
+    /// the model cannot take; with `shared`, forwards go through that batcher.
+    pub fn new(
+        model: Arc<RadioModel>,
+        options: EngineOptions,
+        shared: Option<SharedStream>,
+    ) -> Result<Self, EngineError> {
         if let TargetSize::Fixed { width, height } = options.target {
             model.info().check_resolution(height, width)?;
         }
-        Ok(Self { model, options })
+        Ok(Self {
+            model,
+            options,
+            shared,
+        })
     }
 
     /// The loaded model.
@@ -50,6 +104,10 @@ impl Engine {
         &self.model
     }
 
+    /// The batcher membership, when the model is shared with other streams.
+    pub fn shared(&self) -> Option<&SharedStream> {
+        self.shared.as_ref()
+    }
     /// The preprocessor for this engine's model device.
     pub fn preprocessor(&self) -> Result<Preprocessor, PreprocessError> {
         Preprocessor::for_device(self.model.device())
@@ -72,18 +130,15 @@ impl Engine {
         Ok(self.options.target.resolve(width, height, limits)?)
     }
 
-    /// Embeds a batch of frames at model input `size` (height, width), numbering
-    /// the embeddings with `frame_indices`.
+    /// Embeds a batch of frames and the regions its jobs name.
     pub fn embed(
         &self,
         preprocessor: &mut Preprocessor,
-        frames: &[Frame],
-        size: (usize, usize),
-        frame_indices: &[u64],
-    ) -> Result<Vec<Embedding>, EngineError> {
+        batch: &Batch,
+    ) -> Result<Embeddings, EngineError> {
         let dims = &self.model.info().dims;
         let spec = BatchSpec {
-            size,
+            size: batch.size,
             antialias: self.options.antialias,
             norm: Normalization {
                 mean: dims.norm_mean,
@@ -91,12 +146,42 @@ impl Engine {
             },
             dtype: self.model.dtype(),
         };
-        let batch = preprocessor.batch(frames, &spec)?;
-        let output = self.model.forward_normalized(&batch)?;
+        let input = preprocessor.batch(batch.frames, &spec)?;
+        let (output, forward_streams) = self.forward(input, batch.deadline)?;
         let options = OutputOptions {
-            input_size: (size.1, size.0),
+            input_size: (batch.size.1, batch.size.0),
             ..self.options.outputs.clone()
         };
-        Ok(embeddings(&output, &options, frame_indices)?)
+        let indices: Vec<u64> = batch.jobs.iter().map(|job| job.index).collect();
+        let frames = embeddings(&output, &options, &indices)?
+            .into_iter()
+            .zip(batch.jobs)
+            .enumerate()
+            .map(|(i, (embedding, job))| {
+                Ok(Embedded {
+                    embedding,
+                    regions: region_vectors(&output, i, &job.regions)?,
+                })
+            })
+            .collect::<Result<_, EngineError>>()?;
+        Ok(Embeddings {
+            frames,
+            forward_streams,
+        })
+    }
+
+    /// Runs the model on a normalized batch, alone or with other streams.
+    fn forward(
+        &self,
+        input: candle_core::Tensor,
+        deadline: Option<Instant>,
+    ) -> Result<(RadioOutput, usize), EngineError> {
+        match &self.shared {
+            None => Ok((self.model.forward_normalized(&input)?, 1)),
+            Some(stream) => {
+                let shared = stream.forward(input, deadline)?;
+                Ok((shared.output, shared.batch_streams))
+            }
+        }
     }
 }

@@ -15,6 +15,7 @@
 //! | `model` | string | repo id or folder the embeddings come from |
 //! | `input-width`, `input-height` | `guint` | the model input size in pixels |
 //! | `frame-index` | `guint64` | running index of the frame in the stream (0-based) |
+//! | `source-id` | string | the stream the frame belongs to (`radioembed`'s `source-id`) |
 //!
 //! [`Embedding`] is the typed Rust view of the same data. Built with the `v1_26`
 //! feature, the same vectors also travel as GStreamer's standard tensor meta
@@ -98,6 +99,9 @@ pub struct Embedding {
     pub input_size: (usize, usize),
     /// Running index of the frame in its stream.
     pub frame_index: u64,
+    /// The stream the frame belongs to, so embeddings stay attributable after a
+    /// `funnel` or in a shared index.
+    pub source_id: String,
 }
 
 /// Why a meta could not be read back.
@@ -210,6 +214,7 @@ impl Embedding {
         s.set("input-width", uint(self.input_size.0));
         s.set("input-height", uint(self.input_size.1));
         s.set("frame-index", self.frame_index);
+        s.set("source-id", self.source_id.as_str());
         #[cfg(feature = "v1_26")]
         tensor::attach(buffer, self, summary, spatial);
         Ok(())
@@ -246,6 +251,9 @@ impl Embedding {
             frame_index: s
                 .get::<u64>("frame-index")
                 .map_err(|_| MetaError::Field("frame-index"))?,
+            source_id: s
+                .get::<String>("source-id")
+                .map_err(|_| MetaError::Field("source-id"))?,
         }))
     }
 }
@@ -265,6 +273,7 @@ mod tests {
             model: "tiny".into(),
             input_size: (48, 32),
             frame_index: 7,
+            source_id: "cam-1".into(),
         }
     }
 

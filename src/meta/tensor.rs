@@ -102,6 +102,7 @@ mod tests {
             model: "tiny".into(),
             input_size: (16, 16),
             frame_index: 0,
+            source_id: "cam".into(),
         });
         let meta = buffer.meta::<TensorMeta>().unwrap();
         let ids: Vec<_> = meta.as_slice().iter().map(|t| t.id()).collect();

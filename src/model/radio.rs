@@ -88,6 +88,17 @@ pub struct RadioOutput {
     pub grid: (usize, usize),
 }
 
+impl RadioOutput {
+    /// The outputs of `len` frames of the batch from frame `start` on.
+    pub fn rows(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(Self {
+            summary: self.summary.narrow(0, start, len)?,
+            features: self.features.narrow(0, start, len)?,
+            grid: self.grid,
+        })
+    }
+}
+
 /// A loaded C-RADIO model (SO400M, H, or any config of that family).
 pub struct RadioModel {
     info: ModelInfo,

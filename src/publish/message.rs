@@ -137,6 +137,7 @@ mod tests {
             model: "m".into(),
             input_size: (48, 32),
             frame_index: 7,
+            source_id: "cam-1".into(),
         }
     }
 

@@ -47,6 +47,11 @@ pub(crate) struct StreamFormat {
 }
 
 impl StreamFormat {
+    /// The frames' (width, height) in pixels.
+    pub fn frame_size(&self) -> (u32, u32) {
+        (self.info.width(), self.info.height())
+    }
+
     /// Checks caps against the engine's model and settings.
     pub fn new(caps: &gst::CapsRef, engine: &Engine) -> Result<Self, EngineError> {
         let info = VideoInfo::from_caps(caps)

@@ -42,7 +42,9 @@ pub(super) fn error_message(err: &EngineError, context: Option<&str>) -> gst::Er
             message!(gst::LibraryError::Init)
         }
         E::Model(M::Resolution { .. }) => message!(gst::LibraryError::Settings),
-        E::Model(M::Input(_) | M::Tensor(_)) | E::Preprocess(PreprocessError::Tensor(_)) => {
+        E::Model(M::Input(_) | M::Tensor(_))
+        | E::Preprocess(PreprocessError::Tensor(_))
+        | E::Shared(_) => {
             message!(gst::StreamError::Failed)
         }
         E::Preprocess(_) | E::Size(_) | E::UnsupportedFormat(_) | E::FrameTooSmall { .. } => {

@@ -20,6 +20,7 @@
 //! the load (or for the element to stop) on the `engine` slot.
 
 mod load;
+mod regions;
 mod settings;
 
 use std::ops::ControlFlow;
@@ -33,10 +34,10 @@ use gst::subclass::prelude::*;
 use super::caps::{StreamFormat, caps_formats};
 use super::error::error_message;
 use super::load_slot::{LoadSlot, Unavailable};
-use super::queue::{BatchQueue, Item, Queued, Work};
-use crate::engine::{Engine, EngineError};
-use crate::meta::Embedding;
+use super::queue::{Admitted, BatchQueue, Item, Queued, Work};
+use crate::engine::{Batch, Embeddings, Engine, EngineError, FrameJob};
 use crate::preprocess::{Frame, FrameLayout, PreprocessError, Preprocessor};
+use regions::Regions;
 use settings::Settings;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -52,7 +53,12 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 struct Stats {
     frames_in: u64,
     frames_embedded: u64,
+    /// Frames a leaky queue passed on without embeddings.
+    frames_skipped: u64,
+    regions_embedded: u64,
     batches: u64,
+    /// Batches whose forward also held other streams' frames.
+    shared_batches: u64,
     inference_total: Duration,
     inference_max: Duration,
 }
@@ -105,7 +111,56 @@ impl RadioEmbed {
             stats.frames_in - 1
         };
         let embed = frame_index.is_multiple_of(interval);
-        self.queue.push_buffer(buffer, embed, frame_index)
+        let (pts, duration) = (buffer.pts(), buffer.duration());
+        if self.queue.push_buffer(buffer, embed, frame_index)? == Admitted::Skipped {
+            self.report_skipped(pts, duration);
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Counts a frame a leaky queue let pass without embeddings and posts a QoS
+    /// message for it, as elements that drop late frames do.
+    fn report_skipped(&self, pts: Option<gst::ClockTime>, duration: Option<gst::ClockTime>) {
+        let (processed, skipped) = {
+            let mut stats = lock(&self.stats);
+            stats.frames_skipped += 1;
+            (stats.frames_embedded, stats.frames_skipped)
+        };
+        gst::debug!(
+            CAT,
+            imp = self,
+            "skipped frame at {pts:?}: a whole batch is waiting"
+        );
+        let segment = self
+            .sinkpad
+            .sticky_event::<gst::event::Segment>(0)
+            .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned());
+        let (running_time, stream_time) = match (&segment, pts) {
+            (Some(segment), Some(pts)) => {
+                (segment.to_running_time(pts), segment.to_stream_time(pts))
+            }
+            _ => (None, None),
+        };
+        let qos = gst::message::Qos::builder(true)
+            .running_time(running_time)
+            .stream_time(stream_time)
+            .timestamp(pts)
+            .duration(duration)
+            .stats(
+                gst::format::Buffers::from_u64(processed),
+                gst::format::Buffers::from_u64(skipped),
+            )
+            .src(&*self.obj())
+            .build();
+        let _ = self.obj().post_message(qos);
+    }
+
+    /// Cancels (flushing, stopping) or resumes this stream's share of a
+    /// shared model: a forward it waits for returns at once when cancelled.
+    fn cancel_shared(&self, cancelled: bool) {
+        if let Some(shared) = self.engine.get().as_deref().and_then(Engine::shared) {
+            shared.set_cancelled(cancelled);
+        }
     }
 
     /// Handles a sink event; serialized ones answer with the flow, as `queue`
@@ -120,6 +175,7 @@ impl RadioEmbed {
         let handled = match event.view() {
             EventView::FlushStart(_) => {
                 self.queue.set_flushing(true);
+                self.cancel_shared(true);
                 let forwarded = self.srcpad.push_event(event);
                 let _active = lock(&self.src_active);
                 let _ = self.srcpad.pause_task();
@@ -157,6 +213,7 @@ impl RadioEmbed {
             return forwarded;
         }
         self.queue.set_flushing(false);
+        self.cancel_shared(false);
         // The flush may have dropped queued sticky events (stream-start, caps,
         // tags) before the task forwarded them; the sink pad still holds them,
         // so hand them over again. Those already forwarded pass as no-ops.
@@ -320,7 +377,16 @@ impl RadioEmbed {
         };
         let flow = match work {
             Work::Batch(batch) => self.process_batch(batch),
-            Work::Event(event) => self.forward_event(event),
+            Work::Event(event) => {
+                if event.type_() == gst::EventType::Eos
+                    && let Some(engine) = self.engine.get()
+                    && let Some(shared) = engine.shared()
+                {
+                    // The other streams of the shared model stop waiting for ours.
+                    shared.set_idle();
+                }
+                self.forward_event(event)
+            }
             Work::Caps(event, format) => {
                 if let Some(state) = lock(&self.state).as_mut() {
                     state.format = Some(Arc::from(format));
@@ -367,8 +433,8 @@ impl RadioEmbed {
         let embed: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].embed).collect();
         if !embed.is_empty() {
             let started = Instant::now();
-            self.embed_batch(&mut batch, &embed)?;
-            self.record_batch(embed.len(), started.elapsed());
+            let embeddings = self.embed_batch(&mut batch, &embed)?;
+            self.record_batch(&embeddings, started.elapsed());
         }
         for queued in batch {
             self.srcpad.push(queued.buffer)?;
@@ -376,10 +442,14 @@ impl RadioEmbed {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// Runs the model on the `embed` buffers of `batch` and attaches their metas.
-    /// The state lock is held only to take the engine, the format and the
-    /// preprocessor, and to put the preprocessor back.
-    fn embed_batch(&self, batch: &mut [Queued], embed: &[usize]) -> Result<(), gst::FlowError> {
+    /// Runs the model on the `embed` buffers of `batch` and attaches their metas
+    /// (the frame's, and its regions'). The state lock is held only to take the
+    /// engine, the format and the preprocessor, and to put the preprocessor back.
+    fn embed_batch(
+        &self,
+        batch: &mut [Queued],
+        embed: &[usize],
+    ) -> Result<Embeddings, gst::FlowError> {
         let engine = self.engine.get().ok_or(gst::FlowError::Flushing)?;
         let (format, preprocessor) = {
             let mut state = lock(&self.state);
@@ -404,19 +474,26 @@ impl RadioEmbed {
                 }
                 embedded
             });
-        let embeddings = result.map_err(|err| {
-            self.post_error_message(error_message(&err, Some("inference failed")));
-            gst::FlowError::Error
+        let (embeddings, regions) = result.map_err(|err| match err {
+            // Flushing or stopping: the queue knows, the task pauses.
+            EngineError::Shared(crate::engine::SharedError::Cancelled) => gst::FlowError::Flushing,
+            err => {
+                self.post_error_message(error_message(&err, Some("inference failed")));
+                gst::FlowError::Error
+            }
         })?;
-        for (&i, embedding) in embed.iter().zip(&embeddings) {
-            if embedding.attach(batch[i].buffer.make_mut()).is_err() {
+        for ((&i, embedded), regions) in embed.iter().zip(&embeddings.frames).zip(&regions) {
+            let buffer = batch[i].buffer.make_mut();
+            if embedded.embedding.attach(buffer).is_err() {
                 gst::warning!(CAT, imp = self, "could not attach the meta to frame {i}");
             }
+            regions.attach(buffer, &embedded.regions, embedded.embedding.dtype);
         }
-        Ok(())
+        Ok(embeddings)
     }
 
-    /// Maps the `embed` buffers of `batch` and embeds them with no lock held.
+    /// Maps the `embed` buffers of `batch` and embeds them, with their regions,
+    /// with no lock held.
     fn run_engine(
         &self,
         engine: &Engine,
@@ -424,9 +501,20 @@ impl RadioEmbed {
         preprocessor: &mut Preprocessor,
         batch: &[Queued],
         embed: &[usize],
-    ) -> Result<Vec<Embedding>, EngineError> {
+    ) -> Result<(Embeddings, Vec<Regions>), EngineError> {
         let buffers: Vec<&gst::BufferRef> =
             embed.iter().map(|&i| batch[i].buffer.as_ref()).collect();
+        let (regions, deadline) = {
+            let settings = lock(&self.settings);
+            let regions: Vec<Regions> = buffers
+                .iter()
+                .map(|b| Regions::of(b, &settings, format.frame_size()))
+                .collect();
+            let deadline = settings
+                .batch_timeout
+                .and_then(|t| Instant::now().checked_add(t.into()));
+            (regions, deadline)
+        };
         let layouts: Vec<FrameLayout> = buffers.iter().map(|b| format.layout_of(b)).collect();
         let maps = buffers
             .iter()
@@ -441,13 +529,32 @@ impl RadioEmbed {
                 layout,
             })
             .collect();
-        let indices: Vec<u64> = embed.iter().map(|&i| batch[i].frame_index).collect();
-        engine.embed(preprocessor, &frames, format.input, &indices)
+        let jobs: Vec<FrameJob> = embed
+            .iter()
+            .zip(&regions)
+            .map(|(&i, regions)| FrameJob {
+                index: batch[i].frame_index,
+                regions: regions.boxes.clone(),
+            })
+            .collect();
+        let batch = Batch {
+            frames: &frames,
+            jobs: &jobs,
+            size: format.input,
+            deadline,
+        };
+        Ok((engine.embed(preprocessor, &batch)?, regions))
     }
 
-    fn record_batch(&self, frames: usize, took: Duration) {
+    fn record_batch(&self, embeddings: &Embeddings, took: Duration) {
         let mut stats = lock(&self.stats);
-        stats.frames_embedded += frames as u64;
+        stats.frames_embedded += embeddings.frames.len() as u64;
+        stats.regions_embedded += embeddings
+            .frames
+            .iter()
+            .map(|f| f.regions.len() as u64)
+            .sum::<u64>();
+        stats.shared_batches += u64::from(embeddings.forward_streams > 1);
         stats.batches += 1;
         stats.inference_total += took;
         stats.inference_max = stats.inference_max.max(took);
@@ -469,7 +576,10 @@ impl RadioEmbed {
         gst::Structure::builder("radioembed-stats")
             .field("frames-in", stats.frames_in)
             .field("frames-embedded", stats.frames_embedded)
+            .field("frames-skipped", stats.frames_skipped)
+            .field("regions-embedded", stats.regions_embedded)
             .field("batches", stats.batches)
+            .field("shared-batches", stats.shared_batches)
             .field(
                 "mean-batch-fill",
                 stats.frames_embedded as f64 / batches as f64 / f64::from(settings.batch_size),
@@ -515,9 +625,11 @@ impl RadioEmbed {
         *src_active = active;
         if active {
             self.queue.set_flushing(false);
+            self.cancel_shared(false);
             self.start_task();
         } else {
             self.queue.set_flushing(true);
+            self.cancel_shared(true);
             self.srcpad
                 .stop_task()
                 .map_err(|e| gst::loggable_error!(CAT, "cannot stop task: {e}"))?;
@@ -580,8 +692,8 @@ impl ObjectSubclass for RadioEmbed {
         let (sinkpad, srcpad) = (sink_pad(klass), src_pad(klass));
         let settings = Settings::default();
         let queue = BatchQueue::default();
-        let (batch_size, timeout) = settings.batching();
-        queue.set_batching(batch_size, timeout);
+        let (batch_size, timeout, leaky) = settings.batching();
+        queue.set_batching(batch_size, timeout, leaky);
         Self {
             sinkpad,
             srcpad,
@@ -608,9 +720,12 @@ impl ObjectImpl for RadioEmbed {
         let latency_before = s.own_latency();
         s.set(pspec.name(), value);
         let latency_changed = s.own_latency() != latency_before;
-        let (batch_size, timeout) = s.batching();
+        let (batch_size, timeout, leaky) = s.batching();
         drop(s);
-        self.queue.set_batching(batch_size, timeout);
+        self.queue.set_batching(batch_size, timeout, leaky);
+        if let Some(shared) = self.engine.get().as_deref().and_then(Engine::shared) {
+            shared.set_batch_size(batch_size);
+        }
         if latency_changed {
             let _ = self
                 .obj()

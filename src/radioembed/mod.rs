@@ -79,6 +79,21 @@ pub enum MetaDtype {
     F16,
 }
 
+/// Whether and how frames' regions of interest get vectors of their own.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstRadioEmbedRoiMode")]
+pub enum RoiMode {
+    /// Regions are left alone.
+    #[enum_value(name = "No per-region vectors", nick = "none")]
+    None,
+    /// The mean of the frame's patch features under each region's box: no
+    /// extra model cost.
+    #[default]
+    #[enum_value(name = "Mean of the patch features under the box", nick = "pool")]
+    Pool,
+}
+
 glib::wrapper! {
     /// The `radioembed` element.
     pub struct RadioEmbed(ObjectSubclass<imp::RadioEmbed>) @extends gst::Element, gst::Object;
@@ -90,6 +105,7 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
         Precision::static_type(),
         Outputs::static_type(),
         MetaDtype::static_type(),
+        RoiMode::static_type(),
     ] {
         ty.mark_as_plugin_api(gst::PluginAPIFlags::empty());
     }

@@ -3,7 +3,8 @@
 //! pad task that batches frames, runs the model and pushes downstream.
 //!
 //! Upstream blocks only while a whole batch is already waiting, so it is never
-//! stalled by more than one batch. Serialized events travel in the same queue, so
+//! stalled by more than one batch; a leaky queue never blocks it, and frames
+//! that arrive while a whole batch waits pass without embeddings instead. Serialized events travel in the same queue, so
 //! they stay in order with the buffers; one reaching the head closes the batch.
 //!
 //! Downstream's answers reach upstream as GStreamer's `queue` passes them on: a
@@ -38,6 +39,15 @@ pub(crate) enum Item {
     Drain(SyncSender<()>),
 }
 
+/// How a buffer was taken in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admitted {
+    /// Queued as asked.
+    Queued,
+    /// Queued to pass without embeddings: a leaky queue had a whole batch waiting.
+    Skipped,
+}
+
 /// A buffer taken from the queue into a batch.
 pub(crate) struct Queued {
     pub buffer: gst::Buffer,
@@ -60,6 +70,10 @@ pub(crate) enum Work {
 struct Inner {
     items: VecDeque<Item>,
     buffers: usize,
+    /// Queued buffers that are to be embedded.
+    embeds: usize,
+    /// Never block upstream: skip embedding instead.
+    leaky: bool,
     flushing: bool,
     flow: Result<gst::FlowSuccess, gst::FlowError>,
     /// Downstream returned EOS and nothing queued could be pushed after it.
@@ -83,6 +97,7 @@ impl Inner {
                 arrived,
             } => {
                 self.buffers -= 1;
+                self.embeds -= usize::from(embed);
                 let queued = Queued {
                     buffer,
                     embed,
@@ -119,6 +134,8 @@ impl Default for BatchQueue {
             inner: Arc::new(Mutex::new(Inner {
                 items: VecDeque::new(),
                 buffers: 0,
+                embeds: 0,
+                leaky: false,
                 flushing: true,
                 flow: Ok(gst::FlowSuccess::Ok),
                 downstream_eos: false,
@@ -136,11 +153,13 @@ impl BatchQueue {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets the batch size and timeout; a waiting batch sees them at once.
-    pub fn set_batching(&self, batch_size: usize, timeout: Option<gst::ClockTime>) {
+    /// Sets the batch size, the timeout and whether the queue is leaky; a
+    /// waiting batch sees them at once.
+    pub fn set_batching(&self, batch_size: usize, timeout: Option<gst::ClockTime>, leaky: bool) {
         let mut inner = self.lock();
         inner.batch_size = batch_size.max(1);
         inner.timeout = timeout;
+        inner.leaky = leaky;
         self.changed.notify_all();
     }
 
@@ -158,15 +177,17 @@ impl BatchQueue {
         self.changed.notify_all();
     }
 
-    /// Adds a buffer, waiting while a whole batch is already queued. Returns
-    /// the last downstream flow result, so errors and flushing reach upstream;
+    /// Adds a buffer, waiting while a whole batch is already queued; a leaky
+    /// queue instead takes it at once, without embedding it when a whole batch
+    /// of frames to embed is waiting. Returns whether it was skipped so, or the
+    /// last downstream flow error, so errors and flushing reach upstream;
     /// after EOS from downstream the buffer is dropped and EOS returned.
     pub fn push_buffer(
         &self,
         buffer: gst::Buffer,
         embed: bool,
         frame_index: u64,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+    ) -> Result<Admitted, gst::FlowError> {
         let mut inner = self.lock();
         loop {
             if inner.flushing {
@@ -176,12 +197,15 @@ impl BatchQueue {
             if inner.downstream_eos {
                 return Err(gst::FlowError::Eos);
             }
-            if inner.buffers < inner.batch_size {
+            if inner.leaky || inner.buffers < inner.batch_size {
                 break;
             }
             inner = self.changed.wait(inner).unwrap_or_else(|e| e.into_inner());
         }
+        let skipped = embed && inner.leaky && inner.embeds >= inner.batch_size;
+        let embed = embed && !skipped;
         inner.buffers += 1;
+        inner.embeds += usize::from(embed);
         let arrived = inner.clock.time();
         inner.items.push_back(Item::Buffer {
             buffer,
@@ -190,7 +214,11 @@ impl BatchQueue {
             arrived,
         });
         self.changed.notify_all();
-        inner.flow
+        Ok(if skipped {
+            Admitted::Skipped
+        } else {
+            Admitted::Queued
+        })
     }
 
     /// Adds an event or drain request. Refused with `Flushing`, or with the flow
@@ -217,6 +245,7 @@ impl BatchQueue {
         inner.flushing = flushing;
         inner.items.clear();
         inner.buffers = 0;
+        inner.embeds = 0;
         if !flushing {
             inner.flow = Ok(gst::FlowSuccess::Ok);
             inner.downstream_eos = false;
@@ -237,10 +266,16 @@ impl BatchQueue {
         let end = next.unwrap_or(inner.items.len());
         let after = inner.items.split_off(end);
         let before = inner.items.len();
+        let dropped_embeds = inner
+            .items
+            .iter()
+            .filter(|item| matches!(item, Item::Buffer { embed: true, .. }))
+            .count();
         inner
             .items
             .retain(|item| !matches!(item, Item::Buffer { .. }));
         inner.buffers -= before - inner.items.len();
+        inner.embeds -= dropped_embeds;
         inner.items.extend(after);
         inner.downstream_eos = next.is_none();
         self.changed.notify_all();
@@ -353,12 +388,15 @@ mod tests {
     use super::*;
 
     /// Queues an empty buffer.
-    fn push(
-        q: &BatchQueue,
-        embed: bool,
-        frame_index: u64,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn push(q: &BatchQueue, embed: bool, frame_index: u64) -> Result<Admitted, gst::FlowError> {
         q.push_buffer(gst::Buffer::new(), embed, frame_index)
+    }
+
+    fn batch_embeds(work: Option<Work>) -> Vec<bool> {
+        match work {
+            Some(Work::Batch(b)) => b.iter().map(|q| q.embed).collect(),
+            _ => panic!("expected a batch"),
+        }
     }
 
     fn batch_indices(work: Option<Work>) -> Vec<u64> {
@@ -373,7 +411,7 @@ mod tests {
         gst::init().unwrap();
         let q = BatchQueue::default();
         q.set_flushing(false);
-        q.set_batching(8, None);
+        q.set_batching(8, None, false);
         q
     }
 
@@ -388,7 +426,7 @@ mod tests {
             push(&q, true, i).unwrap();
         }
         q.push_event(Item::Event(gst::event::Eos::new())).unwrap();
-        q.set_batching(2, Some(gst::ClockTime::from_seconds(60)));
+        q.set_batching(2, Some(gst::ClockTime::from_seconds(60)), false);
         assert_eq!(batch_indices(q.next_work()), vec![0, 1]);
         assert_eq!(batch_indices(q.next_work()), vec![2]);
         assert!(is_event(q.next_work(), gst::EventType::Eos));
@@ -399,7 +437,7 @@ mod tests {
         let q = std::sync::Arc::new(queue());
         let clock = gst_check::TestClock::new();
         q.set_clock(Some(clock.clone().upcast()));
-        q.set_batching(4, Some(gst::ClockTime::from_mseconds(30)));
+        q.set_batching(4, Some(gst::ClockTime::from_mseconds(30)), false);
         push(&q, true, 0).unwrap();
         let waiter = {
             let q = q.clone();
@@ -458,7 +496,7 @@ mod tests {
             .unwrap();
         assert!(is_event(q.next_work(), gst::EventType::Segment));
         push(&q, true, 5).unwrap();
-        q.set_batching(1, None);
+        q.set_batching(1, None, false);
         assert_eq!(batch_indices(q.next_work()), vec![5]);
     }
 
@@ -481,21 +519,51 @@ mod tests {
         push(&q, true, 0).unwrap();
         push(&q, true, 1).unwrap();
         // The largest timeout overflows any arrival: it means "no deadline", no panic.
-        q.set_batching(2, Some(gst::ClockTime::MAX));
+        q.set_batching(2, Some(gst::ClockTime::MAX), false);
         assert_eq!(batch_indices(q.next_work()), vec![0, 1]);
     }
 
     #[test]
     fn a_new_batch_size_applies_to_the_waiting_batch() {
         let q = std::sync::Arc::new(queue());
-        q.set_batching(4, None);
+        q.set_batching(4, None, false);
         push(&q, true, 0).unwrap();
         let waiter = {
             let q = q.clone();
             std::thread::spawn(move || batch_indices(q.next_work()))
         };
         std::thread::sleep(std::time::Duration::from_millis(50));
-        q.set_batching(1, None);
+        q.set_batching(1, None, false);
         assert_eq!(waiter.join().unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn a_leaky_queue_never_blocks_and_skips_beyond_one_batch() {
+        let q = queue();
+        q.set_batching(2, None, true);
+        let admitted: Vec<_> = (0..5).map(|i| push(&q, true, i).unwrap()).collect();
+        use Admitted::{Queued, Skipped};
+        assert_eq!(admitted, [Queued, Queued, Skipped, Skipped, Skipped]);
+        // The batch takes the first two; the skipped ones follow in order.
+        assert_eq!(batch_embeds(q.next_work()), [true, true]);
+        // Once the batch is taken, new frames are embedded again.
+        assert_eq!(push(&q, true, 5).unwrap(), Queued);
+        q.set_batching(1, None, true);
+        assert_eq!(batch_embeds(q.next_work()), [false, false, false, true]);
+    }
+
+    #[test]
+    fn a_queue_that_is_not_leaky_skips_nothing() {
+        let q = std::sync::Arc::new(queue());
+        q.set_batching(1, None, false);
+        assert_eq!(push(&q, true, 0).unwrap(), Admitted::Queued);
+        let blocked = {
+            let q = q.clone();
+            std::thread::spawn(move || push(&q, true, 1).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!blocked.is_finished(), "upstream waits for room");
+        assert_eq!(batch_indices(q.next_work()), [0]);
+        assert_eq!(blocked.join().unwrap(), Admitted::Queued);
     }
 }

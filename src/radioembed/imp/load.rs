@@ -15,7 +15,7 @@ use gst::subclass::prelude::*;
 use super::super::error::error_message;
 use super::super::load_slot::Ticket;
 use super::{CAT, RadioEmbed, Settings, State, lock};
-use crate::engine::Engine;
+use crate::engine::{Engine, SharedBatcher};
 use crate::model_store::{DownloadProgress, locate, shared_model};
 use crate::preprocess::Preprocessor;
 
@@ -205,8 +205,27 @@ impl RadioEmbed {
             let context = format!("Failed to load model {}", settings.model);
             error_message(&e.into(), Some(&context))
         })?;
-        let engine =
-            Engine::new(model, settings.engine_options()).map_err(|e| error_message(&e, None))?;
+        let shared = if settings.model_instance_id.is_empty() {
+            None
+        } else {
+            let joined = SharedBatcher::join(
+                &settings.model_instance_id,
+                &model,
+                settings.batch_size as usize,
+            );
+            Some(joined.map_err(|err| {
+                gst::error_msg!(
+                    gst::CoreError::Thread,
+                    ("cannot start the thread of the shared model instance: {err}")
+                )
+            })?)
+        };
+        let source_id = settings
+            .source_id
+            .clone()
+            .unwrap_or_else(|| self.obj().name().to_string());
+        let engine = Engine::new(model, settings.engine_options(source_id), shared)
+            .map_err(|e| error_message(&e, None))?;
         let preprocessor = engine
             .preprocessor()
             .map_err(|e| error_message(&e.into(), None))?;

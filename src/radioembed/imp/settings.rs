@@ -9,7 +9,7 @@ use gst::glib;
 use gst::prelude::*;
 
 use super::super::{
-    DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION, MetaDtype, Outputs, Precision,
+    DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION, MetaDtype, Outputs, Precision, RoiMode,
 };
 use crate::engine::EngineOptions;
 use crate::model::parse_device;
@@ -41,6 +41,17 @@ pub(super) struct Settings {
     pub(super) processing_latency: gst::ClockTime,
     /// Load the model on a thread of its own, READY→PAUSED returning ASYNC.
     pub(super) async_load: bool,
+    /// The stream's name in the meta; `None`: the element's name.
+    pub(super) source_id: Option<String>,
+    /// Whether regions of interest get vectors.
+    pub(super) roi_mode: RoiMode,
+    /// The region types that get vectors; empty: all.
+    pub(super) roi_types: Vec<String>,
+    /// Pass frames on without embeddings while a whole batch is pending.
+    pub(super) leaky: bool,
+    /// Elements with the same id (and model) batch their frames together;
+    /// empty: this element batches alone.
+    pub(super) model_instance_id: String,
 }
 
 impl Default for Settings {
@@ -61,6 +72,11 @@ impl Default for Settings {
             meta_dtype: MetaDtype::F32,
             processing_latency: DEFAULT_PROCESSING_LATENCY,
             async_load: true,
+            source_id: None,
+            roi_mode: RoiMode::default(),
+            roi_types: Vec::new(),
+            leaky: false,
+            model_instance_id: String::new(),
         }
     }
 }
@@ -100,8 +116,14 @@ impl Settings {
         }
     }
 
-    /// What shapes each batch of the stream.
-    pub(super) fn engine_options(&self) -> EngineOptions {
+    /// Whether regions of type `roi_type` get vectors.
+    pub(super) fn wants_region(&self, roi_type: &str) -> bool {
+        self.roi_mode != RoiMode::None
+            && (self.roi_types.is_empty() || self.roi_types.iter().any(|t| t == roi_type))
+    }
+
+    /// What shapes each batch of the stream named `source_id`.
+    pub(super) fn engine_options(&self, source_id: String) -> EngineOptions {
         EngineOptions {
             target: self.target(),
             antialias: self.antialias,
@@ -115,13 +137,21 @@ impl Settings {
                 },
                 model: self.model.clone(),
                 input_size: (0, 0),
+                source_id,
             },
         }
     }
 
-    /// Frames per forward and the longest wait of a batch (`None`: no limit).
-    pub(super) fn batching(&self) -> (usize, Option<gst::ClockTime>) {
-        (self.batch_size as usize, self.batch_timeout)
+    /// The element queue's batching: frames per forward, the longest wait of
+    /// a batch (`None`: no limit), leaky. A member of a shared model instance
+    /// hands its frames over at once: the waiting for a batch happens there.
+    pub(super) fn batching(&self) -> (usize, Option<gst::ClockTime>, bool) {
+        let timeout = if self.model_instance_id.is_empty() {
+            self.batch_timeout
+        } else {
+            Some(gst::ClockTime::ZERO)
+        };
+        (self.batch_size as usize, timeout, self.leaky)
     }
 
     /// What this element adds to the pipeline latency, saturated at the
@@ -171,6 +201,25 @@ impl Settings {
                     gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"))
             }
             "async" => self.async_load = value.get().expect("type checked upstream"),
+            "source-id" => self.source_id = value.get().expect("type checked upstream"),
+            "roi-mode" => self.roi_mode = value.get().expect("type checked upstream"),
+            "roi-types" => {
+                let types: Option<String> = value.get().expect("type checked upstream");
+                self.roi_types = types
+                    .iter()
+                    .flat_map(|t| t.split(','))
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect();
+            }
+            "leaky" => self.leaky = value.get().expect("type checked upstream"),
+            "model-instance-id" => {
+                self.model_instance_id = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
+            }
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -196,6 +245,11 @@ impl Settings {
             "meta-dtype" => self.meta_dtype.to_value(),
             "processing-latency" => self.processing_latency.nseconds().to_value(),
             "async" => self.async_load.to_value(),
+            "source-id" => self.source_id.to_value(),
+            "roi-mode" => self.roi_mode.to_value(),
+            "roi-types" => self.roi_types.join(",").to_value(),
+            "leaky" => self.leaky.to_value(),
+            "model-instance-id" => self.model_instance_id.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -326,11 +380,56 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .default_value(true)
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecString::builder("source-id")
+                .nick("Source id")
+                .blurb(
+                    "Name of the stream written into every meta (source-id), so \
+                        embeddings stay attributable after a funnel or in a shared \
+                        index; default: the element's name",
+                )
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecEnum::builder_with_default("roi-mode", RoiMode::default())
+                .nick("ROI mode")
+                .blurb(
+                    "Per-object vectors for the frame's GstVideoRegionOfInterestMeta \
+                        boxes, attached to each as a radio-embedding parameter",
+                )
+                .mutable_playing()
+                .build(),
+            glib::ParamSpecString::builder("roi-types")
+                .nick("ROI types")
+                .blurb(
+                    "Comma-separated region types that get vectors (e.g. person,car); \
+                        empty: every region",
+                )
+                .mutable_playing()
+                .build(),
+            glib::ParamSpecBoolean::builder("leaky")
+                .nick("Leaky")
+                .blurb(
+                    "For live sources: while a whole batch is already waiting, new \
+                        frames pass downstream without embeddings (counted in stats as \
+                        frames-skipped) instead of blocking upstream",
+                )
+                .default_value(false)
+                .mutable_playing()
+                .build(),
+            glib::ParamSpecString::builder("model-instance-id")
+                .nick("Model instance id")
+                .blurb(
+                    "Elements of one process with the same id, model, device and \
+                        precision batch their frames together in one forward; empty: \
+                        this element batches alone",
+                )
+                .mutable_ready()
+                .build(),
             glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                 .nick("Statistics")
                 .blurb(
-                    "frames-in, frames-embedded, batches, mean-batch-fill, \
-                        mean-inference-ms, max-inference-ms, latency-ms",
+                    "frames-in, frames-embedded, frames-skipped, regions-embedded, \
+                        batches, shared-batches, mean-batch-fill, mean-inference-ms, \
+                        max-inference-ms, latency-ms",
                 )
                 .read_only()
                 .build(),

@@ -1,0 +1,477 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Many streams, one model: streams that share a model instance hand their
+//! preprocessed frames to one [`SharedBatcher`], whose thread runs them through
+//! the model together, as DeepStream's `nvstreammux` + `nvinfer` do.
+//!
+//! Each stream has at most one request pending (its caller waits for the
+//! answer). A forward takes the requests of one input size **oldest first**,
+//! whole (first fit), up to the largest batch size of the members, so every stream waits
+//! its turn and a fast one cannot starve a slow one. A forward runs when the
+//! oldest request's input size has a full batch, when every active stream has a
+//! request in, or when the oldest request reaches its deadline (its stream's
+//! `batch-timeout`). A stream that is cancelled (flushing, stopping) or leaves
+//! takes its requests out; the others' requests are not disturbed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Weak};
+use std::time::Instant;
+
+use candle_core::Tensor;
+
+use crate::model::{RadioModel, RadioOutput};
+
+/// Why a shared forward gave no output.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SharedError {
+    /// The stream was cancelled (flushing or stopping) before its answer came.
+    #[error("the request was cancelled")]
+    Cancelled,
+    /// The forward of the batch this request was in failed.
+    #[error("{0}")]
+    Forward(String),
+}
+
+/// What one stream gets back from a shared forward.
+#[derive(Debug)]
+pub struct SharedOutput {
+    /// The outputs of the request's own frames.
+    pub output: RadioOutput,
+    /// Frames in the forward, all streams together.
+    pub batch_frames: usize,
+    /// Streams that had frames in the forward.
+    pub batch_streams: usize,
+}
+
+/// One stream's frames waiting for a forward.
+struct Request {
+    id: u64,
+    stream: u64,
+    input: Tensor,
+    frames: usize,
+    /// (height, width): only requests of one input size share a forward.
+    size: (usize, usize),
+    deadline: Option<Instant>,
+}
+
+/// A member stream.
+#[derive(Debug, Default)]
+struct Member {
+    batch_size: usize,
+    /// Whether the stream may still send frames: a stream at EOS, cancelled,
+    /// or not started is not waited for.
+    active: bool,
+    cancelled: bool,
+    /// The request the stream waits for.
+    waiting: Option<u64>,
+}
+
+#[derive(Default)]
+struct Pending {
+    requests: VecDeque<Request>,
+    members: HashMap<u64, Member>,
+    answers: HashMap<u64, Result<SharedOutput, SharedError>>,
+    next_request: u64,
+    stop: bool,
+}
+
+impl Pending {
+    fn max_batch(&self) -> usize {
+        self.members
+            .values()
+            .map(|m| m.batch_size)
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// The requests of the next forward if it is due now, else when it will
+    /// be (`None`: when something changes).
+    fn due(&mut self, now: Instant) -> Result<Vec<Request>, Option<Instant>> {
+        let Some(oldest) = self.requests.front() else {
+            return Err(None);
+        };
+        let size = oldest.size;
+        let max = self.max_batch();
+        let mut take = Vec::new();
+        let mut frames = 0;
+        for (i, r) in self.requests.iter().enumerate() {
+            if r.size == size && (take.is_empty() || frames + r.frames <= max) {
+                take.push(i);
+                frames += r.frames;
+            }
+        }
+        // Each stream has at most one request in: when every active stream
+        // has one, no more frames can come.
+        let active = self.members.values().filter(|m| m.active).count();
+        let deadline = self.requests.iter().filter_map(|r| r.deadline).min();
+        let full = frames >= max || self.requests.len() >= active;
+        if !full && deadline.is_none_or(|d| d > now) {
+            return Err(deadline);
+        }
+        // Removed from the back, so the indices before stay valid.
+        let mut batch: Vec<Request> = take
+            .into_iter()
+            .rev()
+            .filter_map(|i| self.requests.remove(i))
+            .collect();
+        batch.reverse();
+        Ok(batch)
+    }
+}
+
+struct Inner {
+    model: Arc<RadioModel>,
+    pending: Mutex<Pending>,
+    /// Wakes the forward thread: a request, a member change, a stop.
+    work: Condvar,
+    /// Wakes the streams waiting for answers.
+    answered: Condvar,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The forward thread: batches due requests and answers them.
+    fn run(&self) {
+        let mut pending = self.lock();
+        loop {
+            if pending.stop {
+                return;
+            }
+            let batch = match pending.due(Instant::now()) {
+                Ok(batch) => batch,
+                Err(Some(deadline)) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    pending = self
+                        .work
+                        .wait_timeout(pending, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    continue;
+                }
+                Err(None) => {
+                    pending = self.work.wait(pending).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+            };
+            drop(pending);
+            let answers = self.forward(&batch);
+            pending = self.lock();
+            for (request, answer) in batch.iter().zip(answers) {
+                // A stream cancelled meanwhile no longer waits for its answer.
+                if pending
+                    .members
+                    .get(&request.stream)
+                    .is_some_and(|m| m.waiting == Some(request.id))
+                {
+                    pending.answers.insert(request.id, answer);
+                }
+            }
+            self.answered.notify_all();
+        }
+    }
+
+    /// One forward of `batch`, split back into each request's outputs.
+    fn forward(&self, batch: &[Request]) -> Vec<Result<SharedOutput, SharedError>> {
+        let frames: usize = batch.iter().map(|r| r.frames).sum();
+        let mut streams: Vec<u64> = batch.iter().map(|r| r.stream).collect();
+        streams.sort_unstable();
+        streams.dedup();
+        let inputs: Vec<&Tensor> = batch.iter().map(|r| &r.input).collect();
+        let output = Tensor::cat(&inputs, 0)
+            .map_err(|e| SharedError::Forward(e.to_string()))
+            .and_then(|x| {
+                self.model
+                    .forward_normalized(&x)
+                    .map_err(|e| SharedError::Forward(e.to_string()))
+            });
+        let mut start = 0;
+        batch
+            .iter()
+            .map(|r| {
+                let rows = output.as_ref().map_err(Clone::clone).and_then(|o| {
+                    o.rows(start, r.frames)
+                        .map_err(|e| SharedError::Forward(e.to_string()))
+                });
+                start += r.frames;
+                rows.map(|output| SharedOutput {
+                    output,
+                    batch_frames: frames,
+                    batch_streams: streams.len(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A model shared by member streams, with the thread that runs their batches.
+/// The thread ends when the last member leaves.
+pub struct SharedBatcher {
+    inner: Arc<Inner>,
+}
+
+impl Drop for SharedBatcher {
+    fn drop(&mut self) {
+        self.inner.lock().stop = true;
+        self.inner.work.notify_all();
+    }
+}
+
+/// The live batchers by (instance id, model).
+type Registry = HashMap<(String, usize), Weak<SharedBatcher>>;
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
+static NEXT_STREAM: AtomicU64 = AtomicU64::new(0);
+
+impl SharedBatcher {
+    /// Joins the batcher of `instance_id` for `model` (one is started for the
+    /// first member) as a stream of up to `batch_size` frames a request.
+    pub fn join(
+        instance_id: &str,
+        model: &Arc<RadioModel>,
+        batch_size: usize,
+    ) -> std::io::Result<SharedStream> {
+        let key = (instance_id.to_string(), Arc::as_ptr(model) as usize);
+        let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        registry.retain(|_, batcher| batcher.strong_count() > 0);
+        let batcher = match registry.get(&key).and_then(Weak::upgrade) {
+            Some(batcher) => batcher,
+            None => {
+                let batcher = Arc::new(Self::start(model.clone())?);
+                registry.insert(key, Arc::downgrade(&batcher));
+                batcher
+            }
+        };
+        drop(registry);
+        let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+        batcher.inner.lock().members.insert(
+            stream,
+            Member {
+                batch_size: batch_size.max(1),
+                ..Member::default()
+            },
+        );
+        Ok(SharedStream { batcher, stream })
+    }
+
+    fn start(model: Arc<RadioModel>) -> std::io::Result<Self> {
+        let inner = Arc::new(Inner {
+            model,
+            pending: Mutex::new(Pending::default()),
+            work: Condvar::new(),
+            answered: Condvar::new(),
+        });
+        let worker = inner.clone();
+        std::thread::Builder::new()
+            .name("radioembed-shared".into())
+            .spawn(move || worker.run())?;
+        Ok(Self { inner })
+    }
+}
+
+/// One stream's membership of a [`SharedBatcher`]; dropping it leaves.
+pub struct SharedStream {
+    batcher: Arc<SharedBatcher>,
+    stream: u64,
+}
+
+impl SharedStream {
+    fn inner(&self) -> &Inner {
+        &self.batcher.inner
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Member)) {
+        let mut pending = self.inner().lock();
+        if let Some(member) = pending.members.get_mut(&self.stream) {
+            f(member);
+        }
+        drop(pending);
+        self.inner().work.notify_all();
+    }
+
+    /// Runs `input`, a normalized (N, 3, H, W) batch of this stream's frames,
+    /// with the other streams' frames of that size; waits no later than
+    /// `deadline` for a batch to form (`None`: until one is full).
+    pub fn forward(
+        &self,
+        input: Tensor,
+        deadline: Option<Instant>,
+    ) -> Result<SharedOutput, SharedError> {
+        let (frames, _, height, width) = input
+            .dims4()
+            .map_err(|e| SharedError::Forward(e.to_string()))?;
+        let inner = self.inner();
+        let mut pending = inner.lock();
+        let id = pending.next_request;
+        let member = pending
+            .members
+            .get_mut(&self.stream)
+            .ok_or(SharedError::Cancelled)?;
+        if member.cancelled {
+            return Err(SharedError::Cancelled);
+        }
+        member.active = true;
+        member.waiting = Some(id);
+        pending.next_request += 1;
+        pending.requests.push_back(Request {
+            id,
+            stream: self.stream,
+            input,
+            frames,
+            size: (height, width),
+            deadline,
+        });
+        inner.work.notify_all();
+        loop {
+            if let Some(answer) = pending.answers.remove(&id) {
+                if let Some(member) = pending.members.get_mut(&self.stream) {
+                    member.waiting = None;
+                }
+                return answer;
+            }
+            if pending
+                .members
+                .get(&self.stream)
+                .is_none_or(|m| m.cancelled)
+            {
+                return Err(SharedError::Cancelled);
+            }
+            pending = inner
+                .answered
+                .wait(pending)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Cancels (`true`: flushing, stopping) or resumes the stream. Cancelling
+    /// drops its pending request and wakes its waiting [`forward`](Self::forward).
+    pub fn set_cancelled(&self, cancelled: bool) {
+        let mut pending = self.inner().lock();
+        if let Some(member) = pending.members.get_mut(&self.stream) {
+            member.cancelled = cancelled;
+            member.active &= !cancelled;
+            if cancelled {
+                member.waiting = None;
+            }
+        }
+        if cancelled {
+            pending.requests.retain(|r| r.stream != self.stream);
+        }
+        drop(pending);
+        self.inner().work.notify_all();
+        self.inner().answered.notify_all();
+    }
+
+    /// The stream ended (EOS): the others no longer wait for its frames.
+    pub fn set_idle(&self) {
+        self.update(|member| member.active = false);
+    }
+
+    /// The most frames this stream sends in one request.
+    pub fn set_batch_size(&self, batch_size: usize) {
+        self.update(|member| member.batch_size = batch_size.max(1));
+    }
+}
+
+impl Drop for SharedStream {
+    fn drop(&mut self) {
+        self.set_cancelled(true);
+        self.inner().lock().members.remove(&self.stream);
+        self.inner().work.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(id: u64, stream: u64, frames: usize, size: usize) -> Request {
+        Request {
+            id,
+            stream,
+            input: Tensor::zeros(
+                (frames, 3, size, size),
+                candle_core::DType::F32,
+                &candle_core::Device::Cpu,
+            )
+            .unwrap(),
+            frames,
+            size: (size, size),
+            deadline: None,
+        }
+    }
+
+    fn pending(members: &[(u64, usize)]) -> Pending {
+        let mut p = Pending::default();
+        for &(stream, batch_size) in members {
+            let member = Member {
+                batch_size,
+                active: true,
+                ..Member::default()
+            };
+            p.members.insert(stream, member);
+        }
+        p
+    }
+
+    fn ids(batch: Vec<Request>) -> Vec<u64> {
+        batch.into_iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn a_batch_waits_until_full_or_every_stream_is_in() {
+        let now = Instant::now();
+        let mut p = pending(&[(0, 4), (1, 4), (2, 4)]);
+        p.requests.push_back(request(0, 0, 1, 16));
+        p.requests.push_back(request(1, 1, 2, 16));
+        assert!(matches!(p.due(now), Err(None)), "stream 2 may still send");
+        p.requests.push_back(request(2, 2, 1, 16));
+        assert_eq!(ids(p.due(now).unwrap()), [0, 1, 2]);
+    }
+
+    #[test]
+    fn oldest_first_whole_requests_one_size_at_a_time() {
+        let now = Instant::now();
+        let mut p = pending(&[(0, 2), (1, 4), (2, 4), (3, 4)]);
+        p.requests.push_back(request(0, 0, 2, 16));
+        p.requests.push_back(request(1, 1, 1, 32));
+        p.requests.push_back(request(2, 2, 3, 16));
+        p.requests.push_back(request(3, 3, 2, 16));
+        // Largest batch 4: requests 0 and 3 (16 px) fit; 2 does not, 1 is another size.
+        assert_eq!(ids(p.due(now).unwrap()), [0, 3]);
+        assert!(
+            matches!(p.due(now), Err(None)),
+            "streams 0 and 3 may send more"
+        );
+        for stream in [0, 3] {
+            p.members.get_mut(&stream).unwrap().active = false;
+        }
+        assert_eq!(ids(p.due(now).unwrap()), [1]);
+        p.members.get_mut(&1).unwrap().active = false;
+        assert_eq!(ids(p.due(now).unwrap()), [2]);
+    }
+
+    #[test]
+    fn a_deadline_releases_a_partial_batch() {
+        let now = Instant::now();
+        let mut p = pending(&[(0, 4), (1, 4)]);
+        p.members.get_mut(&1).unwrap().active = true;
+        let mut r = request(0, 0, 1, 16);
+        r.deadline = Some(now + std::time::Duration::from_millis(5));
+        p.requests.push_back(r);
+        assert!(matches!(p.due(now), Err(Some(_))));
+        assert_eq!(
+            ids(p.due(now + std::time::Duration::from_millis(5)).unwrap()),
+            [0]
+        );
+    }
+
+    #[test]
+    fn idle_streams_are_not_waited_for() {
+        let mut p = pending(&[(0, 4), (1, 4)]);
+        p.members.get_mut(&1).unwrap().active = false;
+        p.requests.push_back(request(0, 0, 1, 16));
+        assert_eq!(ids(p.due(Instant::now()).unwrap()), [0]);
+    }
+}
