@@ -4,12 +4,13 @@
 //! the model together, as DeepStream's `nvstreammux` + `nvinfer` do.
 //!
 //! Each stream has at most one request pending (its caller waits for the
-//! answer). A forward takes the requests of one input size **oldest first**,
-//! whole (first fit), up to the largest batch size of the members, so every stream waits
-//! its turn and a fast one cannot starve a slow one. A forward runs when the
-//! oldest request's input size has a full batch, when every active stream has a
-//! request in, or when the oldest request reaches its deadline (its stream's
-//! `batch-timeout`). A stream that is cancelled (flushing, stopping) or leaves
+//! answer). A forward fills up to the largest batch size of the members with
+//! frames of the oldest request's input size, **round robin**: one frame of each
+//! waiting stream in turn, oldest request first, so a stream that sends many
+//! frames cannot starve one that sends few, and a request may be answered
+//! over several forwards. A forward runs when the oldest request's input size
+//! has a full batch, when every active stream has a request in, or when a
+//! request reaches its deadline (its stream's `batch-timeout`). A stream that is cancelled (flushing, stopping) or leaves
 //! takes its requests out; the others' requests are not disturbed.
 
 use std::collections::{HashMap, VecDeque};
@@ -37,9 +38,8 @@ pub enum SharedError {
 pub struct SharedOutput {
     /// The outputs of the request's own frames.
     pub output: RadioOutput,
-    /// Frames in the forward, all streams together.
-    pub batch_frames: usize,
-    /// Streams that had frames in the forward.
+    /// The fewest streams that shared a forward with this request's frames
+    /// (1: some of them ran alone).
     pub batch_streams: usize,
 }
 
@@ -52,6 +52,24 @@ struct Request {
     /// (height, width): only requests of one input size share a forward.
     size: (usize, usize),
     deadline: Option<Instant>,
+    /// Frames handed to forwards so far, and their outputs in order.
+    taken: usize,
+    done: Vec<RadioOutput>,
+    batch_streams: usize,
+}
+
+impl Request {
+    fn remaining(&self) -> usize {
+        self.frames - self.taken
+    }
+}
+
+/// Some consecutive frames of a request, in one forward.
+struct Slice {
+    request: u64,
+    stream: u64,
+    input: Tensor,
+    frames: usize,
 }
 
 /// A member stream.
@@ -84,39 +102,122 @@ impl Pending {
             .unwrap_or(1)
     }
 
-    /// The requests of the next forward if it is due now, else when it will
+    /// The slices of the next forward if it is due now, else when it will
     /// be (`None`: when something changes).
-    fn due(&mut self, now: Instant) -> Result<Vec<Request>, Option<Instant>> {
+    fn due(&mut self, now: Instant) -> Result<Vec<Slice>, Option<Instant>> {
         let Some(oldest) = self.requests.front() else {
             return Err(None);
         };
         let size = oldest.size;
         let max = self.max_batch();
-        let mut take = Vec::new();
-        let mut frames = 0;
-        for (i, r) in self.requests.iter().enumerate() {
-            if r.size == size && (take.is_empty() || frames + r.frames <= max) {
-                take.push(i);
-                frames += r.frames;
-            }
-        }
+        let same_size = |r: &Request| r.size == size;
+        let waiting: usize = self
+            .requests
+            .iter()
+            .filter(|r| same_size(r))
+            .map(Request::remaining)
+            .sum();
         // Each stream has at most one request in: when every active stream
         // has one, no more frames can come.
         let active = self.members.values().filter(|m| m.active).count();
         let deadline = self.requests.iter().filter_map(|r| r.deadline).min();
-        let full = frames >= max || self.requests.len() >= active;
+        let full = waiting >= max || self.requests.len() >= active;
         if !full && deadline.is_none_or(|d| d > now) {
             return Err(deadline);
         }
-        // Removed from the back, so the indices before stay valid.
-        let mut batch: Vec<Request> = take
-            .into_iter()
-            .rev()
-            .filter_map(|i| self.requests.remove(i))
-            .collect();
-        batch.reverse();
-        Ok(batch)
+        // Round robin: one frame of each request in turn, oldest first.
+        let mut counts = vec![0; self.requests.len()];
+        let mut taken = 0;
+        while taken < max.min(waiting) {
+            for (count, r) in counts.iter_mut().zip(&self.requests) {
+                if taken < max && same_size(r) && *count < r.remaining() {
+                    *count += 1;
+                    taken += 1;
+                }
+            }
+        }
+        let slices = self
+            .requests
+            .iter_mut()
+            .zip(counts)
+            .filter(|(_, count)| *count > 0)
+            .map(|(r, count)| {
+                let input = r.input.narrow(0, r.taken, count);
+                r.taken += count;
+                input.map(|input| Slice {
+                    request: r.id,
+                    stream: r.stream,
+                    input,
+                    frames: count,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>();
+        // Narrowing the batch dimension of a 4-d tensor within range cannot fail.
+        Ok(slices.unwrap_or_default())
     }
+
+    /// Hands the outputs of a forward (`None`: it failed with `error`) to its
+    /// requests, answering those that are complete (or failed) and whose
+    /// streams still wait for them.
+    fn settle(
+        &mut self,
+        slices: &[Slice],
+        outputs: Result<Vec<RadioOutput>, SharedError>,
+        streams: usize,
+    ) {
+        let outputs = match outputs {
+            Ok(outputs) => outputs.into_iter().map(Ok).collect(),
+            Err(err) => vec![Err(err); slices.len()],
+        };
+        for (slice, output) in slices.iter().zip(outputs) {
+            let Some(at) = self.requests.iter().position(|r| r.id == slice.request) else {
+                continue; // cancelled meanwhile
+            };
+            let request = &mut self.requests[at];
+            request.batch_streams = request.batch_streams.min(streams);
+            let answer = match output {
+                Ok(output) => {
+                    request.done.push(output);
+                    if done_frames(&request.done) < request.frames {
+                        continue;
+                    }
+                    concat(&request.done).map(|output| SharedOutput {
+                        output,
+                        batch_streams: request.batch_streams,
+                    })
+                }
+                Err(err) => Err(err),
+            };
+            let Some(request) = self.requests.remove(at) else {
+                continue;
+            };
+            if self
+                .members
+                .get(&request.stream)
+                .is_some_and(|m| m.waiting == Some(request.id))
+            {
+                self.answers.insert(request.id, answer);
+            }
+        }
+    }
+}
+
+/// Frames in the outputs so far.
+fn done_frames(done: &[RadioOutput]) -> usize {
+    done.iter().map(|o| o.summary.dim(0).unwrap_or(0)).sum()
+}
+
+/// The outputs of a request's slices, in order, as one.
+fn concat(parts: &[RadioOutput]) -> Result<RadioOutput, SharedError> {
+    let cat = |f: fn(&RadioOutput) -> &Tensor| {
+        let tensors: Vec<&Tensor> = parts.iter().map(f).collect();
+        Tensor::cat(&tensors, 0).map_err(|e| SharedError::Forward(e.to_string()))
+    };
+    Ok(RadioOutput {
+        summary: cat(|o| &o.summary)?,
+        features: cat(|o| &o.features)?,
+        grid: parts.first().map_or((0, 0), |o| o.grid),
+    })
 }
 
 struct Inner {
@@ -157,50 +258,30 @@ impl Inner {
                 }
             };
             drop(pending);
-            let answers = self.forward(&batch);
+            let outputs = self.forward(&batch);
+            let mut streams: Vec<u64> = batch.iter().map(|s| s.stream).collect();
+            streams.sort_unstable();
+            streams.dedup();
             pending = self.lock();
-            for (request, answer) in batch.iter().zip(answers) {
-                // A stream cancelled meanwhile no longer waits for its answer.
-                if pending
-                    .members
-                    .get(&request.stream)
-                    .is_some_and(|m| m.waiting == Some(request.id))
-                {
-                    pending.answers.insert(request.id, answer);
-                }
-            }
+            pending.settle(&batch, outputs, streams.len());
             self.answered.notify_all();
         }
     }
 
-    /// One forward of `batch`, split back into each request's outputs.
-    fn forward(&self, batch: &[Request]) -> Vec<Result<SharedOutput, SharedError>> {
-        let frames: usize = batch.iter().map(|r| r.frames).sum();
-        let mut streams: Vec<u64> = batch.iter().map(|r| r.stream).collect();
-        streams.sort_unstable();
-        streams.dedup();
-        let inputs: Vec<&Tensor> = batch.iter().map(|r| &r.input).collect();
-        let output = Tensor::cat(&inputs, 0)
-            .map_err(|e| SharedError::Forward(e.to_string()))
-            .and_then(|x| {
-                self.model
-                    .forward_normalized(&x)
-                    .map_err(|e| SharedError::Forward(e.to_string()))
-            });
+    /// One forward of `batch`, split back into each slice's outputs.
+    fn forward(&self, batch: &[Slice]) -> Result<Vec<RadioOutput>, SharedError> {
+        let error = |e: &dyn std::fmt::Display| SharedError::Forward(e.to_string());
+        let inputs: Vec<&Tensor> = batch.iter().map(|s| &s.input).collect();
+        let x = Tensor::cat(&inputs, 0).map_err(|e| error(&e))?;
+        let output = self.model.forward_normalized(&x).map_err(|e| error(&e))?;
         let mut start = 0;
         batch
             .iter()
-            .map(|r| {
-                let rows = output.as_ref().map_err(Clone::clone).and_then(|o| {
-                    o.rows(start, r.frames)
-                        .map_err(|e| SharedError::Forward(e.to_string()))
-                });
-                start += r.frames;
-                rows.map(|output| SharedOutput {
-                    output,
-                    batch_frames: frames,
-                    batch_streams: streams.len(),
-                })
+            .map(|s| {
+                start += s.frames;
+                output
+                    .rows(start - s.frames, s.frames)
+                    .map_err(|e| error(&e))
             })
             .collect()
     }
@@ -321,6 +402,9 @@ impl SharedStream {
             frames,
             size: (height, width),
             deadline,
+            taken: 0,
+            done: Vec::new(),
+            batch_streams: usize::MAX,
         });
         inner.work.notify_all();
         loop {
@@ -385,29 +469,31 @@ impl Drop for SharedStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::{DType, Device};
 
     fn request(id: u64, stream: u64, frames: usize, size: usize) -> Request {
         Request {
             id,
             stream,
-            input: Tensor::zeros(
-                (frames, 3, size, size),
-                candle_core::DType::F32,
-                &candle_core::Device::Cpu,
-            )
-            .unwrap(),
+            input: Tensor::zeros((frames, 3, size, size), DType::F32, &Device::Cpu).unwrap(),
             frames,
             size: (size, size),
             deadline: None,
+            taken: 0,
+            done: Vec::new(),
+            batch_streams: usize::MAX,
         }
     }
 
+    /// Members (stream, batch size), all active, each waiting for the request
+    /// of the same number.
     fn pending(members: &[(u64, usize)]) -> Pending {
         let mut p = Pending::default();
         for &(stream, batch_size) in members {
             let member = Member {
                 batch_size,
                 active: true,
+                waiting: Some(stream),
                 ..Member::default()
             };
             p.members.insert(stream, member);
@@ -415,8 +501,21 @@ mod tests {
         p
     }
 
-    fn ids(batch: Vec<Request>) -> Vec<u64> {
-        batch.into_iter().map(|r| r.id).collect()
+    /// (request, frames) of each slice.
+    fn slices(batch: &[Slice]) -> Vec<(u64, usize)> {
+        batch.iter().map(|s| (s.request, s.frames)).collect()
+    }
+
+    /// Outputs for `batch` whose summary value is the slice's request id.
+    fn outputs(batch: &[Slice]) -> Result<Vec<RadioOutput>, SharedError> {
+        Ok(batch
+            .iter()
+            .map(|s| RadioOutput {
+                summary: Tensor::full(s.request as f32, (s.frames, 2), &Device::Cpu).unwrap(),
+                features: Tensor::zeros((s.frames, 1, 2), DType::F32, &Device::Cpu).unwrap(),
+                grid: (1, 1),
+            })
+            .collect())
     }
 
     #[test]
@@ -427,44 +526,63 @@ mod tests {
         p.requests.push_back(request(1, 1, 2, 16));
         assert!(matches!(p.due(now), Err(None)), "stream 2 may still send");
         p.requests.push_back(request(2, 2, 1, 16));
-        assert_eq!(ids(p.due(now).unwrap()), [0, 1, 2]);
+        assert_eq!(slices(&p.due(now).unwrap()), [(0, 1), (1, 2), (2, 1)]);
     }
 
     #[test]
-    fn oldest_first_whole_requests_one_size_at_a_time() {
+    fn streams_take_turns_frame_by_frame_one_size_at_a_time() {
         let now = Instant::now();
-        let mut p = pending(&[(0, 2), (1, 4), (2, 4), (3, 4)]);
-        p.requests.push_back(request(0, 0, 2, 16));
+        let mut p = pending(&[(0, 4), (1, 4), (2, 4)]);
+        p.requests.push_back(request(0, 0, 4, 16));
         p.requests.push_back(request(1, 1, 1, 32));
         p.requests.push_back(request(2, 2, 3, 16));
-        p.requests.push_back(request(3, 3, 2, 16));
-        // Largest batch 4: requests 0 and 3 (16 px) fit; 2 does not, 1 is another size.
-        assert_eq!(ids(p.due(now).unwrap()), [0, 3]);
-        assert!(
-            matches!(p.due(now), Err(None)),
-            "streams 0 and 3 may send more"
+        // Largest batch 4, of the oldest request's size: two frames each.
+        let first = p.due(now).unwrap();
+        assert_eq!(slices(&first), [(0, 2), (2, 2)]);
+        p.settle(&first, outputs(&first), 2);
+        assert!(p.answers.is_empty(), "both requests have frames left");
+        let second = p.due(now).unwrap();
+        assert_eq!(slices(&second), [(0, 2), (2, 1)]);
+        p.settle(&second, outputs(&second), 2);
+        let answer = p.answers.remove(&0).unwrap().unwrap();
+        assert_eq!(answer.output.summary.dims(), [4, 2]);
+        assert_eq!(answer.batch_streams, 2);
+        assert_eq!(
+            p.answers.remove(&2).unwrap().unwrap().output.summary.dims(),
+            [3, 2]
         );
-        for stream in [0, 3] {
+        // Streams 0 and 2 may send again; stream 1 waits for them or its deadline.
+        assert!(matches!(p.due(now), Err(None)));
+        for stream in [0, 2] {
             p.members.get_mut(&stream).unwrap().active = false;
         }
-        assert_eq!(ids(p.due(now).unwrap()), [1]);
-        p.members.get_mut(&1).unwrap().active = false;
-        assert_eq!(ids(p.due(now).unwrap()), [2]);
+        assert_eq!(slices(&p.due(now).unwrap()), [(1, 1)]);
+    }
+
+    #[test]
+    fn a_failed_forward_answers_each_of_its_requests() {
+        let mut p = pending(&[(0, 4), (1, 4)]);
+        p.requests.push_back(request(0, 0, 1, 16));
+        p.requests.push_back(request(1, 1, 1, 16));
+        let batch = p.due(Instant::now()).unwrap();
+        p.settle(&batch, Err(SharedError::Forward("out of memory".into())), 2);
+        for id in [0, 1] {
+            let answer = p.answers.remove(&id).unwrap();
+            assert!(matches!(answer, Err(SharedError::Forward(m)) if m == "out of memory"));
+        }
+        assert!(p.requests.is_empty());
     }
 
     #[test]
     fn a_deadline_releases_a_partial_batch() {
         let now = Instant::now();
         let mut p = pending(&[(0, 4), (1, 4)]);
-        p.members.get_mut(&1).unwrap().active = true;
         let mut r = request(0, 0, 1, 16);
         r.deadline = Some(now + std::time::Duration::from_millis(5));
         p.requests.push_back(r);
         assert!(matches!(p.due(now), Err(Some(_))));
-        assert_eq!(
-            ids(p.due(now + std::time::Duration::from_millis(5)).unwrap()),
-            [0]
-        );
+        let later = now + std::time::Duration::from_millis(5);
+        assert_eq!(slices(&p.due(later).unwrap()), [(0, 1)]);
     }
 
     #[test]
@@ -472,6 +590,6 @@ mod tests {
         let mut p = pending(&[(0, 4), (1, 4)]);
         p.members.get_mut(&1).unwrap().active = false;
         p.requests.push_back(request(0, 0, 1, 16));
-        assert_eq!(ids(p.due(Instant::now()).unwrap()), [0]);
+        assert_eq!(slices(&p.due(Instant::now()).unwrap()), [(0, 1)]);
     }
 }

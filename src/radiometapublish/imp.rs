@@ -170,8 +170,13 @@ fn kafka_publisher(
 struct State {
     outbox: Outbox,
     options: MessageOptions,
-    /// The `source-id` property, else the stream id, else the element's name.
+    /// The `source-id` property, else the stream id, else the element's name:
+    /// names the connection and the topic.
     source_id: String,
+    /// Whether `source-id` was set: then it names every message; else each
+    /// message names the stream its meta says it came from, which survives a
+    /// `funnel` of several cameras.
+    source_id_set: bool,
 }
 
 /// The element.
@@ -384,12 +389,17 @@ impl ObjectImpl for RadioMetaPublish {
                     .build(),
                 glib::ParamSpecString::builder("source-id")
                     .nick("Source id")
-                    .blurb("The stream's name in messages; default: the stream id, else the element name")
+                    .blurb(
+                        "The stream's name in messages and topics; default: each message \
+                         names the source-id of its RadioEmbedMeta, the topic the stream id",
+                    )
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("vector-encoding", VectorEncoding::Json)
                     .nick("Vector encoding")
-                    .blurb("How vectors are written: JSON arrays, or base64 of little-endian f32/f16")
+                    .blurb(
+                        "How vectors are written: JSON arrays, or base64 of little-endian f32/f16",
+                    )
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecBoolean::builder("spatial")
@@ -540,6 +550,7 @@ impl BaseTransformImpl for RadioMetaPublish {
             outbox,
             options: settings.message_options(),
             source_id,
+            source_id_set: settings.source_id.is_some(),
         });
         Ok(())
     }
@@ -591,7 +602,12 @@ impl BaseTransformImpl for RadioMetaPublish {
         let Some(state) = state.as_ref() else {
             return Err(gst::FlowError::Flushing);
         };
-        let frame = self.frame_info(buffer.as_ref(), &state.source_id);
+        let source_id = if state.source_id_set {
+            &state.source_id
+        } else {
+            &embedding.source_id
+        };
+        let frame = self.frame_info(buffer.as_ref(), source_id);
         let objects = regions(buffer.as_ref()).unwrap_or_else(|err| {
             gst::warning!(CAT, imp = self, "unreadable region vector: {err}");
             Vec::new()

@@ -1,0 +1,293 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Many cameras, one model, on the tiny fixture model on the CPU: streams that
+//! share a model instance (`model-instance-id`), live overload (`leaky`),
+//! per-object vectors (`roi-mode`) and the meta's `source-id`.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{fixture, init};
+use gst::prelude::*;
+use gst_check::Harness;
+use gstradio::meta::{Embedding, regions};
+
+const W: usize = 64;
+const H: usize = 48;
+
+/// The element in a harness with `props`, loading its model inside the state change.
+fn harness(props: &str) -> Harness {
+    init();
+    let element = gst::ElementFactory::make("radioembed")
+        .property("model", fixture("tiny-so400m").display().to_string())
+        .property("async", false)
+        .build()
+        .unwrap();
+    for prop in props.split_whitespace() {
+        let (name, value) = prop.split_once('=').unwrap();
+        element.set_property_from_str(name, value);
+    }
+    let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
+    h.set_src_caps_str(&format!(
+        "video/x-raw,format=RGB,width={W},height={H},framerate=30/1"
+    ));
+    h
+}
+
+/// An RGB frame whose content depends on `seed`, with timestamp `i`/30 s.
+fn frame(i: u64, seed: u64) -> gst::Buffer {
+    let stride = (W * 3).div_ceil(4) * 4;
+    let data: Vec<u8> = (0..stride * H)
+        .map(|p| ((p as u64 * 7 + seed * 31 + (p as u64 / 97) * seed) % 251) as u8)
+        .collect();
+    let mut buffer = gst::Buffer::from_mut_slice(data);
+    {
+        let b = buffer.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30));
+        b.set_duration(gst::ClockTime::from_nseconds(1_000_000_000 / 30));
+    }
+    buffer
+}
+
+fn embedding(buffer: &gst::Buffer) -> Option<Embedding> {
+    Embedding::from_buffer(buffer).unwrap()
+}
+
+fn stat(h: &Harness, field: &str) -> u64 {
+    let stats = h.element().unwrap().property::<gst::Structure>("stats");
+    stats.get::<u64>(field).unwrap()
+}
+
+/// The summary each frame gets from an element of its own, one frame a forward.
+fn alone(frames: &[gst::Buffer]) -> Vec<Vec<f32>> {
+    let mut h = harness("resolution=32");
+    frames
+        .iter()
+        .map(|f| {
+            h.push(f.clone()).unwrap();
+            embedding(&h.pull().unwrap()).unwrap().summary.unwrap()
+        })
+        .collect()
+}
+
+const STREAMS: u64 = 4;
+const FRAMES: u64 = 12;
+
+/// Four streams, `FRAMES` frames each, pushed in turns, as four cameras would.
+fn camera_frames(stream: u64) -> Vec<gst::Buffer> {
+    (0..FRAMES)
+        .map(|i| frame(i, 1 + stream * 100 + i))
+        .collect()
+}
+
+#[test]
+fn streams_of_one_instance_share_forwards_and_get_their_own_embeddings() {
+    let props = "resolution=32 batch-size=4 batch-timeout=500000000 model-instance-id=cams";
+    let mut hs: Vec<Harness> = (0..STREAMS).map(|_| harness(props)).collect();
+    let frames: Vec<Vec<gst::Buffer>> = (0..STREAMS).map(camera_frames).collect();
+    // Each harness is read on a thread of its own, as each camera's downstream would.
+    for i in 0..FRAMES as usize {
+        for (h, frames) in hs.iter_mut().zip(&frames) {
+            h.push(frames[i].clone()).unwrap();
+        }
+    }
+    for h in &mut hs {
+        h.push_event(gst::event::Eos::new());
+    }
+    let mut shared = 0;
+    let mut batches = 0;
+    for (s, (h, frames)) in hs.iter_mut().zip(&frames).enumerate() {
+        let expected = alone(frames);
+        for (i, (frame, summary)) in frames.iter().zip(&expected).enumerate() {
+            let out = h.pull().unwrap();
+            assert_eq!(out.pts(), frame.pts(), "stream {s}: frame {i} out of order");
+            let e = embedding(&out).expect("every frame is embedded");
+            assert_eq!(e.frame_index, i as u64);
+            let err = common::max_abs_diff_slices(&e.summary.unwrap(), summary);
+            assert!(
+                err <= 1e-5,
+                "stream {s} frame {i}: off by {err} from running alone"
+            );
+        }
+        shared += stat(h, "shared-batches");
+        batches += stat(h, "batches");
+    }
+    // The first frames may run before the other streams start; then forwards mix.
+    assert!(
+        shared * 2 > batches,
+        "only {shared} of {batches} batches shared a forward with another stream"
+    );
+}
+
+#[test]
+fn one_streams_flush_and_eos_leave_the_others_undisturbed() {
+    let props = "resolution=32 batch-size=4 batch-timeout=20000000 model-instance-id=flush";
+    let mut a = harness(props);
+    let mut b = harness(props);
+    let frames_a = camera_frames(0);
+    let frames_b = camera_frames(1);
+    let expected_b = alone(&frames_b);
+    for i in 0..FRAMES as usize {
+        if i <= 8 {
+            a.push(frames_a[i].clone()).unwrap();
+        }
+        b.push(frames_b[i].clone()).unwrap();
+        if i == 4 {
+            // Stream A seeks: everything of A in flight is dropped.
+            assert!(a.push_event(gst::event::FlushStart::new()));
+            assert!(a.push_event(gst::event::FlushStop::new(true)));
+            let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+            assert!(a.push_event(gst::event::Segment::new(&segment)));
+        }
+        if i == 8 {
+            a.push_event(gst::event::Eos::new());
+        }
+    }
+    b.push_event(gst::event::Eos::new());
+    for (i, summary) in expected_b.iter().enumerate() {
+        let e = embedding(&b.pull().unwrap()).unwrap();
+        let err = common::max_abs_diff_slices(&e.summary.unwrap(), summary);
+        assert!(err <= 1e-5, "stream B frame {i}: off by {err}");
+    }
+}
+
+#[test]
+fn a_stream_leaving_neither_hangs_nor_costs_the_others_a_frame() {
+    let props = "resolution=32 batch-size=2 batch-timeout=20000000 model-instance-id=leave";
+    let mut stay = harness(props);
+    let mut leave = harness(props);
+    let frames = camera_frames(2);
+    let expected = alone(&frames);
+    for (i, frame_i) in frames.iter().enumerate() {
+        stay.push(frame_i.clone()).unwrap();
+        if i > 5 {
+            continue;
+        }
+        leave.push(frame(i as u64, 7 + i as u64)).unwrap();
+        if i == 5 {
+            // Stopped from another thread while it may wait in a shared forward.
+            let element = leave.element().unwrap();
+            let (done, stopped) = mpsc::channel();
+            std::thread::spawn(move || {
+                done.send(element.set_state(gst::State::Null)).unwrap();
+            });
+            let result = stopped
+                .recv_timeout(Duration::from_secs(10))
+                .expect("setting the leaving stream to NULL hangs");
+            assert!(result.is_ok());
+        }
+    }
+    stay.push_event(gst::event::Eos::new());
+    for (i, summary) in expected.iter().enumerate() {
+        let e = embedding(&stay.pull().unwrap()).expect("no frame lost");
+        let err = common::max_abs_diff_slices(&e.summary.unwrap(), summary);
+        assert!(err <= 1e-5, "frame {i}: off by {err}");
+    }
+}
+
+#[test]
+fn a_leaky_element_skips_exactly_the_frames_it_counts() {
+    // Frames come faster than the model takes them: pushed back to back.
+    let mut h = harness("resolution=64 batch-size=1 leaky=true");
+    let pushed = 40;
+    for i in 0..pushed {
+        h.push(frame(i, i)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let mut without_meta = 0;
+    for i in 0..pushed {
+        let out = h.pull().unwrap();
+        assert_eq!(out.pts(), frame(i, i).pts(), "frame {i} out of order");
+        without_meta += u64::from(embedding(&out).is_none());
+    }
+    let skipped = stat(&h, "frames-skipped");
+    assert_eq!(skipped, without_meta);
+    assert!(skipped > 0, "no frame was skipped: the model kept up");
+    assert_eq!(stat(&h, "frames-embedded") + skipped, pushed);
+}
+
+#[test]
+fn an_element_that_is_not_leaky_embeds_every_frame() {
+    let mut h = harness("resolution=64 batch-size=1");
+    let pushed = 40;
+    for i in 0..pushed {
+        h.push(frame(i, i)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    for _ in 0..pushed {
+        assert!(embedding(&h.pull().unwrap()).is_some());
+    }
+    assert_eq!(stat(&h, "frames-skipped"), 0);
+}
+
+/// The patches a box of pixels overlaps on a `grid` of a `size` frame,
+/// computed here independently of the element: a patch whose span meets the
+/// box, at least the one holding its start.
+fn patches(start: u32, len: u32, frame: u32, n: usize) -> std::ops::Range<usize> {
+    let patch = f64::from(frame) / n as f64;
+    let first = (f64::from(start) / patch).floor() as usize;
+    let last = (f64::from(start + len) / patch).ceil() as usize;
+    first.min(n - 1)..last.clamp(first + 1, n)
+}
+
+#[test]
+fn regions_get_the_mean_of_the_patches_under_their_box() {
+    let mut h = harness("resolution=64 roi-types=person,car");
+    let mut buffer = frame(0, 5);
+    let boxes = [
+        ("person", (8, 4, 20, 30)),
+        ("face", (10, 6, 4, 4)),
+        ("car", (40, 30, 24, 18)),
+    ];
+    for (roi_type, rect) in boxes {
+        gst_video::VideoRegionOfInterestMeta::add(buffer.get_mut().unwrap(), roi_type, rect);
+    }
+    h.push(buffer).unwrap();
+    let out = h.pull().unwrap();
+    let e = embedding(&out).unwrap();
+    let (gh, gw) = e.grid;
+    let d = e.spatial_dim;
+    let spatial = e.spatial.unwrap();
+    let found = regions(&out).unwrap();
+    let types: Vec<&str> = found.iter().map(|r| r.roi_type.as_str()).collect();
+    assert_eq!(types, ["person", "car"], "face is not among roi-types");
+    for region in &found {
+        let (x, y, w, hh) = region.rect;
+        let (rows, cols) = (patches(y, hh, H as u32, gh), patches(x, w, W as u32, gw));
+        let n = (rows.len() * cols.len()) as f32;
+        let mut mean = vec![0f32; d];
+        for r in rows {
+            for c in cols.clone() {
+                let patch = &spatial[(r * gw + c) * d..][..d];
+                mean.iter_mut().zip(patch).for_each(|(m, v)| *m += v / n);
+            }
+        }
+        let err = common::max_abs_diff_slices(&region.vector, &mean);
+        assert!(err <= 1e-6, "{}: off by {err}", region.roi_type);
+    }
+    assert_eq!(stat(&h, "regions-embedded"), 2);
+}
+
+#[test]
+fn roi_mode_none_leaves_regions_alone() {
+    let mut h = harness("resolution=32 roi-mode=none");
+    let mut buffer = frame(0, 5);
+    gst_video::VideoRegionOfInterestMeta::add(buffer.get_mut().unwrap(), "person", (0, 0, 8, 8));
+    h.push(buffer).unwrap();
+    assert!(regions(&h.pull().unwrap()).unwrap().is_empty());
+}
+
+#[test]
+fn the_meta_names_its_source() {
+    let mut h = harness("resolution=32");
+    h.push(frame(0, 1)).unwrap();
+    let name = h.element().unwrap().name().to_string();
+    assert_eq!(embedding(&h.pull().unwrap()).unwrap().source_id, name);
+    let mut h = harness("resolution=32 source-id=gate-camera");
+    h.push(frame(0, 1)).unwrap();
+    assert_eq!(
+        embedding(&h.pull().unwrap()).unwrap().source_id,
+        "gate-camera"
+    );
+}
