@@ -291,3 +291,66 @@ fn the_meta_names_its_source() {
         "gate-camera"
     );
 }
+
+/// The model's summary of the `x`, `y`, `w`, `h` rectangle of RGB `frame`,
+/// cut out by copying its rows, resized to `side` × `side`.
+fn crop_summary(
+    frame: &gst::Buffer,
+    (x, y, w, h): (usize, usize, usize, usize),
+    side: usize,
+) -> Vec<f32> {
+    use gstradio::preprocess::{CpuPreprocessor, FrameLayout, Normalization, PixelFormat};
+    let model = gstradio::model::RadioModel::load(
+        &fixture("tiny-so400m"),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap();
+    let map = frame.map_readable().unwrap();
+    let stride = (W * 3).div_ceil(4) * 4;
+    let layout = FrameLayout::packed(PixelFormat::Rgb, w, h);
+    let mut cut = vec![0u8; layout.min_size()];
+    for row in 0..h {
+        let from = (y + row) * stride + x * 3;
+        cut[row * layout.strides[0]..][..w * 3].copy_from_slice(&map[from..from + w * 3]);
+    }
+    let dims = &model.info().dims;
+    let norm = Normalization {
+        mean: dims.norm_mean,
+        std: dims.norm_std,
+    };
+    let mut pixels = vec![0f32; 3 * side * side];
+    CpuPreprocessor::new()
+        .process(&cut, &layout, (side, side), true, &norm, &mut pixels)
+        .unwrap();
+    let input =
+        candle_core::Tensor::from_vec(pixels, (1, 3, side, side), &candle_core::Device::Cpu)
+            .unwrap();
+    let output = model.forward_normalized(&input).unwrap();
+    output.summary.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn crop_mode_gives_each_region_the_summary_of_its_padded_crop() {
+    let mut h = harness("resolution=32 roi-mode=crop roi-padding=0.1 roi-resolution=32");
+    let mut buffer = frame(0, 9);
+    let boxes = [("person", (8, 4, 20, 30)), ("car", (40, 30, 24, 18))];
+    for (roi_type, rect) in boxes {
+        gst_video::VideoRegionOfInterestMeta::add(buffer.get_mut().unwrap(), roi_type, rect);
+    }
+    let expected = [
+        // 10 % of 20 x 30 is 2 x 3 px on each side.
+        crop_summary(&buffer, (6, 1, 24, 36), 32),
+        // 2 x 2 px (2.4 and 1.8 rounded), then clipped at the right and bottom edges.
+        crop_summary(&buffer, (38, 28, 26, 20), 32),
+    ];
+    h.push(buffer).unwrap();
+    let found = regions(&h.pull().unwrap()).unwrap();
+    assert_eq!(found.len(), 2);
+    for (region, expected) in found.iter().zip(&expected) {
+        assert_eq!(region.vector.len(), 128, "the summary's width");
+        let err = common::max_abs_diff_slices(&region.vector, expected);
+        assert!(err <= 1e-5, "{}: off by {err}", region.roi_type);
+    }
+    assert_eq!(stat(&h, "regions-embedded"), 2);
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use error::EngineError;
-pub use shared::{SharedBatcher, SharedError, SharedOutput, SharedStream};
+pub use shared::{InstanceStats, SharedBatcher, SharedError, SharedOutput, SharedStream};
 
 use crate::meta::Embedding;
 use crate::model::{RadioModel, RadioOutput};
@@ -136,14 +136,10 @@ impl Engine {
         preprocessor: &mut Preprocessor,
         batch: &Batch,
     ) -> Result<Embeddings, EngineError> {
-        let dims = &self.model.info().dims;
         let spec = BatchSpec {
             size: batch.size,
             antialias: self.options.antialias,
-            norm: Normalization {
-                mean: dims.norm_mean,
-                std: dims.norm_std,
-            },
+            norm: self.normalization(),
             dtype: self.model.dtype(),
         };
         let input = preprocessor.batch(batch.frames, &spec)?;
@@ -168,6 +164,51 @@ impl Engine {
             frames,
             forward_streams,
         })
+    }
+
+    /// Per-object vectors by crop: the model's summary of each crop (frames
+    /// whose layouts are regions of a frame) resized to `size` (height, width),
+    /// `max_batch` crops a forward. Crops differ in size, so each is
+    /// preprocessed on its own, then they run together.
+    pub fn embed_crops(
+        &self,
+        preprocessor: &mut Preprocessor,
+        crops: &[Frame],
+        size: (usize, usize),
+        max_batch: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.model.info().check_resolution(size.0, size.1)?;
+        let spec = BatchSpec {
+            size,
+            antialias: self.options.antialias,
+            norm: self.normalization(),
+            dtype: self.model.dtype(),
+        };
+        let mut vectors = Vec::with_capacity(crops.len());
+        for chunk in crops.chunks(max_batch.max(1)) {
+            let inputs = chunk
+                .iter()
+                .map(|crop| preprocessor.batch(std::slice::from_ref(crop), &spec))
+                .collect::<Result<Vec<_>, _>>()?;
+            let input =
+                candle_core::Tensor::cat(&inputs, 0).map_err(crate::model::ModelError::from)?;
+            let (output, _) = self.forward(input, deadline)?;
+            let summaries = output
+                .summary
+                .to_vec2::<f32>()
+                .map_err(crate::model::ModelError::from)?;
+            vectors.extend(summaries);
+        }
+        Ok(vectors)
+    }
+
+    fn normalization(&self) -> Normalization {
+        let dims = &self.model.info().dims;
+        Normalization {
+            mean: dims.norm_mean,
+            std: dims.norm_std,
+        }
     }
 
     /// Runs the model on a normalized batch, alone or with other streams.

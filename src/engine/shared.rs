@@ -91,6 +91,16 @@ struct Pending {
     answers: HashMap<u64, Result<SharedOutput, SharedError>>,
     next_request: u64,
     stop: bool,
+    stats: InstanceStats,
+}
+
+/// What a shared model instance has run so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstanceStats {
+    /// Forwards run.
+    pub forwards: u64,
+    /// Frames in them, all streams together.
+    pub frames: u64,
 }
 
 impl Pending {
@@ -263,6 +273,8 @@ impl Inner {
             streams.sort_unstable();
             streams.dedup();
             pending = self.lock();
+            pending.stats.forwards += 1;
+            pending.stats.frames += batch.iter().map(|s| s.frames as u64).sum::<u64>();
             pending.settle(&batch, outputs, streams.len());
             self.answered.notify_all();
         }
@@ -450,6 +462,11 @@ impl SharedStream {
     /// The stream ended (EOS): the others no longer wait for its frames.
     pub fn set_idle(&self) {
         self.update(|member| member.active = false);
+    }
+
+    /// What the instance has run so far, for all its streams.
+    pub fn instance_stats(&self) -> InstanceStats {
+        self.inner().lock().stats
     }
 
     /// The most frames this stream sends in one request.

@@ -187,15 +187,59 @@ impl FrameLayout {
         }
     }
 
-    /// Bytes the frame spans from its first byte to the end of its last plane.
-    pub fn min_size(&self) -> usize {
-        let ch = self.height.div_ceil(2);
+    /// The layout of the `width` × `height` rectangle at (`x`, `y`) of this
+    /// frame, in the same memory: the planes' offsets move, the strides stay.
+    /// For 4:2:0 formats the rectangle grows to even coordinates so that it
+    /// starts on a chroma sample; it is clipped to the frame.
+    pub fn crop(&self, x: usize, y: usize, width: usize, height: usize) -> Self {
+        let subsampled = matches!(self.format, PixelFormat::Nv12 | PixelFormat::I420);
+        let (x, y) = if subsampled { (x & !1, y & !1) } else { (x, y) };
+        let x = x.min(self.width.saturating_sub(1));
+        let y = y.min(self.height.saturating_sub(1));
+        let width = width.clamp(1, self.width - x);
+        let height = height.clamp(1, self.height - y);
+        let mut offsets = self.offsets;
         match self.format {
-            PixelFormat::Nv12 => self.offsets[1] + self.strides[1] * ch,
-            PixelFormat::I420 => {
-                (self.offsets[1] + self.strides[1] * ch).max(self.offsets[2] + self.strides[2] * ch)
+            PixelFormat::Nv12 => {
+                offsets[0] += y * self.strides[0] + x;
+                offsets[1] += y / 2 * self.strides[1] + x;
             }
-            _ => self.offsets[0] + self.strides[0] * self.height,
+            PixelFormat::I420 => {
+                offsets[0] += y * self.strides[0] + x;
+                offsets[1] += y / 2 * self.strides[1] + x / 2;
+                offsets[2] += y / 2 * self.strides[2] + x / 2;
+            }
+            PixelFormat::Gray8 => offsets[0] += y * self.strides[0] + x,
+            other => {
+                let (bpp, _) = other.packed_rgb().expect("packed RGB format");
+                offsets[0] += y * self.strides[0] + x * bpp;
+            }
+        }
+        Self {
+            width,
+            height,
+            offsets,
+            ..self.clone()
+        }
+    }
+
+    /// Bytes the frame spans from its first byte to the last byte it reads:
+    /// the end of the last row of its last plane (a crop's last row ends
+    /// before its stride does).
+    pub fn min_size(&self) -> usize {
+        let (w, h) = (self.width, self.height);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let end = |plane: usize, row_bytes: usize, rows: usize| {
+            self.offsets[plane] + self.strides[plane] * rows.saturating_sub(1) + row_bytes
+        };
+        match self.format {
+            PixelFormat::Nv12 => end(0, w, h).max(end(1, 2 * cw, ch)),
+            PixelFormat::I420 => end(0, w, h).max(end(1, cw, ch)).max(end(2, cw, ch)),
+            PixelFormat::Gray8 => end(0, w, h),
+            other => {
+                let (bpp, _) = other.packed_rgb().expect("packed RGB format");
+                end(0, w * bpp, h)
+            }
         }
     }
 }
@@ -203,6 +247,88 @@ impl FrameLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bytes a layout's rows and planes cover, row by row.
+    fn rows(data: &[u8], layout: &FrameLayout) -> Vec<Vec<u8>> {
+        let planes: &[(usize, usize, usize)] = match layout.format {
+            // (plane, bytes per row, rows)
+            PixelFormat::Nv12 => &[(0, 1, 1), (1, 2, 2)],
+            PixelFormat::I420 => &[(0, 1, 1), (1, 1, 2), (2, 1, 2)],
+            _ => &[(0, 3, 1)],
+        };
+        let mut out = Vec::new();
+        for &(plane, bytes, sub) in planes {
+            let w = if sub == 2 {
+                layout.width.div_ceil(2) * bytes
+            } else {
+                layout.width * bytes
+            };
+            for row in 0..layout.height.div_ceil(sub) {
+                let start = layout.offsets[plane] + row * layout.strides[plane];
+                out.push(data[start..start + w].to_vec());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_crop_reads_the_rectangle_of_every_plane() {
+        // Bytes that differ along rows and planes, so a wrong offset shows.
+        for format in [PixelFormat::Rgb, PixelFormat::Nv12, PixelFormat::I420] {
+            let full = FrameLayout::packed(format, 10, 8);
+            let data: Vec<u8> = (0..full.min_size()).map(|i| (i * 7 % 251) as u8).collect();
+            let crop = full.crop(3, 3, 4, 4);
+            let (x, y) = if format == PixelFormat::Rgb {
+                (3, 3)
+            } else {
+                (2, 2)
+            };
+            assert_eq!((crop.width, crop.height), (4, 4), "{format:?}");
+            // Each row of the crop is the rectangle's part of the frame's row.
+            let got = rows(&data, &crop);
+            let full_rows = rows(&data, &full);
+            match format {
+                PixelFormat::Rgb => {
+                    for (r, row) in got.iter().enumerate() {
+                        assert_eq!(row[..], full_rows[y + r][x * 3..(x + 4) * 3]);
+                    }
+                }
+                PixelFormat::Nv12 => {
+                    for (r, row) in got[..4].iter().enumerate() {
+                        assert_eq!(row[..], full_rows[y + r][x..x + 4], "luma row {r}");
+                    }
+                    for (r, row) in got[4..].iter().enumerate() {
+                        assert_eq!(
+                            row[..],
+                            full_rows[8 + y / 2 + r][x..x + 4],
+                            "chroma row {r}"
+                        );
+                    }
+                }
+                _ => {
+                    for (r, row) in got[4..6].iter().enumerate() {
+                        assert_eq!(
+                            row[..],
+                            full_rows[8 + y / 2 + r][x / 2..x / 2 + 2],
+                            "U row {r}"
+                        );
+                    }
+                    for (r, row) in got[6..].iter().enumerate() {
+                        assert_eq!(
+                            row[..],
+                            full_rows[12 + y / 2 + r][x / 2..x / 2 + 2],
+                            "V row {r}"
+                        );
+                    }
+                }
+            }
+            assert!(crop.min_size() <= data.len());
+        }
+        // Clipped to the frame.
+        let full = FrameLayout::packed(PixelFormat::Rgb, 10, 8);
+        let crop = full.crop(8, 6, 50, 50);
+        assert_eq!((crop.width, crop.height), (2, 2));
+    }
 
     #[test]
     fn table_is_in_code_order() {

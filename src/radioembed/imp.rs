@@ -31,6 +31,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use super::RoiMode;
 use super::caps::{StreamFormat, caps_formats};
 use super::error::error_message;
 use super::load_slot::{LoadSlot, Unavailable};
@@ -70,6 +71,24 @@ struct State {
     preprocessor: Option<Preprocessor>,
     /// The format of the frames the task takes next, from the last caps it forwarded.
     format: Option<Arc<StreamFormat>>,
+}
+
+/// What one batch takes from the settings.
+struct BatchPlan {
+    /// The regions of each frame to embed.
+    regions: Vec<Regions>,
+    /// The latest time to wait for other streams of a shared model.
+    deadline: Option<Instant>,
+    /// Set when regions are embedded by crop.
+    crop: Option<CropPass>,
+}
+
+/// How regions are cropped and run.
+struct CropPass {
+    /// Side of the square model input of a crop.
+    side: usize,
+    /// Crops per forward.
+    max_batch: usize,
 }
 
 /// Why a serialized event was not queued.
@@ -504,17 +523,7 @@ impl RadioEmbed {
     ) -> Result<(Embeddings, Vec<Regions>), EngineError> {
         let buffers: Vec<&gst::BufferRef> =
             embed.iter().map(|&i| batch[i].buffer.as_ref()).collect();
-        let (regions, deadline) = {
-            let settings = lock(&self.settings);
-            let regions: Vec<Regions> = buffers
-                .iter()
-                .map(|b| Regions::of(b, &settings, format.frame_size()))
-                .collect();
-            let deadline = settings
-                .batch_timeout
-                .and_then(|t| Instant::now().checked_add(t.into()));
-            (regions, deadline)
-        };
+        let plan = self.plan_batch(&buffers, format);
         let layouts: Vec<FrameLayout> = buffers.iter().map(|b| format.layout_of(b)).collect();
         let maps = buffers
             .iter()
@@ -531,7 +540,7 @@ impl RadioEmbed {
             .collect();
         let jobs: Vec<FrameJob> = embed
             .iter()
-            .zip(&regions)
+            .zip(&plan.regions)
             .map(|(&i, regions)| FrameJob {
                 index: batch[i].frame_index,
                 regions: regions.boxes.clone(),
@@ -541,9 +550,78 @@ impl RadioEmbed {
             frames: &frames,
             jobs: &jobs,
             size: format.input,
-            deadline,
+            deadline: plan.deadline,
         };
-        Ok((engine.embed(preprocessor, &batch)?, regions))
+        let mut embeddings = engine.embed(preprocessor, &batch)?;
+        if let Some(crop) = &plan.crop {
+            let vectors = Self::embed_crops(engine, preprocessor, &frames, &plan, crop)?;
+            for (frame, vectors) in embeddings.frames.iter_mut().zip(vectors) {
+                frame.regions = vectors;
+            }
+        }
+        Ok((embeddings, plan.regions))
+    }
+
+    /// What a batch takes from the settings, read once: its frames' regions,
+    /// how long it may wait for other streams, and the crop pass, if any.
+    fn plan_batch(&self, buffers: &[&gst::BufferRef], format: &StreamFormat) -> BatchPlan {
+        let settings = lock(&self.settings);
+        let regions: Vec<Regions> = buffers
+            .iter()
+            .map(|b| Regions::of(b, &settings, format.frame_size()))
+            .collect();
+        let crop = (settings.roi_mode == RoiMode::Crop && regions.iter().any(|r| !r.is_empty()))
+            .then(|| CropPass {
+                side: settings.roi_resolution as usize,
+                max_batch: settings.batch_size as usize,
+            });
+        BatchPlan {
+            regions,
+            deadline: settings
+                .batch_timeout
+                .and_then(|t| Instant::now().checked_add(t.into())),
+            crop,
+        }
+    }
+
+    /// `roi-mode=crop`: the summary of every region of the batch's frames,
+    /// cropped and resized, grouped by frame.
+    fn embed_crops(
+        engine: &Engine,
+        preprocessor: &mut Preprocessor,
+        frames: &[Frame],
+        plan: &BatchPlan,
+        crop: &CropPass,
+    ) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+        let layouts: Vec<Vec<FrameLayout>> = frames
+            .iter()
+            .zip(&plan.regions)
+            .map(|(frame, regions)| {
+                regions
+                    .crops
+                    .iter()
+                    .map(|&(x, y, w, h)| frame.layout.crop(x, y, w, h))
+                    .collect()
+            })
+            .collect();
+        let crops: Vec<Frame> = frames
+            .iter()
+            .zip(&layouts)
+            .flat_map(|(frame, layouts)| {
+                layouts.iter().map(|layout| Frame {
+                    data: frame.data,
+                    layout,
+                })
+            })
+            .collect();
+        let size = (crop.side, crop.side);
+        let mut vectors = engine
+            .embed_crops(preprocessor, &crops, size, crop.max_batch, plan.deadline)?
+            .into_iter();
+        Ok(layouts
+            .iter()
+            .map(|l| vectors.by_ref().take(l.len()).collect())
+            .collect())
     }
 
     fn record_batch(&self, embeddings: &Embeddings, took: Duration) {
@@ -569,6 +647,10 @@ impl RadioEmbed {
     }
 
     fn stats_structure(&self) -> gst::Structure {
+        let instance = self
+            .engine
+            .get()
+            .and_then(|engine| engine.shared().map(|s| s.instance_stats()));
         let stats = lock(&self.stats);
         let settings = lock(&self.settings);
         let batches = stats.batches.max(1);
@@ -590,6 +672,8 @@ impl RadioEmbed {
             )
             .field("max-inference-ms", ms(stats.inference_max))
             .field("latency-ms", ms(settings.own_latency().into()))
+            .field_if_some("instance-forwards", instance.map(|i| i.forwards))
+            .field_if_some("instance-frames", instance.map(|i| i.frames))
             .build()
     }
 

@@ -92,6 +92,10 @@ pub enum RoiMode {
     #[default]
     #[enum_value(name = "Mean of the patch features under the box", nick = "pool")]
     Pool,
+    /// The model's summary of each region, cropped (with `roi-padding`) and
+    /// resized to `roi-resolution`: one more model input per region.
+    #[enum_value(name = "Summary of the region cropped and resized", nick = "crop")]
+    Crop,
 }
 
 glib::wrapper! {

@@ -2,6 +2,7 @@
 //! Per-object vectors: which of a frame's `GstVideoRegionOfInterestMeta`s get
 //! one, their boxes for the engine, and the vectors put back on them.
 
+use super::super::RoiMode;
 use super::Settings;
 use crate::meta::{MetaDtype, region_param};
 use crate::postprocess::RegionBox;
@@ -11,8 +12,10 @@ use crate::postprocess::RegionBox;
 #[derive(Debug, Default)]
 pub(super) struct Regions {
     positions: Vec<usize>,
-    /// Boxes as fractions of the frame, in `positions` order.
+    /// `pool` mode: boxes as fractions of the frame, in `positions` order.
     pub boxes: Vec<RegionBox>,
+    /// `crop` mode: the padded rectangles (x, y, width, height) to crop.
+    pub crops: Vec<(usize, usize, usize, usize)>,
 }
 
 impl Regions {
@@ -24,14 +27,25 @@ impl Regions {
             .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
             .enumerate()
         {
-            if settings.wants_region(meta.roi_type()) {
-                regions.positions.push(position);
-                regions
+            if !settings.wants_region(meta.roi_type()) {
+                continue;
+            }
+            regions.positions.push(position);
+            match settings.roi_mode {
+                RoiMode::Crop => regions
+                    .crops
+                    .push(padded(meta.rect(), settings.roi_padding)),
+                _ => regions
                     .boxes
-                    .push(RegionBox::from_pixels(meta.rect(), frame));
+                    .push(RegionBox::from_pixels(meta.rect(), frame)),
             }
         }
         regions
+    }
+
+    /// Whether no region gets a vector.
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
     }
 
     /// Adds each vector as a `radio-embedding` parameter to its region's meta.
@@ -47,4 +61,15 @@ impl Regions {
             meta.add_param(region_param(vector, dtype));
         }
     }
+}
+
+/// A box grown by `padding` of its size on each side (the crop clips it).
+fn padded((x, y, w, h): (u32, u32, u32, u32), padding: f64) -> (usize, usize, usize, usize) {
+    let (dx, dy) = (
+        (f64::from(w) * padding).round() as usize,
+        (f64::from(h) * padding).round() as usize,
+    );
+    let (x, y) = (x as usize, y as usize);
+    let (x0, y0) = (x.saturating_sub(dx), y.saturating_sub(dy));
+    (x0, y0, x + w as usize + dx - x0, y + h as usize + dy - y0)
 }

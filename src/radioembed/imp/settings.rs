@@ -20,6 +20,7 @@ const DEFAULT_BATCH_SIZE: u32 = 1;
 const DEFAULT_BATCH_TIMEOUT: gst::ClockTime = gst::ClockTime::from_mseconds(50);
 const DEFAULT_PROCESSING_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(100);
 const MAX_SIDE: u32 = 2048;
+const DEFAULT_ROI_RESOLUTION: u32 = 224;
 
 /// Property values, as set by the user.
 #[derive(Debug, Clone)]
@@ -47,6 +48,10 @@ pub(super) struct Settings {
     pub(super) roi_mode: RoiMode,
     /// The region types that get vectors; empty: all.
     pub(super) roi_types: Vec<String>,
+    /// `crop` mode: each side of a box grows by this share of its size.
+    pub(super) roi_padding: f64,
+    /// `crop` mode: the side of the square model input of a crop.
+    pub(super) roi_resolution: u32,
     /// Pass frames on without embeddings while a whole batch is pending.
     pub(super) leaky: bool,
     /// Elements with the same id (and model) batch their frames together;
@@ -75,6 +80,8 @@ impl Default for Settings {
             source_id: None,
             roi_mode: RoiMode::default(),
             roi_types: Vec::new(),
+            roi_padding: 0.0,
+            roi_resolution: DEFAULT_ROI_RESOLUTION,
             leaky: false,
             model_instance_id: String::new(),
         }
@@ -213,6 +220,8 @@ impl Settings {
                     .map(String::from)
                     .collect();
             }
+            "roi-padding" => self.roi_padding = value.get().expect("type checked upstream"),
+            "roi-resolution" => self.roi_resolution = value.get().expect("type checked upstream"),
             "leaky" => self.leaky = value.get().expect("type checked upstream"),
             "model-instance-id" => {
                 self.model_instance_id = value
@@ -248,6 +257,8 @@ impl Settings {
             "source-id" => self.source_id.to_value(),
             "roi-mode" => self.roi_mode.to_value(),
             "roi-types" => self.roi_types.join(",").to_value(),
+            "roi-padding" => self.roi_padding.to_value(),
+            "roi-resolution" => self.roi_resolution.to_value(),
             "leaky" => self.leaky.to_value(),
             "model-instance-id" => self.model_instance_id.to_value(),
             other => unreachable!("unknown property {other}"),
@@ -393,7 +404,8 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .nick("ROI mode")
                 .blurb(
                     "Per-object vectors for the frame's GstVideoRegionOfInterestMeta \
-                        boxes, attached to each as a radio-embedding parameter",
+                        boxes, attached to each as a radio-embedding parameter: pool \
+                        (spatial-dim values, no extra forward) or crop (summary-dim)",
                 )
                 .mutable_playing()
                 .build(),
@@ -403,6 +415,28 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                     "Comma-separated region types that get vectors (e.g. person,car); \
                         empty: every region",
                 )
+                .mutable_playing()
+                .build(),
+            glib::ParamSpecDouble::builder("roi-padding")
+                .nick("ROI padding")
+                .blurb(
+                    "roi-mode=crop: each side of a region's box grows by this share of \
+                        the box's size before cropping (clipped to the frame)",
+                )
+                .minimum(0.0)
+                .maximum(1.0)
+                .default_value(0.0)
+                .mutable_playing()
+                .build(),
+            glib::ParamSpecUInt::builder("roi-resolution")
+                .nick("ROI resolution")
+                .blurb(
+                    "roi-mode=crop: side in pixels of the square model input each \
+                        region is resized to (a multiple of the patch size)",
+                )
+                .minimum(16)
+                .maximum(MAX_SIDE)
+                .default_value(DEFAULT_ROI_RESOLUTION)
                 .mutable_playing()
                 .build(),
             glib::ParamSpecBoolean::builder("leaky")
@@ -429,7 +463,8 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .blurb(
                     "frames-in, frames-embedded, frames-skipped, regions-embedded, \
                         batches, shared-batches, mean-batch-fill, mean-inference-ms, \
-                        max-inference-ms, latency-ms",
+                        max-inference-ms, latency-ms; with model-instance-id also \
+                        instance-forwards and instance-frames (all its streams)",
                 )
                 .read_only()
                 .build(),
