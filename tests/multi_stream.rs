@@ -354,3 +354,56 @@ fn crop_mode_gives_each_region_the_summary_of_its_padded_crop() {
     }
     assert_eq!(stat(&h, "regions-embedded"), 2);
 }
+
+#[test]
+fn a_slow_stream_waits_at_most_one_timeout_and_one_forward_beside_a_fast_one() {
+    const TIMEOUT_MS: u64 = 50;
+    let props = format!(
+        "resolution=96 batch-size=8 batch-timeout={} model-instance-id=fair",
+        TIMEOUT_MS * 1_000_000
+    );
+    // One forward of a full batch at this size, measured alone.
+    let forward = {
+        let mut h = harness("resolution=96 batch-size=8 batch-timeout=18446744073709551615");
+        for i in 0..8 {
+            h.push(frame(i, i)).unwrap();
+        }
+        for _ in 0..8 {
+            h.pull().unwrap();
+        }
+        let stats = h.element().unwrap().property::<gst::Structure>("stats");
+        Duration::from_secs_f64(stats.get::<f64>("max-inference-ms").unwrap() / 1e3)
+    };
+    let fast = {
+        let props = props.clone();
+        std::thread::spawn(move || {
+            let mut h = harness(&props);
+            // 60 frames a second for 2 s, outputs read at the end.
+            for i in 0..120 {
+                h.push(frame(i, i)).unwrap();
+                std::thread::sleep(Duration::from_millis(1000 / 60));
+            }
+            h.push_event(gst::event::Eos::new());
+            (0..120).all(|_| embedding(&h.pull().unwrap()).is_some())
+        })
+    };
+    let mut slow = harness(&props);
+    let mut waits = Vec::new();
+    for i in 0..8 {
+        std::thread::sleep(Duration::from_millis(200));
+        let pushed = std::time::Instant::now();
+        slow.push(frame(i, 1000 + i)).unwrap();
+        let out = slow.pull().unwrap();
+        waits.push(pushed.elapsed());
+        assert!(embedding(&out).is_some());
+    }
+    assert!(fast.join().unwrap(), "a fast stream's frame lost its meta");
+    // The forward running when the frame comes, then its own; 50 ms on top
+    // for scheduling noise on a loaded machine.
+    let limit = Duration::from_millis(TIMEOUT_MS + 50) + 2 * forward;
+    let worst = waits.iter().max().unwrap();
+    assert!(
+        *worst <= limit,
+        "the 5 fps stream waited {worst:?} (one forward takes {forward:?}; limit {limit:?})"
+    );
+}
