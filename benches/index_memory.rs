@@ -54,6 +54,7 @@ fn write(path: &Path, spatial: bool) {
                         SPATIAL_DIM,
                     )
                 }),
+                objects: Vec::new(),
             })
             .unwrap();
     }

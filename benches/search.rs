@@ -41,6 +41,7 @@ fn build(db: &Path) {
                 input_size: (512, 512),
                 summary: vector(i as u64),
                 spatial: None,
+                objects: Vec::new(),
             })
             .unwrap();
     }

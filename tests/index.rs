@@ -361,6 +361,7 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
         spatial: i
             .is_multiple_of(2)
             .then(|| (vec![i as f32; 2 * 3 * 4], (2, 3), 4)),
+        objects: Vec::new(),
     };
     let mut writer = IndexWriter::open(&path, &settings, "cam", 4).unwrap();
     for i in 0..4 {
@@ -599,6 +600,7 @@ fn two_indexers_share_one_sqlite_index() {
         input_size: (64, 48),
         summary: vec![i as f32 + 1.0; 8],
         spatial: None,
+        objects: Vec::new(),
     };
     // Writer A indexes slowly (a live camera): 6 s for its rows, in one
     // transaction's worth. Writer B opens, writes and completes meanwhile.
@@ -685,6 +687,7 @@ fn an_index_from_before_runs_is_migrated_with_its_rows() {
             input_size: (64, 48),
             summary: vec![0.6, 0.8],
             spatial: None,
+            objects: Vec::new(),
         })
         .unwrap();
     assert_eq!(
@@ -846,4 +849,93 @@ fn an_image_finds_the_scene_it_shows() {
         assert!(hit["score"].as_f64().unwrap() >= 0.99, "{hits}");
     }
     assert_eq!(hits.as_array().unwrap().len(), 5);
+}
+
+/// `embedded` with two objects: a person whose 4-d vector depends on `pts_s`
+/// and a car whose vector is fixed.
+fn with_objects(pts_s: u64) -> gst::Buffer {
+    use gstradio::meta::{MetaDtype, RegionKind, region_param};
+    let mut buffer = embedded(pts_s, (64, 48));
+    let b = buffer.get_mut().unwrap();
+    let person = [1.0, pts_s as f32, 0.0, 0.5];
+    let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, "person", (pts_s as u32, 2, 10, 20));
+    roi.add_param(region_param(&person, MetaDtype::F32, RegionKind::Pool));
+    let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, "car", (30, 20, 16, 8));
+    roi.add_param(region_param(
+        &[0.0, 0.0, 1.0, 0.0],
+        MetaDtype::F32,
+        RegionKind::Pool,
+    ));
+    buffer
+}
+
+#[test]
+fn the_sink_keeps_objects_and_search_finds_them() {
+    use gstradio::index::{object_kind, search_objects};
+    use gstradio::meta::RegionKind;
+    let dir = TempDir::new("sink-objects");
+    let db = dir.join("idx.sqlite");
+    let mut h = sink_harness(&db, "source-id=cam");
+    for s in 0..4 {
+        h.push(with_objects(s)).unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(object_kind(&db).unwrap(), Some(RegionKind::Pool));
+    // The person of the frame at 3 s points the way [1, 3, 0, 0.5] does.
+    let hits = search_objects(&db, &[1.0, 3.0, 0.0, 0.5], 2, 2).unwrap();
+    assert_eq!(hits.len(), 2);
+    let best = &hits[0];
+    assert_eq!(
+        (best.roi_type.as_str(), best.rect, best.frame.pts_ns),
+        ("person", (3, 2, 10, 20), Some(3_000_000_000))
+    );
+    assert_eq!(best.frame.source, "cam");
+    assert!(
+        (best.frame.score - 1.0).abs() < 1e-6,
+        "{}",
+        best.frame.score
+    );
+    assert_eq!(hits[1].frame.pts_ns, Some(2_000_000_000));
+    let cars = search_objects(&db, &[0.0, 0.0, 2.0, 0.0], 10, 2).unwrap();
+    assert_eq!(cars.iter().filter(|h| h.frame.score > 0.999).count(), 4);
+    // Vectors of another length are not compared.
+    assert!(search_objects(&db, &[1.0; 8], 5, 1).unwrap().is_empty());
+
+    // Indexed again: the old run's objects go with its frames.
+    let mut h = sink_harness(&db, "source-id=cam");
+    h.push(with_objects(7)).unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+    let hits = search_objects(&db, &[1.0, 3.0, 0.0, 0.5], 10, 2).unwrap();
+    assert_eq!(hits.len(), 2, "one frame, two objects");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let stored: i64 = conn
+        .query_row("SELECT count(*) FROM object_rows", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 2);
+}
+
+#[test]
+fn a_parquet_sink_says_it_keeps_no_objects() {
+    let dir = TempDir::new("parquet-objects");
+    let db = dir.join("idx.parquet");
+    let mut h = sink_harness(&db, "source-id=cam");
+    let bus = gst::Bus::new();
+    h.element().unwrap().set_bus(Some(&bus));
+    h.push(with_objects(0)).unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+    let warning = bus
+        .iter_filtered(&[gst::MessageType::Warning])
+        .next()
+        .expect("a warning");
+    let gst::MessageView::Warning(w) = warning.view() else {
+        unreachable!()
+    };
+    assert!(
+        w.error()
+            .message()
+            .contains("Parquet index keeps frames only"),
+        "{}",
+        w.error()
+    );
+    assert_eq!(count_rows(&db, None).unwrap(), 1, "the frame is indexed");
 }

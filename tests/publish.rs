@@ -10,7 +10,7 @@ use std::path::Path;
 use base64::Engine as _;
 use common::{TempDir, finish_at_eos, fixture, init, start_error};
 use gst::prelude::*;
-use gstradio::meta::{Embedding, MetaDtype, region_param};
+use gstradio::meta::{Embedding, MetaDtype, RegionKind, region_param};
 use serde_json::Value;
 
 /// The message schema, compiled.
@@ -72,7 +72,11 @@ fn publish(meta_dtype: &str, props: &str) -> Vec<Embedding> {
                     let rect = (4 + frame as u32, 2, 10, 8);
                     let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, "person", rect);
                     roi.set_id(frame as i32);
-                    roi.add_param(region_param(&region_vector(frame), MetaDtype::F32));
+                    roi.add_param(region_param(
+                        &region_vector(frame),
+                        MetaDtype::F32,
+                        RegionKind::Pool,
+                    ));
                 }
             }
             gst::PadProbeReturn::Ok
@@ -135,6 +139,7 @@ fn check_lines(file: &Path, embeddings: &[Embedding], with_spatial: bool) {
                 o["box"],
                 serde_json::json!({"x": 4 + i, "y": 2, "width": 10, "height": 8})
             );
+            assert_eq!(o["kind"], "pool");
             assert_eq!(decode(&o["vector"]), region_vector(i as u64));
         } else {
             assert!(m.get("objects").is_none(), "line {i} has no region");

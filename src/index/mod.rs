@@ -16,6 +16,10 @@
 //! again, only once the new run completed: an error, a kill or a stop before the
 //! end leaves the index as it was. Patch grids, when stored, are f16. Search is
 //! an exact scan split over threads.
+//!
+//! An SQLite index also keeps the frames' objects (regions with a vector,
+//! from `radioembed roi-mode`): type, box and vector, searched on their own
+//! with [`search_objects`]. A Parquet index keeps frames only.
 
 mod parquet;
 mod sqlite;
@@ -24,7 +28,7 @@ mod topk;
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::meta::MetaDtype;
+use crate::meta::{MetaDtype, RegionKind};
 
 /// Everything that can go wrong with an index.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +209,32 @@ pub struct Row {
     /// The pooled patch grid, row-major (grid-height, grid-width, dim), if stored
     /// (the store keeps it in f16).
     pub spatial: Option<(Vec<f32>, (usize, usize), usize)>,
+    /// The frame's objects (kept by SQLite indexes).
+    pub objects: Vec<ObjectRow>,
+}
+
+/// One object of a frame: a region with a vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectRow {
+    /// Its type (`person`, `car`, ...).
+    pub roi_type: String,
+    /// Its box in frame pixels: x, y, width, height.
+    pub rect: (u32, u32, u32, u32),
+    /// How its vector was made.
+    pub kind: RegionKind,
+    /// Its vector.
+    pub vector: Vec<f32>,
+}
+
+/// One object search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectHit {
+    /// The frame the object is in.
+    pub frame: Hit,
+    /// Its type.
+    pub roi_type: String,
+    /// Its box in frame pixels: x, y, width, height.
+    pub rect: (u32, u32, u32, u32),
 }
 
 /// How the stores keep a patch grid: half the size of f32, and search never
@@ -275,6 +305,11 @@ impl IndexWriter {
             pending: Vec::with_capacity(rows_per_write),
             rows_per_write,
         })
+    }
+
+    /// Whether this index keeps the rows' objects (SQLite does, Parquet not).
+    pub fn stores_objects(&self) -> bool {
+        matches!(self.store, Writer::Sqlite(_))
     }
 
     /// The settings rows must match.
@@ -378,5 +413,29 @@ pub fn search(
     match StoreFormat::of(path)? {
         StoreFormat::Sqlite => sqlite::search(path, query, k, threads),
         StoreFormat::Parquet => parquet::search(path, query, k, threads),
+    }
+}
+
+/// How the index's object vectors were made (`None`: it holds no objects).
+/// A query for objects is made the same way: a summary for `crop`, the mean
+/// of the patch features for `pool`.
+pub fn object_kind(path: &Path) -> Result<Option<RegionKind>, IndexError> {
+    match StoreFormat::of(path)? {
+        StoreFormat::Sqlite => sqlite::object_kind(path),
+        StoreFormat::Parquet => Ok(None),
+    }
+}
+
+/// The `k` objects most similar (cosine) to `query`, best first, among those
+/// whose vectors have its length.
+pub fn search_objects(
+    path: &Path,
+    query: &[f32],
+    k: usize,
+    threads: usize,
+) -> Result<Vec<ObjectHit>, IndexError> {
+    match StoreFormat::of(path)? {
+        StoreFormat::Sqlite => sqlite::search_objects(path, query, k, threads.max(1)),
+        StoreFormat::Parquet => Ok(Vec::new()),
     }
 }

@@ -12,6 +12,10 @@
 //! leaves `frames` exactly as it was (a dead run's rows are deleted by the
 //! source's next run). Several writers may share one index (WAL, a busy
 //! timeout, transactions of milliseconds), one per source.
+//!
+//! A frame's objects go into `object_rows` under the same run, pointing at
+//! their frame's row; the `objects` view shows those of complete runs with
+//! their frame's source and time.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,8 +23,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::topk::{LeBytes, TopK, dot, norm, scan_in_parallel};
-use super::{GRID_DTYPE, Hit, IndexError, IndexSettings, Row};
-use crate::meta::MetaDtype;
+use super::{GRID_DTYPE, Hit, IndexError, IndexSettings, ObjectHit, Row};
+use crate::meta::{MetaDtype, RegionKind};
 
 /// How long a writer waits for another one's transaction to end.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,6 +75,25 @@ const VIEW: &str = "
                summary_norm, spatial, grid_height, grid_width, spatial_dim, spatial_dtype
         FROM frame_rows
         WHERE run IS NULL OR run IN (SELECT id FROM runs WHERE complete);
+    CREATE TABLE IF NOT EXISTS object_rows (
+        id INTEGER PRIMARY KEY,
+        frame_row INTEGER NOT NULL,
+        run INTEGER NOT NULL,
+        roi_type TEXT NOT NULL,
+        x INTEGER NOT NULL,
+        y INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        vector_norm REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS object_rows_by_run ON object_rows (run);
+    CREATE VIEW IF NOT EXISTS objects AS
+        SELECT o.id, f.source, f.pts_ns, f.frame_index, o.roi_type, o.x, o.y, o.width,
+               o.height, o.kind, o.vector, o.vector_norm
+        FROM object_rows o JOIN frame_rows f ON f.id = o.frame_row
+        WHERE o.run IN (SELECT id FROM runs WHERE complete);
 ";
 
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
@@ -227,12 +250,16 @@ impl SqliteWriter {
                 }
             }
         }
-        conn.execute(
-            "DELETE FROM frame_rows
-             WHERE run IN (SELECT id FROM runs WHERE source = ?1 AND NOT complete)",
-            [source],
-        )
-        .map_err(&err)?;
+        for table in ["frame_rows", "object_rows"] {
+            conn.execute(
+                &format!(
+                    "DELETE FROM {table}
+                     WHERE run IN (SELECT id FROM runs WHERE source = ?1 AND NOT complete)"
+                ),
+                [source],
+            )
+            .map_err(&err)?;
+        }
         conn.execute(
             "DELETE FROM runs WHERE source = ?1 AND NOT complete",
             [source],
@@ -262,8 +289,15 @@ impl SqliteWriter {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                 ))
                 .map_err(&err)?;
+            let mut objects = tx
+                .prepare_cached(
+                    "INSERT INTO object_rows (frame_row, run, roi_type, x, y, width, height,
+                         kind, vector, vector_norm)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(&err)?;
             for row in rows {
-                let norm = row.summary.iter().map(|v| v * v).sum::<f32>().sqrt();
+                let norm = norm_of(&row.summary);
                 let spatial = row.spatial.as_ref();
                 st.execute(params![
                     self.run,
@@ -281,6 +315,23 @@ impl SqliteWriter {
                     spatial.map(|_| GRID_DTYPE.as_str()),
                 ])
                 .map_err(&err)?;
+                let frame_row = tx.last_insert_rowid();
+                for o in &row.objects {
+                    objects
+                        .execute(params![
+                            frame_row,
+                            self.run,
+                            o.roi_type,
+                            o.rect.0,
+                            o.rect.1,
+                            o.rect.2,
+                            o.rect.3,
+                            o.kind.as_str(),
+                            MetaDtype::F32.le_bytes(&o.vector),
+                            norm_of(&o.vector),
+                        ])
+                        .map_err(&err)?;
+                }
             }
         }
         tx.commit().map_err(&err)
@@ -297,6 +348,12 @@ impl SqliteWriter {
         tx.execute(
             "DELETE FROM frame_rows WHERE source = ?1 AND (run IS NULL
              OR run IN (SELECT id FROM runs WHERE source = ?1 AND complete))",
+            [&self.source],
+        )
+        .map_err(&err)?;
+        tx.execute(
+            "DELETE FROM object_rows
+             WHERE run IN (SELECT id FROM runs WHERE source = ?1 AND complete)",
             [&self.source],
         )
         .map_err(&err)?;
@@ -328,6 +385,7 @@ impl Drop for SqliteWriter {
             let _ = self.conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE;
                  DELETE FROM frame_rows WHERE run = {run};
+                 DELETE FROM object_rows WHERE run = {run};
                  DELETE FROM runs WHERE id = {run};
                  COMMIT;",
                 run = self.run
@@ -361,6 +419,85 @@ pub(super) fn search(
     hits(path, best.into_sorted())
 }
 
+/// The length of a vector, as stored beside it.
+fn norm_of(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+/// How the index's object vectors were made, from its first object.
+pub(super) fn object_kind(path: &Path) -> Result<Option<RegionKind>, IndexError> {
+    let conn = open_read_only(path)?;
+    let has_objects: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'objects'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sqlite(path))?;
+    if !has_objects {
+        return Ok(None);
+    }
+    let kind: Option<String> = conn
+        .query_row("SELECT kind FROM objects LIMIT 1", [], |r| r.get(0))
+        .optional()
+        .map_err(sqlite(path))?;
+    Ok(kind.as_deref().and_then(RegionKind::from_name))
+}
+
+/// The `k` objects most similar to `query` (of its length), best first.
+pub(super) fn search_objects(
+    path: &Path,
+    query: &[f32],
+    k: usize,
+    threads: usize,
+) -> Result<Vec<ObjectHit>, IndexError> {
+    if object_kind(path)?.is_none() {
+        return Ok(Vec::new());
+    }
+    let (lo, hi): (i64, i64) = open_for_scan(path)?
+        .query_row(
+            "SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM object_rows",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(sqlite(path))?;
+    let threads = threads.max(1) as i64;
+    let span = (hi - lo + 1).max(0);
+    let sql = "SELECT id, vector, vector_norm FROM objects
+               WHERE id >= ?1 AND id < ?2 AND length(vector) = ?3";
+    let best = scan_in_parallel(threads as usize, k, |t| {
+        let t = t as i64;
+        let ids = lo + span * t / threads..lo + span * (t + 1) / threads;
+        scan_vectors(path, sql, query, k, ids)
+    })?;
+    let err = sqlite(path);
+    let conn = open_for_scan(path)?;
+    let mut st = conn
+        .prepare(
+            "SELECT source, pts_ns, frame_index, roi_type, x, y, width, height
+             FROM objects WHERE id = ?1",
+        )
+        .map_err(&err)?;
+    best.into_sorted()
+        .into_iter()
+        .map(|(score, id)| {
+            st.query_row([id], |r| {
+                Ok(ObjectHit {
+                    frame: Hit {
+                        source: r.get(0)?,
+                        pts_ns: r.get::<_, Option<i64>>(1)?.map(|p| p as u64),
+                        frame_index: r.get::<_, i64>(2)? as u64,
+                        score,
+                    },
+                    roi_type: r.get(3)?,
+                    rect: (r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?),
+                })
+            })
+            .map_err(&err)
+        })
+        .collect()
+}
+
 /// A read-only connection that reads blobs from the mapped file rather than
 /// through a copy in the page cache.
 fn open_for_scan(path: &Path) -> Result<Connection, IndexError> {
@@ -370,9 +507,23 @@ fn open_for_scan(path: &Path) -> Result<Connection, IndexError> {
     Ok(conn)
 }
 
-/// The `k` best of the rows whose id is in `ids`.
+/// The `k` best of the frames whose id is in `ids`.
 fn scan_rows(
     path: &Path,
+    query: &[f32],
+    k: usize,
+    ids: std::ops::Range<i64>,
+) -> Result<TopK<i64>, IndexError> {
+    let sql = "SELECT id, summary, summary_norm FROM frames
+               WHERE id >= ?1 AND id < ?2 AND length(summary) = ?3";
+    scan_vectors(path, sql, query, k, ids)
+}
+
+/// The `k` best of the (id, vector, norm) rows `sql` selects for an id range
+/// and a vector length in bytes.
+fn scan_vectors(
+    path: &Path,
+    sql: &str,
     query: &[f32],
     k: usize,
     ids: std::ops::Range<i64>,
@@ -380,10 +531,9 @@ fn scan_rows(
     let err = sqlite(path);
     let qnorm = norm(query);
     let conn = open_for_scan(path)?;
-    let mut st = conn
-        .prepare("SELECT id, summary, summary_norm FROM frames WHERE id >= ?1 AND id < ?2")
-        .map_err(&err)?;
-    let mut rows = st.query([ids.start, ids.end]).map_err(&err)?;
+    let mut st = conn.prepare(sql).map_err(&err)?;
+    let bytes = (4 * query.len()) as i64;
+    let mut rows = st.query(params![ids.start, ids.end, bytes]).map_err(&err)?;
     let mut best = TopK::new(k);
     while let Some(row) = rows.next().map_err(&err)? {
         let id: i64 = row.get(0).map_err(&err)?;

@@ -23,7 +23,7 @@
 
 use std::sync::Once;
 
-pub use region::{REGION_PARAM, RegionEmbedding, region_param, regions};
+pub use region::{REGION_PARAM, RegionEmbedding, RegionKind, region_param, regions};
 
 mod region;
 #[cfg(feature = "v1_26")]

@@ -100,6 +100,7 @@ pub fn frame_message(
                     "id": o.id,
                     "type": o.roi_type,
                     "box": { "x": o.rect.0, "y": o.rect.1, "width": o.rect.2, "height": o.rect.3 },
+                    "kind": o.kind.as_str(),
                     "vector": vector(&o.vector, options.encoding),
                 })
             })

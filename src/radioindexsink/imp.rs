@@ -16,8 +16,8 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::DEFAULT_TRANSACTION_ROWS;
-use crate::index::{IndexError, IndexSettings, IndexWriter, Row, StoreFormat};
-use crate::meta::Embedding;
+use crate::index::{IndexError, IndexSettings, IndexWriter, ObjectRow, Row, StoreFormat};
+use crate::meta::{Embedding, regions};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -50,6 +50,8 @@ impl Default for Settings {
 struct State {
     writer: Option<IndexWriter>,
     stream_id: Option<String>,
+    /// Whether the user was told that this index drops objects.
+    warned_objects: bool,
 }
 
 /// The element.
@@ -64,6 +66,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RadioIndexSink {
+    /// The frame's regions that carry a vector, as the index keeps them; says
+    /// once when the index (Parquet) does not keep them.
+    fn objects(&self, buffer: &gst::BufferRef, state: &mut State) -> Vec<ObjectRow> {
+        let found = regions(buffer).unwrap_or_else(|err| {
+            gst::warning!(CAT, imp = self, "unreadable region vector: {err}");
+            Vec::new()
+        });
+        let stores = state
+            .writer
+            .as_ref()
+            .is_some_and(IndexWriter::stores_objects);
+        if !found.is_empty() && !stores && !state.warned_objects {
+            state.warned_objects = true;
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Write,
+                ("frames carry object vectors, but a Parquet index keeps frames only; \
+                  index into *.sqlite to search objects")
+            );
+        }
+        found
+            .into_iter()
+            .map(|r| ObjectRow {
+                roi_type: r.roi_type,
+                rect: r.rect,
+                kind: r.kind,
+                vector: r.vector,
+            })
+            .collect()
+    }
+
     fn open_writer(
         &self,
         embedding: &Embedding,
@@ -298,6 +331,7 @@ impl BaseSinkImpl for RadioIndexSink {
             state = lock(&self.state);
             state.writer = Some(writer);
         }
+        let objects = self.objects(buffer, &mut state);
         // The embedding's vectors move into the row uncopied.
         let row = Row {
             pts_ns: self.stream_time(buffer),
@@ -308,6 +342,7 @@ impl BaseSinkImpl for RadioIndexSink {
                 .spatial
                 .filter(|_| spatial)
                 .map(|s| (s, embedding.grid, embedding.spatial_dim)),
+            objects,
         };
         let writer = state.writer.as_mut().expect("opened above");
         writer.append(row).map_err(|e| {

@@ -4,7 +4,7 @@
 
 use super::super::RoiMode;
 use super::Settings;
-use crate::meta::{MetaDtype, region_param};
+use crate::meta::{MetaDtype, RegionKind, region_param};
 use crate::postprocess::RegionBox;
 
 /// The regions of one frame that get vectors: their positions among the
@@ -50,6 +50,11 @@ impl Regions {
 
     /// Adds each vector as a `radio-embedding` parameter to its region's meta.
     pub fn attach(&self, buffer: &mut gst::BufferRef, vectors: &[Vec<f32>], dtype: MetaDtype) {
+        let kind = if self.crops.is_empty() {
+            RegionKind::Pool
+        } else {
+            RegionKind::Crop
+        };
         let mut wanted = self.positions.iter().zip(vectors).peekable();
         for (position, mut meta) in buffer
             .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()
@@ -58,7 +63,7 @@ impl Regions {
             let Some((_, vector)) = wanted.next_if(|(p, _)| **p == position) else {
                 continue;
             };
-            meta.add_param(region_param(vector, dtype));
+            meta.add_param(region_param(vector, dtype, kind));
         }
     }
 }
