@@ -52,9 +52,10 @@ struct Request {
     /// (height, width): only requests of one input size share a forward.
     size: (usize, usize),
     deadline: Option<Instant>,
-    /// Frames handed to forwards so far, and their outputs in order.
+    /// Frames handed to forwards so far, and the outputs back from them, by
+    /// first frame (forwards may end out of order).
     taken: usize,
-    done: Vec<RadioOutput>,
+    done: Vec<(usize, RadioOutput)>,
     batch_streams: usize,
 }
 
@@ -68,6 +69,8 @@ impl Request {
 struct Slice {
     request: u64,
     stream: u64,
+    /// The first frame of the request in the slice.
+    start: usize,
     input: Tensor,
     frames: usize,
 }
@@ -115,7 +118,8 @@ impl Pending {
     /// The slices of the next forward if it is due now, else when it will
     /// be (`None`: when something changes).
     fn due(&mut self, now: Instant) -> Result<Vec<Slice>, Option<Instant>> {
-        let Some(oldest) = self.requests.front() else {
+        // Frames already in a forward (of another worker) are not waited for.
+        let Some(oldest) = self.requests.iter().find(|r| r.remaining() > 0) else {
             return Err(None);
         };
         let size = oldest.size;
@@ -130,7 +134,12 @@ impl Pending {
         // Each stream has at most one request in: when every active stream
         // has one, no more frames can come.
         let active = self.members.values().filter(|m| m.active).count();
-        let deadline = self.requests.iter().filter_map(|r| r.deadline).min();
+        let deadline = self
+            .requests
+            .iter()
+            .filter(|r| r.remaining() > 0)
+            .filter_map(|r| r.deadline)
+            .min();
         let full = waiting >= max || self.requests.len() >= active;
         if !full && deadline.is_none_or(|d| d > now) {
             return Err(deadline);
@@ -152,11 +161,12 @@ impl Pending {
             .zip(counts)
             .filter(|(_, count)| *count > 0)
             .map(|(r, count)| {
-                let input = r.input.narrow(0, r.taken, count);
+                let start = r.taken;
                 r.taken += count;
-                input.map(|input| Slice {
+                r.input.narrow(0, start, count).map(|input| Slice {
                     request: r.id,
                     stream: r.stream,
+                    start,
                     input,
                     frames: count,
                 })
@@ -187,10 +197,11 @@ impl Pending {
             request.batch_streams = request.batch_streams.min(streams);
             let answer = match output {
                 Ok(output) => {
-                    request.done.push(output);
+                    request.done.push((slice.start, output));
                     if done_frames(&request.done) < request.frames {
                         continue;
                     }
+                    request.done.sort_by_key(|(start, _)| *start);
                     concat(&request.done).map(|output| SharedOutput {
                         output,
                         batch_streams: request.batch_streams,
@@ -213,20 +224,22 @@ impl Pending {
 }
 
 /// Frames in the outputs so far.
-fn done_frames(done: &[RadioOutput]) -> usize {
-    done.iter().map(|o| o.summary.dim(0).unwrap_or(0)).sum()
+fn done_frames(done: &[(usize, RadioOutput)]) -> usize {
+    done.iter()
+        .map(|(_, o)| o.summary.dim(0).unwrap_or(0))
+        .sum()
 }
 
 /// The outputs of a request's slices, in order, as one.
-fn concat(parts: &[RadioOutput]) -> Result<RadioOutput, SharedError> {
+fn concat(parts: &[(usize, RadioOutput)]) -> Result<RadioOutput, SharedError> {
     let cat = |f: fn(&RadioOutput) -> &Tensor| {
-        let tensors: Vec<&Tensor> = parts.iter().map(f).collect();
+        let tensors: Vec<&Tensor> = parts.iter().map(|(_, o)| f(o)).collect();
         Tensor::cat(&tensors, 0).map_err(|e| SharedError::Forward(e.to_string()))
     };
     Ok(RadioOutput {
         summary: cat(|o| &o.summary)?,
         features: cat(|o| &o.features)?,
-        grid: parts.first().map_or((0, 0), |o| o.grid),
+        grid: parts.first().map_or((0, 0), |(_, o)| o.grid),
     })
 }
 
@@ -348,18 +361,27 @@ impl SharedBatcher {
         Ok(SharedStream { batcher, stream })
     }
 
+    /// Starts the forward threads: two on the CPU, so that one forward's
+    /// single-threaded parts (norms, softmax, the hand-over to the streams)
+    /// overlap another's matrix products; one on a GPU, whose forwards
+    /// already queue on one device.
     fn start(model: Arc<RadioModel>) -> std::io::Result<Self> {
+        let workers = if model.device().is_cpu() { 2 } else { 1 };
         let inner = Arc::new(Inner {
             model,
             pending: Mutex::new(Pending::default()),
             work: Condvar::new(),
             answered: Condvar::new(),
         });
-        let worker = inner.clone();
-        std::thread::Builder::new()
-            .name("radioembed-shared".into())
-            .spawn(move || worker.run())?;
-        Ok(Self { inner })
+        let batcher = Self { inner };
+        for _ in 0..workers {
+            let worker = batcher.inner.clone();
+            // On failure the batcher drops, which stops the threads started.
+            std::thread::Builder::new()
+                .name("radioembed-shared".into())
+                .spawn(move || worker.run())?;
+        }
+        Ok(batcher)
     }
 }
 
@@ -574,6 +596,59 @@ mod tests {
             p.members.get_mut(&stream).unwrap().active = false;
         }
         assert_eq!(slices(&p.due(now).unwrap()), [(1, 1)]);
+    }
+
+    #[test]
+    fn forwards_that_end_out_of_order_answer_in_frame_order() {
+        let mut p = pending(&[(0, 2)]);
+        let mut r = request(0, 0, 4, 16);
+        // Frame i of the request is i: its outputs must come back as 0, 1, 2, 3.
+        r.input = Tensor::arange(0f32, 4.0, &Device::Cpu)
+            .unwrap()
+            .reshape((4, 1, 1, 1))
+            .unwrap()
+            .broadcast_as((4, 3, 16, 16))
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        p.requests.push_back(r);
+        let now = Instant::now();
+        let first = p.due(now).unwrap();
+        let second = p.due(now).unwrap();
+        assert!(
+            matches!(p.due(now), Err(None)),
+            "every frame is in a forward"
+        );
+        let echo = |batch: &[Slice]| -> Result<Vec<RadioOutput>, SharedError> {
+            Ok(batch
+                .iter()
+                .map(|s| {
+                    let first_pixel = s.input.narrow(1, 0, 1).unwrap().narrow(2, 0, 1).unwrap();
+                    let values = first_pixel
+                        .narrow(3, 0, 1)
+                        .unwrap()
+                        .reshape((s.frames, 1))
+                        .unwrap();
+                    RadioOutput {
+                        summary: values,
+                        features: Tensor::zeros((s.frames, 1, 1), DType::F32, &Device::Cpu)
+                            .unwrap(),
+                        grid: (1, 1),
+                    }
+                })
+                .collect())
+        };
+        p.settle(&second, echo(&second), 1);
+        p.settle(&first, echo(&first), 1);
+        let answer = p.answers.remove(&0).unwrap().unwrap();
+        let order: Vec<f32> = answer
+            .output
+            .summary
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(order, [0.0, 1.0, 2.0, 3.0]);
     }
 
     #[test]
