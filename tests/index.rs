@@ -939,3 +939,99 @@ fn a_parquet_sink_says_it_keeps_no_objects() {
     );
     assert_eq!(count_rows(&db, None).unwrap(), 1, "the frame is indexed");
 }
+
+#[test]
+fn an_image_finds_the_objects_that_show_it() {
+    let dir = TempDir::new("object-query");
+    let (clip, db, png) = (
+        dir.join("clip.avi"),
+        dir.join("idx.sqlite"),
+        dir.join("query.png"),
+    );
+    make_clip(&clip, 20);
+    // A stand-in detector: each frame gets a box over all of it ("scene") and
+    // one over its top-left corner, which radioembed gives pooled vectors.
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! decodebin ! videoconvert ! videorate ! \
+         video/x-raw,framerate=5/1 ! identity name=detector ! \
+         radioembed model={} resolution=64 roi-mode=pool ! \
+         radioindexsink location={} source-id=clip",
+        clip.display(),
+        tiny(),
+        db.display()
+    ))
+    .unwrap();
+    let detector = pipeline
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("detector")
+        .unwrap();
+    detector
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+                let b = buffer.make_mut();
+                gst_video::VideoRegionOfInterestMeta::add(b, "scene", (0, 0, 160, 120));
+                gst_video::VideoRegionOfInterestMeta::add(b, "corner", (0, 0, 40, 30));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    common::finish_at_eos(pipeline.downcast_ref().unwrap());
+    let launch = format!(
+        "videotestsrc pattern=smpte num-buffers=1 ! video/x-raw,width=160,height=120 ! \
+         videoconvert ! pngenc ! filesink location={}",
+        png.display()
+    );
+    assert_eq!(play(&launch), gst::MessageType::Eos, "png encoding failed");
+    let out = run_cli(&[
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--image",
+        png.to_str().unwrap(),
+        "--objects",
+        "-k",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 3);
+    for hit in hits {
+        assert_eq!(hit["type"], "scene", "{hits:?}");
+        assert_eq!(
+            hit["box"],
+            serde_json::json!({"x": 0, "y": 0, "width": 160, "height": 120})
+        );
+        assert!(hit["pts_ns"].as_u64().unwrap() < 2_000_000_000, "{hits:?}");
+        // Pooled patch features of random weights differ more between the
+        // clip's JPEG and the query's PNG than summaries do (0.98 here).
+        assert!(hit["score"].as_f64().unwrap() >= 0.95, "{hits:?}");
+    }
+}
+
+#[test]
+fn searching_objects_of_an_index_without_any_says_so() {
+    let dir = TempDir::new("no-objects");
+    let (clip, db) = (dir.join("clip.avi"), dir.join("idx.sqlite"));
+    make_clip(&clip, 2);
+    assert!(index(&clip, &db, &tiny()).status.success());
+    let out = run_cli(&[
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--image",
+        clip.to_str().unwrap(),
+        "--objects",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("holds no objects"), "{stderr}");
+}

@@ -94,17 +94,18 @@ pub enum QuerySource<'a> {
 }
 
 /// `… ! videoconvert ! radioembed ! appsink` embedding one query frame at the
-/// index's model and input size; the appsink is named `sink`.
+/// index's model and input size with `outputs`; the appsink is named `sink`.
 pub fn query(
     source: QuerySource,
     model: &str,
     (width, height): (u32, u32),
+    outputs: Outputs,
 ) -> anyhow::Result<gst::Pipeline> {
     let embed = make("radioembed")?;
     embed.set_property("model", model);
     embed.set_property("width", width);
     embed.set_property("height", height);
-    embed.set_property("outputs", Outputs::Summary);
+    embed.set_property("outputs", outputs);
     let sink = make("appsink")?;
     sink.set_property("name", "sink");
     let tail = [make("videoconvert")?, embed, sink];

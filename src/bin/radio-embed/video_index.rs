@@ -8,9 +8,9 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use gst::prelude::*;
-use gstradio::index::{self, Hit};
-use gstradio::meta::Embedding;
-use gstradio::radioembed::{DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION};
+use gstradio::index::{self, Hit, ObjectHit};
+use gstradio::meta::{Embedding, RegionKind};
+use gstradio::radioembed::{DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION, Outputs};
 use gstradio::radioindexsink::DEFAULT_TRANSACTION_ROWS;
 
 use crate::pipeline::{self, IndexSettings, QuerySource};
@@ -64,6 +64,11 @@ pub struct Search {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
+    /// Search the objects the index keeps (regions embedded by radioembed
+    /// roi-mode, SQLite indexes) instead of whole frames; the query image is
+    /// taken as the object.
+    #[arg(long)]
+    objects: bool,
 }
 
 fn init() -> anyhow::Result<()> {
@@ -243,7 +248,34 @@ impl Search {
             }
             (None, None) => bail!("give --image FILE or --frame VIDEO@SECONDS"),
         }
-        let query = embed_query(pipeline::query(source, &settings.model, size)?, seek)?;
+        let kind = if self.objects {
+            let kind = index::object_kind(&self.db)?;
+            Some(kind.with_context(|| {
+                format!(
+                    "{} holds no objects; index into SQLite with radioembed roi-mode=pool or \
+                     crop on frames that carry GstVideoRegionOfInterestMeta",
+                    self.db.display()
+                )
+            })?)
+        } else {
+            None
+        };
+        let outputs = match kind {
+            Some(RegionKind::Pool) => Outputs::Spatial,
+            _ => Outputs::Summary,
+        };
+        let pipeline = pipeline::query(source, &settings.model, size, outputs)?;
+        let embedding = embed_query(pipeline, seek)?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        if let Some(kind) = kind {
+            let query = object_query(embedding, kind)?;
+            let hits = index::search_objects(&self.db, &query, self.k, threads)?;
+            print_object_hits(&hits, self.json);
+            return Ok(());
+        }
+        let query = embedding
+            .summary
+            .context("the query frame has no summary")?;
         if query.len() != settings.summary_dim {
             bail!(
                 "the query has {} values but the index holds {}; was the index built with \
@@ -252,15 +284,37 @@ impl Search {
                 settings.summary_dim
             );
         }
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let hits = index::search(&self.db, &query, self.k, threads)?;
         print_hits(&hits, self.json);
         Ok(())
     }
 }
 
-/// Prerolls a query pipeline (seeking first if asked) and returns the summary.
-fn embed_query(pipeline: gst::Pipeline, seek: Option<gst::ClockTime>) -> anyhow::Result<Vec<f32>> {
+/// The vector an object of `kind` is compared with: the query's summary
+/// (`crop`), or the mean of its patch features (`pool`: the query image is
+/// one box over the whole frame).
+fn object_query(query: Embedding, kind: RegionKind) -> anyhow::Result<Vec<f32>> {
+    match kind {
+        RegionKind::Crop => query.summary.context("the query frame has no summary"),
+        RegionKind::Pool => {
+            let grid = query
+                .spatial
+                .context("the query frame has no patch features")?;
+            let dim = query.spatial_dim.max(1);
+            let patches = (grid.len() / dim).max(1) as f32;
+            let mut mean = vec![0f32; dim];
+            for patch in grid.chunks_exact(dim) {
+                mean.iter_mut()
+                    .zip(patch)
+                    .for_each(|(m, v)| *m += v / patches);
+            }
+            Ok(mean)
+        }
+    }
+}
+
+/// Prerolls a query pipeline (seeking first if asked) and returns its embeddings.
+fn embed_query(pipeline: gst::Pipeline, seek: Option<gst::ClockTime>) -> anyhow::Result<Embedding> {
     let bus = pipeline.bus().context("pipeline without bus")?;
     let prerolled = if pipeline.set_state(gst::State::Paused).is_err() {
         Err(pop_error(&bus).unwrap_or_else(|| "query pipeline failed".into()))
@@ -284,9 +338,7 @@ fn embed_query(pipeline: gst::Pipeline, seek: Option<gst::ClockTime>) -> anyhow:
     let buffer = sample
         .and_then(|s| s.buffer_owned())
         .context("the query produced no frame")?;
-    Embedding::from_buffer(&buffer)?
-        .and_then(|e| e.summary)
-        .context("the query frame was not embedded")
+    Embedding::from_buffer(&buffer)?.context("the query frame was not embedded")
 }
 
 fn print_hits(hits: &[Hit], json: bool) {
@@ -310,6 +362,40 @@ fn print_hits(hits: &[Hit], json: bool) {
                 h.score,
                 h.pts_ns.map(hms).unwrap_or_else(|| "--:--:--.---".into()),
                 h.source
+            );
+        }
+    }
+}
+
+fn print_object_hits(hits: &[ObjectHit], json: bool) {
+    if json {
+        let rows: Vec<serde_json::Value> = hits
+            .iter()
+            .map(|h| {
+                let (x, y, width, height) = h.rect;
+                serde_json::json!({
+                    "source": h.frame.source,
+                    "pts_ns": h.frame.pts_ns,
+                    "timestamp": h.frame.pts_ns.map(hms),
+                    "score": h.frame.score,
+                    "type": h.roi_type,
+                    "box": { "x": x, "y": y, "width": width, "height": height },
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        for h in hits {
+            let (x, y, w, hh) = h.rect;
+            println!(
+                "{:.4}  {}  {}  {} {w}x{hh}+{x}+{y}",
+                h.frame.score,
+                h.frame
+                    .pts_ns
+                    .map(hms)
+                    .unwrap_or_else(|| "--:--:--.---".into()),
+                h.frame.source,
+                h.roi_type,
             );
         }
     }
