@@ -407,3 +407,50 @@ fn a_slow_stream_waits_at_most_one_timeout_and_one_forward_beside_a_fast_one() {
         "the 5 fps stream waited {worst:?} (one forward takes {forward:?}; limit {limit:?})"
     );
 }
+
+/// The plugin the test binary was built next to: `target/<profile>/libgstradio.so`
+/// (made by `cargo build --lib`, which scripts/test.sh runs before the tests).
+fn built_plugin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let plugin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("libgstradio.so");
+    assert!(
+        plugin.exists(),
+        "{} not built: run `cargo build --lib` first",
+        plugin.display()
+    );
+    plugin
+}
+
+#[test]
+fn the_multi_camera_pipeline_indexes_four_cameras_into_one_index() {
+    let dir = common::TempDir::new("multi-camera");
+    std::fs::copy(built_plugin(), dir.join("libgstradio.so")).unwrap();
+    let db = dir.join("cameras.sqlite");
+    let out = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/pipelines/multi-camera.sh"
+    ))
+    .env("GST_PLUGIN_PATH", dir.path())
+    .env("GST_REGISTRY", dir.join("registry.bin"))
+    .env("MODEL", fixture("tiny-so400m"))
+    .env("DB", &db)
+    .env("FRAMES", "20")
+    .output()
+    .expect("the script runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 20 frames at 10 fps are 2 s of each camera, embedded at 2 fps.
+    for cam in ["cam0", "cam1", "cam2", "cam3"] {
+        let rows = gstradio::index::count_rows(&db, Some(cam)).unwrap();
+        assert!((3..=5).contains(&rows), "{cam}: {rows} rows");
+    }
+}
