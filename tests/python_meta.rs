@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Reads RadioEmbedMeta from Python (PyGObject) in a real pipeline, through the
-//! example script `pipelines/print-embeddings.py`, with the plugin as built.
+//! Reads RadioEmbedMeta and the regions' vectors from Python (PyGObject) and C
+//! in real pipelines, through the example programs `pipelines/print-embeddings.py`,
+//! `examples/read-regions.py` and `examples/read-regions.c` (compiled here with
+//! `cc` and `pkg-config gstreamer-video-1.0`), with the plugin as built.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+
+use gst::prelude::*;
 
 /// The plugin the test binary was built next to: `target/<profile>/libgstradio.so`
 /// (made by `cargo build --lib`, which scripts/test.sh runs before the tests).
@@ -54,4 +58,143 @@ fn python_reads_the_meta_of_every_frame() {
         assert!(line.contains("spatial=32x43x96 input=688x512"), "{line}");
     }
     assert!(stdout.contains("5 frames embedded"));
+}
+
+/// A folder holding a copy of the built plugin, and the environment that makes
+/// GStreamer load it from there.
+fn plugin_dir(tag: &str) -> common::TempDir {
+    let plugin = built_plugin();
+    assert!(
+        plugin.exists(),
+        "{} not built: run `cargo build --lib` first",
+        plugin.display()
+    );
+    let dir = common::TempDir::new(tag);
+    std::fs::copy(&plugin, dir.join("libgstradio.so")).unwrap();
+    dir
+}
+
+fn run(mut command: Command, dir: &common::TempDir) -> String {
+    let output = command
+        .env("GST_PLUGIN_PATH", dir.path())
+        .env("GST_REGISTRY", dir.join("registry.bin"))
+        .output()
+        .expect("the program runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The value after `key=` in `line`'s `nth` occurrence of it.
+fn field<'a>(line: &'a str, key: &str, nth: usize) -> &'a str {
+    line.split(' ')
+        .filter_map(|word| word.strip_prefix(key))
+        .nth(nth)
+        .unwrap_or_else(|| panic!("no {key} #{nth} in {line}"))
+}
+
+#[test]
+fn python_reads_the_vectors_of_regions_as_the_element_made_them() {
+    use gstradio::meta::regions;
+    let dir = plugin_dir("python-regions");
+    let tiny = common::fixture("tiny-so400m");
+    let mut command = Command::new("/usr/bin/python3");
+    command
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/read-regions.py"
+        ))
+        .arg(&tiny);
+    let stdout = run(command, &dir);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+
+    // The same frames and boxes through the element here.
+    common::init();
+    let element = gst::ElementFactory::make("radioembed")
+        .property("model", tiny.display().to_string())
+        .property("async", false)
+        .build()
+        .unwrap();
+    element.set_property_from_str("resolution", "32");
+    let mut h = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
+    h.set_src_caps_str("video/x-raw,format=RGB,width=64,height=48,framerate=10/1");
+    for (i, line) in lines.iter().enumerate() {
+        let stride = (64 * 3usize).div_ceil(4) * 4;
+        let data: Vec<u8> = (0..stride * 48)
+            .map(|p| ((p * 7 + i * 31) % 251) as u8)
+            .collect();
+        let mut buffer = gst::Buffer::from_mut_slice(data);
+        let b = buffer.get_mut().unwrap();
+        gst_video::VideoRegionOfInterestMeta::add(b, "person", (8, 4, 20, 30));
+        gst_video::VideoRegionOfInterestMeta::add(b, "car", (40, 30, 24, 18));
+        h.push(buffer).unwrap();
+        let found = regions(&h.pull().unwrap()).unwrap();
+        assert!(
+            line.starts_with(&format!(
+                "frame={i} source=cam-py summary=128 person(8,4 20x30)"
+            )),
+            "{line}"
+        );
+        for (nth, region) in found.iter().enumerate() {
+            assert_eq!(field(line, "kind=", nth), "pool");
+            assert_eq!(field(line, "dim=", nth), "64");
+            let first: f32 = field(line, "first=", nth).parse().unwrap();
+            assert!(
+                (first - region.vector[0]).abs() < 1e-4,
+                "{line}: {}",
+                region.vector[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn a_c_program_reads_the_frame_meta_and_the_regions() {
+    let dir = plugin_dir("c-regions");
+    let exe = dir.join("read-regions");
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "gstreamer-video-1.0"])
+        .output()
+        .expect("pkg-config runs");
+    assert!(
+        flags.status.success(),
+        "pkg-config gstreamer-video-1.0 failed"
+    );
+    let flags = String::from_utf8(flags.stdout).unwrap();
+    let cc = Command::new("cc")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/read-regions.c"
+        ))
+        .arg("-o")
+        .arg(&exe)
+        .args(flags.split_whitespace())
+        .output()
+        .expect("cc runs");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let tiny = common::fixture("tiny-so400m");
+    for (mode, dim) in [("pool", "64"), ("crop", "128")] {
+        let mut command = Command::new(&exe);
+        command.arg(&tiny).arg(mode);
+        let stdout = run(command, &dir);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{stdout}");
+        for (i, line) in lines.iter().enumerate() {
+            let expected = format!("frame={i} source=cam-c summary=128 person(20,10 40x60)");
+            assert!(line.starts_with(&expected), "{line}");
+            assert_eq!(field(line, "kind=", 0), mode);
+            assert_eq!(field(line, "dim=", 0), dim);
+            let first: f32 = field(line, "first=", 0).parse().unwrap();
+            assert!(first.is_finite() && first != 0.0, "{line}");
+        }
+    }
 }
