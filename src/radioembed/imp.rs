@@ -11,7 +11,13 @@
 //! 2. `src_active`: pad (de)activation and FLUSH_STOP;
 //! 3. the queue's own lock (inside [`BatchQueue`]);
 //! 4. `state`, `stats`, `settings`, and the `engine` slot's own lock: each taken
-//!    alone and briefly, except that the statistics take `stats` then `settings`.
+//!    alone and briefly, except that the statistics take `stats` then `settings`;
+//! 5. a shared model instance's own lock (inside `SharedStream`), taken alone:
+//!    its waits (for a forward) hold no lock of the element.
+//!
+//! With `model-instance-id`, the task hands its frames to the instance at once
+//! and waits there for its outputs; a flush or deactivation cancels that wait
+//! before it pauses the task.
 //!
 //! No lock is held while pushing downstream or during inference: a batch takes the
 //! engine, the stream format and the preprocessor out of `state` and `engine` and
