@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
@@ -52,18 +51,8 @@ fn main() {
     println!("CPU: {}", common::cpu_model());
     gst::init().unwrap();
     gstradio::plugin_register_static().unwrap();
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let default_model = PathBuf::from("target/bench/models/vitb-bench");
-    let model_dir = args.first().map(PathBuf::from).unwrap_or_else(|| {
-        if default_model.join("model.safetensors").exists() {
-            default_model
-        } else {
-            PathBuf::from("tests/fixtures/tiny-so400m")
-        }
-    });
+    let args = common::args();
+    let model_dir = common::model_dir(args.first());
     let batch: usize = args.get(1).map_or(8, |b| b.parse().unwrap());
     let frames: usize = args.get(2).map_or(4 * batch, |f| f.parse().unwrap());
     // Held for the whole run: the elements share this instance instead of loading.

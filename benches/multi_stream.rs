@@ -15,7 +15,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -112,18 +111,8 @@ fn main() {
     println!("CPU: {}", common::cpu_model());
     gst::init().unwrap();
     gstradio::plugin_register_static().unwrap();
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let default_model = PathBuf::from("target/bench/models/vitb-bench");
-    let model_dir = args.first().map(PathBuf::from).unwrap_or_else(|| {
-        if default_model.join("model.safetensors").exists() {
-            default_model
-        } else {
-            PathBuf::from("tests/fixtures/tiny-so400m")
-        }
-    });
+    let args = common::args();
+    let model_dir = common::model_dir(args.first());
     let frames: usize = args.get(1).map_or(16, |f| f.parse().unwrap());
     let fps: u32 = args.get(2).map_or(0, |f| f.parse().unwrap());
     // Held for the whole run: every element shares this instance instead of loading.

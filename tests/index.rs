@@ -805,6 +805,36 @@ fn a_parquet_index_with_float32_grids_keeps_its_rows_as_f16() {
     assert_eq!(values, [0.5, -2.0]);
 }
 
+/// The pattern of the clip's first two seconds (JPEG-coded there) as a PNG.
+fn smpte_png(png: &Path) {
+    let launch = format!(
+        "videotestsrc pattern=smpte num-buffers=1 ! video/x-raw,width=160,height=120 ! \
+         videoconvert ! pngenc ! filesink location={}",
+        png.display()
+    );
+    assert_eq!(play(&launch), gst::MessageType::Eos, "png encoding failed");
+}
+
+/// The hits of `radio-embed search --db DB --image PNG --json ARGS…`.
+fn search_json(db: &Path, png: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec![
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--image",
+        png.to_str().unwrap(),
+        "--json",
+    ];
+    all.extend_from_slice(args);
+    let out = run_cli(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn an_image_finds_the_scene_it_shows() {
     let dir = TempDir::new("image-query");
@@ -820,29 +850,8 @@ fn an_image_finds_the_scene_it_shows() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The clip's first two seconds are this pattern (JPEG-coded there, PNG here).
-    let launch = format!(
-        "videotestsrc pattern=smpte num-buffers=1 ! video/x-raw,width=160,height=120 ! \
-         videoconvert ! pngenc ! filesink location={}",
-        png.display()
-    );
-    assert_eq!(play(&launch), gst::MessageType::Eos, "png encoding failed");
-    let out = run_cli(&[
-        "search",
-        "--db",
-        db.to_str().unwrap(),
-        "--image",
-        png.to_str().unwrap(),
-        "-k",
-        "5",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    smpte_png(&png);
+    let hits = search_json(&db, &png, &["-k", "5"]);
     for hit in hits.as_array().unwrap() {
         let pts = hit["pts_ns"].as_u64().unwrap();
         assert!(pts < 2_000_000_000, "a hit outside the smpte scene: {hits}");
@@ -979,29 +988,8 @@ fn an_image_finds_the_objects_that_show_it() {
         });
     pipeline.set_state(gst::State::Playing).unwrap();
     common::finish_at_eos(pipeline.downcast_ref().unwrap());
-    let launch = format!(
-        "videotestsrc pattern=smpte num-buffers=1 ! video/x-raw,width=160,height=120 ! \
-         videoconvert ! pngenc ! filesink location={}",
-        png.display()
-    );
-    assert_eq!(play(&launch), gst::MessageType::Eos, "png encoding failed");
-    let out = run_cli(&[
-        "search",
-        "--db",
-        db.to_str().unwrap(),
-        "--image",
-        png.to_str().unwrap(),
-        "--objects",
-        "-k",
-        "3",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    smpte_png(&png);
+    let hits = search_json(&db, &png, &["--objects", "-k", "3"]);
     let hits = hits.as_array().unwrap();
     assert_eq!(hits.len(), 3);
     for hit in hits {

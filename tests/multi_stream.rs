@@ -8,7 +8,7 @@ mod common;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{fixture, init};
+use common::fixture;
 use gst::prelude::*;
 use gst_check::Harness;
 use gstradio::meta::{Embedding, regions};
@@ -16,23 +16,13 @@ use gstradio::meta::{Embedding, regions};
 const W: usize = 64;
 const H: usize = 48;
 
-/// The element in a harness with `props`, loading its model inside the state change.
+/// The element on the tiny SO400M fixture with `props`, fed RGB frames.
 fn harness(props: &str) -> Harness {
-    init();
-    let element = gst::ElementFactory::make("radioembed")
-        .property("model", fixture("tiny-so400m").display().to_string())
-        .property("async", false)
-        .build()
-        .unwrap();
-    for prop in props.split_whitespace() {
-        let (name, value) = prop.split_once('=').unwrap();
-        element.set_property_from_str(name, value);
-    }
-    let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
-    h.set_src_caps_str(&format!(
-        "video/x-raw,format=RGB,width={W},height={H},framerate=30/1"
-    ));
-    h
+    common::radioembed_harness(
+        "tiny-so400m",
+        props,
+        &format!("video/x-raw,format=RGB,width={W},height={H},framerate=30/1"),
+    )
 }
 
 /// An RGB frame whose content depends on `seed`, with timestamp `i`/30 s.
@@ -408,46 +398,19 @@ fn a_slow_stream_waits_at_most_one_timeout_and_one_forward_beside_a_fast_one() {
     );
 }
 
-/// The plugin the test binary was built next to: `target/<profile>/libgstradio.so`
-/// (made by `cargo build --lib`, which scripts/test.sh runs before the tests).
-fn built_plugin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let plugin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("libgstradio.so");
-    assert!(
-        plugin.exists(),
-        "{} not built: run `cargo build --lib` first",
-        plugin.display()
-    );
-    plugin
-}
-
 #[test]
 fn the_multi_camera_pipeline_indexes_four_cameras_into_one_index() {
-    let dir = common::TempDir::new("multi-camera");
-    std::fs::copy(built_plugin(), dir.join("libgstradio.so")).unwrap();
-    let db = dir.join("cameras.sqlite");
-    let out = std::process::Command::new(concat!(
+    let plugin = common::BuiltPlugin::new("multi-camera");
+    let db = plugin.dir().join("cameras.sqlite");
+    let mut script = plugin.command(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/pipelines/multi-camera.sh"
-    ))
-    .env("GST_PLUGIN_PATH", dir.path())
-    .env("GST_REGISTRY", dir.join("registry.bin"))
-    .env("MODEL", fixture("tiny-so400m"))
-    .env("DB", &db)
-    .env("FRAMES", "20")
-    .output()
-    .expect("the script runs");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
+    script
+        .env("MODEL", fixture("tiny-so400m"))
+        .env("DB", &db)
+        .env("FRAMES", "20");
+    common::BuiltPlugin::stdout_of(script);
     // 20 frames at 10 fps are 2 s of each camera, embedded at 2 fps.
     for cam in ["cam0", "cam1", "cam2", "cam3"] {
         let rows = gstradio::index::count_rows(&db, Some(cam)).unwrap();

@@ -6,49 +6,22 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use gst::prelude::*;
-
-/// The plugin the test binary was built next to: `target/<profile>/libgstradio.so`
-/// (made by `cargo build --lib`, which scripts/test.sh runs before the tests).
-fn built_plugin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("libgstradio.so")
-}
+use common::BuiltPlugin;
 
 #[test]
 fn python_reads_the_meta_of_every_frame() {
-    let plugin = built_plugin();
-    assert!(
-        plugin.exists(),
-        "{} not built: run `cargo build --lib` first",
-        plugin.display()
-    );
-    let dir = common::TempDir::new("python");
-    std::fs::copy(&plugin, dir.join("libgstradio.so")).unwrap();
-    let output = Command::new("/usr/bin/python3")
+    let plugin = BuiltPlugin::new("python");
+    let mut script = plugin.command("/usr/bin/python3");
+    script
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/pipelines/print-embeddings.py"
         ))
         .arg(common::fixture("tiny-h"))
-        .arg("videotestsrc num-buffers=5 ! video/x-raw,width=160,height=120")
-        .env("GST_PLUGIN_PATH", dir.path())
-        .env("GST_REGISTRY", dir.join("registry.bin"))
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "script failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .arg("videotestsrc num-buffers=5 ! video/x-raw,width=160,height=120");
+    let stdout = BuiltPlugin::stdout_of(script);
     let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("pts=")).collect();
     assert_eq!(lines.len(), 5, "{stdout}");
     // tiny-h: summary 2 x 96; 160x120 at resolution 512 → 688x512 → grid 32x43 of 96.
@@ -58,35 +31,6 @@ fn python_reads_the_meta_of_every_frame() {
         assert!(line.contains("spatial=32x43x96 input=688x512"), "{line}");
     }
     assert!(stdout.contains("5 frames embedded"));
-}
-
-/// A folder holding a copy of the built plugin, and the environment that makes
-/// GStreamer load it from there.
-fn plugin_dir(tag: &str) -> common::TempDir {
-    let plugin = built_plugin();
-    assert!(
-        plugin.exists(),
-        "{} not built: run `cargo build --lib` first",
-        plugin.display()
-    );
-    let dir = common::TempDir::new(tag);
-    std::fs::copy(&plugin, dir.join("libgstradio.so")).unwrap();
-    dir
-}
-
-fn run(mut command: Command, dir: &common::TempDir) -> String {
-    let output = command
-        .env("GST_PLUGIN_PATH", dir.path())
-        .env("GST_REGISTRY", dir.join("registry.bin"))
-        .output()
-        .expect("the program runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 /// The value after `key=` in `line`'s `nth` occurrence of it.
@@ -100,29 +44,24 @@ fn field<'a>(line: &'a str, key: &str, nth: usize) -> &'a str {
 #[test]
 fn python_reads_the_vectors_of_regions_as_the_element_made_them() {
     use gstradio::meta::regions;
-    let dir = plugin_dir("python-regions");
-    let tiny = common::fixture("tiny-so400m");
-    let mut command = Command::new("/usr/bin/python3");
+    let plugin = BuiltPlugin::new("python-regions");
+    let mut command = plugin.command("/usr/bin/python3");
     command
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/examples/read-regions.py"
         ))
-        .arg(&tiny);
-    let stdout = run(command, &dir);
+        .arg(common::fixture("tiny-so400m"));
+    let stdout = BuiltPlugin::stdout_of(command);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
 
     // The same frames and boxes through the element here.
-    common::init();
-    let element = gst::ElementFactory::make("radioembed")
-        .property("model", tiny.display().to_string())
-        .property("async", false)
-        .build()
-        .unwrap();
-    element.set_property_from_str("resolution", "32");
-    let mut h = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
-    h.set_src_caps_str("video/x-raw,format=RGB,width=64,height=48,framerate=10/1");
+    let mut h = common::radioembed_harness(
+        "tiny-so400m",
+        "resolution=32",
+        "video/x-raw,format=RGB,width=64,height=48,framerate=10/1",
+    );
     for (i, line) in lines.iter().enumerate() {
         let stride = (64 * 3usize).div_ceil(4) * 4;
         let data: Vec<u8> = (0..stride * 48)
@@ -155,8 +94,8 @@ fn python_reads_the_vectors_of_regions_as_the_element_made_them() {
 
 #[test]
 fn a_c_program_reads_the_frame_meta_and_the_regions() {
-    let dir = plugin_dir("c-regions");
-    let exe = dir.join("read-regions");
+    let plugin = BuiltPlugin::new("c-regions");
+    let exe = plugin.dir().join("read-regions");
     let flags = Command::new("pkg-config")
         .args(["--cflags", "--libs", "gstreamer-video-1.0"])
         .output()
@@ -183,9 +122,9 @@ fn a_c_program_reads_the_frame_meta_and_the_regions() {
     );
     let tiny = common::fixture("tiny-so400m");
     for (mode, dim) in [("pool", "64"), ("crop", "128")] {
-        let mut command = Command::new(&exe);
+        let mut command = plugin.command(&exe);
         command.arg(&tiny).arg(mode);
-        let stdout = run(command, &dir);
+        let stdout = BuiltPlugin::stdout_of(command);
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 3, "{stdout}");
         for (i, line) in lines.iter().enumerate() {

@@ -21,24 +21,13 @@ fn model_path() -> String {
     fixture("tiny-so400m").display().to_string()
 }
 
-/// The element in a harness, loading its model inside the state change
-/// (`async=false`), as a harness that sets PLAYING and expects SUCCESS needs.
+/// The element on the tiny SO400M fixture with `props`, fed RGB frames.
 fn harness(props: &str) -> Harness {
-    init();
-    let element = gst::ElementFactory::make("radioembed")
-        .property("model", model_path())
-        .property("async", false)
-        .build()
-        .unwrap();
-    for prop in props.split_whitespace() {
-        let (name, value) = prop.split_once('=').unwrap();
-        element.set_property_from_str(name, value);
-    }
-    let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
-    h.set_src_caps_str(&format!(
-        "video/x-raw,format=RGB,width={W},height={H},framerate=30/1"
-    ));
-    h
+    common::radioembed_harness(
+        "tiny-so400m",
+        props,
+        &format!("video/x-raw,format=RGB,width={W},height={H},framerate=30/1"),
+    )
 }
 
 /// An RGB frame whose content depends on `i`, with timestamp i/30 s.

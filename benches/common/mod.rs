@@ -36,3 +36,26 @@ pub fn cpu_model() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into())
 }
+
+/// The benchmark's arguments (without cargo's `--bench`).
+pub fn args() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect()
+}
+
+/// The model folder a benchmark runs: `arg` when given, else
+/// target/bench/models/vitb-bench (made by benches/model-vs-pytorch.sh) when it
+/// is there, else the tiny test checkpoint.
+pub fn model_dir(arg: Option<&String>) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let vitb = PathBuf::from("target/bench/models/vitb-bench");
+    arg.map(PathBuf::from).unwrap_or_else(|| {
+        if vitb.join("model.safetensors").exists() {
+            vitb
+        } else {
+            PathBuf::from("tests/fixtures/tiny-so400m")
+        }
+    })
+}

@@ -88,6 +88,79 @@ impl Drop for TempDir {
     }
 }
 
+/// A `radioembed` on the fixture `model`, loading inside the state change
+/// (`async=false`, as a harness that sets PLAYING and expects SUCCESS needs),
+/// with `props` (`name=value` words) set, in a harness whose source pushes `caps`.
+pub fn radioembed_harness(model: &str, props: &str, caps: &str) -> gst_check::Harness {
+    use gst::prelude::*;
+    init();
+    let element = gst::ElementFactory::make("radioembed")
+        .property("model", fixture(model).display().to_string())
+        .property("async", false)
+        .build()
+        .unwrap();
+    for prop in props.split_whitespace() {
+        let (name, value) = prop.split_once('=').unwrap();
+        element.set_property_from_str(name, value);
+    }
+    let mut h = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
+    h.set_src_caps_str(caps);
+    h
+}
+
+/// A copy of the plugin as built (`target/<profile>/libgstradio.so`, made by
+/// `cargo build --lib`, which scripts/test.sh runs before the tests) in a
+/// folder of its own, for programs that load it the way users do.
+pub struct BuiltPlugin(TempDir);
+
+impl BuiltPlugin {
+    /// Copies the plugin the test binary was built next to.
+    pub fn new(tag: &str) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let plugin = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("libgstradio.so");
+        assert!(
+            plugin.exists(),
+            "{} not built: run `cargo build --lib` first",
+            plugin.display()
+        );
+        let dir = TempDir::new(tag);
+        std::fs::copy(&plugin, dir.join("libgstradio.so")).unwrap();
+        Self(dir)
+    }
+
+    /// The folder, for the program's own files too.
+    pub fn dir(&self) -> &TempDir {
+        &self.0
+    }
+
+    /// `program`, made to find GStreamer's plugins and this one (with a
+    /// registry of its own).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("GST_PLUGIN_PATH", self.0.path())
+            .env("GST_REGISTRY", self.0.join("registry.bin"));
+        command
+    }
+
+    /// Runs `command` and returns its stdout, failing with its output if it fails.
+    pub fn stdout_of(mut command: Command) -> String {
+        let output = command.output().expect("the program runs");
+        let stdout = text(&output.stdout);
+        assert!(
+            output.status.success(),
+            "failed: {stdout}\n{}",
+            text(&output.stderr)
+        );
+        stdout
+    }
+}
+
 /// The `radio-embed` binary built for these tests, ready for arguments.
 pub fn cli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_radio-embed"))
