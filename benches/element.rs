@@ -48,10 +48,7 @@ fn bare_run(model: &RadioModel, batch: usize, frames: usize) -> Duration {
 }
 
 fn main() {
-    println!("CPU: {}", common::cpu_model());
-    gst::init().unwrap();
-    gstradio::plugin_register_static().unwrap();
-    let args = common::args();
+    let args = common::start();
     let model_dir = common::model_dir(args.first());
     let batch: usize = args.get(1).map_or(8, |b| b.parse().unwrap());
     let frames: usize = args.get(2).map_or(4 * batch, |f| f.parse().unwrap());

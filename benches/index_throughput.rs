@@ -25,9 +25,7 @@ fn run(launch: &str) -> gst::Pipeline {
 }
 
 fn main() {
-    println!("CPU: {}", common::cpu_model());
-    gst::init().unwrap();
-    gstradio::plugin_register_static().unwrap();
+    common::start();
     std::fs::create_dir_all("target/bench").unwrap();
     let clip = Path::new("target/bench/clip-1080p.avi").canonicalize();
     let clip = match clip {

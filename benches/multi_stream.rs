@@ -108,10 +108,7 @@ fn run(model: &str, frames: usize, fps: u32, props: &str) -> Run {
 }
 
 fn main() {
-    println!("CPU: {}", common::cpu_model());
-    gst::init().unwrap();
-    gstradio::plugin_register_static().unwrap();
-    let args = common::args();
+    let args = common::start();
     let model_dir = common::model_dir(args.first());
     let frames: usize = args.get(1).map_or(16, |f| f.parse().unwrap());
     let fps: u32 = args.get(2).map_or(0, |f| f.parse().unwrap());

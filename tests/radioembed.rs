@@ -32,17 +32,7 @@ fn harness(props: &str) -> Harness {
 
 /// An RGB frame whose content depends on `i`, with timestamp i/30 s.
 fn frame(i: u64) -> gst::Buffer {
-    let stride = (W * 3).div_ceil(4) * 4;
-    let data: Vec<u8> = (0..stride * H)
-        .map(|p| ((p as u64 * 7 + i * 31) % 251) as u8)
-        .collect();
-    let mut buffer = gst::Buffer::from_mut_slice(data);
-    {
-        let b = buffer.get_mut().unwrap();
-        b.set_pts(gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30));
-        b.set_duration(gst::ClockTime::from_nseconds(1_000_000_000 / 30));
-    }
-    buffer
+    common::rgb_frame(W, H, i, i)
 }
 
 fn embedding(buffer: &gst::Buffer) -> Option<Embedding> {

@@ -37,8 +37,13 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-/// The benchmark's arguments (without cargo's `--bench`).
-pub fn args() -> Vec<String> {
+/// The start of a pipeline benchmark: prints the CPU, initialises GStreamer with
+/// this crate's plugin, and returns the benchmark's arguments (without cargo's
+/// `--bench`).
+pub fn start() -> Vec<String> {
+    println!("CPU: {}", cpu_model());
+    gst::init().unwrap();
+    gstradio::plugin_register_static().unwrap();
     std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")

@@ -108,6 +108,20 @@ pub fn radioembed_harness(model: &str, props: &str, caps: &str) -> gst_check::Ha
     h
 }
 
+/// A `width` × `height` RGB frame (rows padded to 4 bytes, as GStreamer lays
+/// them out) whose bytes depend on `seed`, at `i`/30 s, lasting 1/30 s.
+pub fn rgb_frame(width: usize, height: usize, i: u64, seed: u64) -> gst::Buffer {
+    let stride = (width * 3).div_ceil(4) * 4;
+    let data: Vec<u8> = (0..stride * height)
+        .map(|p| ((p as u64 * 7 + seed * 31 + (p as u64 / 97) * seed) % 251) as u8)
+        .collect();
+    let mut buffer = gst::Buffer::from_mut_slice(data);
+    let b = buffer.get_mut().unwrap();
+    b.set_pts(gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30));
+    b.set_duration(gst::ClockTime::from_nseconds(1_000_000_000 / 30));
+    buffer
+}
+
 /// A copy of the plugin as built (`target/<profile>/libgstradio.so`, made by
 /// `cargo build --lib`, which scripts/test.sh runs before the tests) in a
 /// folder of its own, for programs that load it the way users do.
