@@ -101,18 +101,24 @@ fn streams_of_one_instance_share_forwards_and_get_their_own_embeddings() {
 }
 
 #[test]
-fn one_streams_flush_and_eos_leave_the_others_undisturbed() {
+fn one_streams_caps_change_flush_and_eos_leave_the_others_undisturbed() {
     let props = "resolution=32 batch-size=4 batch-timeout=20000000 model-instance-id=flush";
     let mut a = harness(props);
     let mut b = harness(props);
-    let frames_a = camera_frames(0);
     let frames_b = camera_frames(1);
     let expected_b = alone(&frames_b);
-    for i in 0..FRAMES as usize {
-        if i <= 8 {
-            a.push(frames_a[i].clone()).unwrap();
+    // Stream A's frames widen to 128x48 at frame 2: another model input size.
+    let size_a = |i: usize| if i < 2 { (W, H) } else { (128, 48) };
+    for (i, frame_b) in frames_b.iter().enumerate() {
+        if i == 2 {
+            a.set_src_caps_str("video/x-raw,format=RGB,width=128,height=48,framerate=30/1");
         }
-        b.push(frames_b[i].clone()).unwrap();
+        if i <= 8 {
+            let (w, h) = size_a(i);
+            a.push(common::rgb_frame(w, h, i as u64, 500 + i as u64))
+                .unwrap();
+        }
+        b.push(frame_b.clone()).unwrap();
         if i == 4 {
             // Stream A seeks: everything of A in flight is dropped.
             assert!(a.push_event(gst::event::FlushStart::new()));
@@ -130,6 +136,13 @@ fn one_streams_flush_and_eos_leave_the_others_undisturbed() {
         let err = common::max_abs_diff_slices(&e.summary.unwrap(), summary);
         assert!(err <= 1e-5, "stream B frame {i}: off by {err}");
     }
+    // A's last frames came out, embedded at their own size: 128x48 → 80x32.
+    let mut last = None;
+    while let Some(buffer) = a.pull_until_eos().unwrap() {
+        last = Some(buffer);
+    }
+    let last = embedding(&last.expect("A's frames after the seek")).unwrap();
+    assert_eq!((last.input_size, last.frame_index), ((80, 32), 8));
 }
 
 #[test]
