@@ -624,6 +624,46 @@ fn two_indexers_share_one_sqlite_index() {
 }
 
 #[test]
+fn eight_indexers_may_create_one_sqlite_index_at_once() {
+    use gstradio::index::{IndexSettings, IndexWriter, Row};
+    let dir = TempDir::new("eight-writers");
+    let db = dir.join("idx.sqlite");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (db, barrier) = (db.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let settings = IndexSettings {
+                    model: "m".into(),
+                    input: "64x48".into(),
+                    summary_dim: 8,
+                };
+                barrier.wait();
+                // All open the file that does not exist yet at the same time.
+                let mut writer = IndexWriter::open(&db, &settings, &format!("cam-{w}"), 4)
+                    .expect("a writer that meets others opening the file waits for them");
+                for i in 0..5 {
+                    let row = Row {
+                        pts_ns: Some(i),
+                        frame_index: i,
+                        input_size: (64, 48),
+                        summary: vec![1.0; 8],
+                        spatial: None,
+                        objects: Vec::new(),
+                    };
+                    writer.append(row).unwrap();
+                }
+                writer.finish().unwrap()
+            })
+        })
+        .collect();
+    for writer in writers {
+        assert_eq!(writer.join().unwrap(), 5);
+    }
+    assert_eq!(count_rows(&db, None).unwrap(), 40);
+}
+
+#[test]
 fn a_second_parquet_writer_is_refused_clearly() {
     use gstradio::index::{IndexSettings, IndexWriter};
     let dir = TempDir::new("parquet-busy");

@@ -139,6 +139,27 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(VIEW)
 }
 
+/// Runs `f` again while it fails because another connection holds a lock,
+/// for up to [`BUSY_TIMEOUT`]: SQLite's busy handler does not wait in every
+/// case, e.g. for writers that open a new file at once and each set its
+/// journal mode.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let started = std::time::Instant::now();
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn open_read_only(path: &Path) -> Result<Connection, IndexError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(sqlite(path))?;
@@ -205,7 +226,7 @@ impl SqliteWriter {
         let err = sqlite(path);
         let conn = Connection::open(path).map_err(&err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
-        conn.execute_batch(SCHEMA).map_err(&err)?;
+        retry_busy(|| conn.execute_batch(SCHEMA)).map_err(&err)?;
         conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
         let run = Self::start_run(&conn, path, settings, source);
         let run = match run {
