@@ -391,9 +391,9 @@ fn a_slow_stream_waits_at_most_one_timeout_and_one_forward_beside_a_fast_one() {
         assert!(embedding(&out).is_some());
     }
     assert!(fast.join().unwrap(), "a fast stream's frame lost its meta");
-    // The forward running when the frame comes, then its own; 50 ms on top
+    // The forward running when the frame comes, then its own; 100 ms on top
     // for scheduling noise on a loaded machine.
-    let limit = Duration::from_millis(TIMEOUT_MS + 50) + 2 * forward;
+    let limit = Duration::from_millis(TIMEOUT_MS + 100) + 2 * forward;
     let worst = waits.iter().max().unwrap();
     assert!(
         *worst <= limit,
