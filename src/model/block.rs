@@ -8,7 +8,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::checkpoint::KeyNames;
-use super::fused::{Activation, FusedLinear, scaled_softmax_last_dim};
+use super::fused::{Activation, FusedLinear, softmax_last_dim};
 
 /// Dimensions shared by every block of a model.
 #[derive(Debug, Clone, Copy)]
@@ -19,12 +19,12 @@ pub(crate) struct BlockDims {
     pub eps: f64,
 }
 
-/// Multi-head self-attention over all tokens, with a fused qkv projection.
+/// Multi-head self-attention over all tokens, with a fused qkv projection
+/// whose q rows carry the 1/√head_dim scale (see [`fold_query_scale`]).
 struct Attention {
     qkv: FusedLinear,
     proj: FusedLinear,
     heads: usize,
-    scale: f32,
 }
 
 impl Attention {
@@ -52,10 +52,9 @@ impl Attention {
         let proj = fold_layer_scale(candle_nn::linear(d, d, vb.pp(names.attention_out))?, ls)?;
         let head_dim = d / dims.heads;
         Ok(Self {
-            qkv: FusedLinear::new(qkv)?,
+            qkv: FusedLinear::new(fold_query_scale(qkv, d, head_dim)?)?,
             proj: FusedLinear::new(proj)?,
             heads: dims.heads,
-            scale: 1.0 / (head_dim as f32).sqrt(),
         })
     }
 
@@ -71,7 +70,7 @@ impl Attention {
         let q = qkv.get(0)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let weights = scaled_softmax_last_dim(q.matmul(&k.t()?)?, self.scale)?;
+        let weights = softmax_last_dim(q.matmul(&k.t()?)?)?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
         self.proj.forward_residual(&out, residual)
     }
@@ -109,6 +108,24 @@ fn fold_layer_scale(linear: Linear, gamma: Option<Tensor>) -> Result<Linear> {
     };
     let weight = linear.weight().broadcast_mul(&gamma.unsqueeze(1)?)?;
     let bias = linear.bias().map(|b| b * &gamma).transpose()?;
+    Ok(Linear::new(weight, bias))
+}
+
+/// The qkv projection with its q rows (the first `d` outputs) and q bias
+/// multiplied by 1/√`head_dim`, computed in f32 and stored back in the weights'
+/// dtype: `softmax(q·kᵀ/√d)` then needs no pass over the (B·heads·N·N) scores
+/// to scale them.
+fn fold_query_scale(qkv: Linear, d: usize, head_dim: usize) -> Result<Linear> {
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let scale_q = |t: &Tensor| -> Result<Tensor> {
+        let dtype = t.dtype();
+        let t = t.to_dtype(candle_core::DType::F32)?;
+        let q = (t.narrow(0, 0, d)? * scale)?;
+        let rest = t.narrow(0, d, t.dim(0)? - d)?;
+        Tensor::cat(&[q, rest], 0)?.to_dtype(dtype)
+    };
+    let weight = scale_q(qkv.weight())?;
+    let bias = qkv.bias().map(scale_q).transpose()?;
     Ok(Linear::new(weight, bias))
 }
 
@@ -171,6 +188,30 @@ impl Module for Block {
 mod tests {
     use super::super::fused::tests::max_err;
     use super::*;
+
+    #[test]
+    fn folded_query_scale_scales_q_only() {
+        let dev = candle_core::Device::Cpu;
+        let (d, head_dim) = (8, 2);
+        let w = Tensor::randn(0f32, 1.0, (3 * d, d), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 3 * d, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 3, d), &dev).unwrap();
+        let plain = Linear::new(w.clone(), Some(b.clone())).forward(&x).unwrap();
+        let folded = fold_query_scale(Linear::new(w, Some(b)), d, head_dim).unwrap();
+        let got = folded.forward(&x).unwrap();
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let q = (plain.narrow(2, 0, d).unwrap() * scale).unwrap();
+        let expected = Tensor::cat(&[q, plain.narrow(2, d, 2 * d).unwrap()], 2).unwrap();
+        let err = (got - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err < 1e-6, "off by {err}");
+    }
 
     #[test]
     fn folded_layer_scale_equals_scaling_the_output() {

@@ -189,44 +189,41 @@ avx2_fma_dispatch! {
     }
 }
 
-/// `softmax(scale · x)` over the last axis, in place when `x` is a contiguous
-/// f32 CPU tensor (which the caller hands over).
-pub(crate) fn scaled_softmax_last_dim(x: Tensor, scale: f32) -> Result<Tensor> {
+/// Softmax over the last axis, in place when `x` is a contiguous f32 CPU
+/// tensor (which the caller hands over). Attention folds its 1/√d scale into
+/// the q projection, so no pass over the scores scales them.
+pub(crate) fn softmax_last_dim(x: Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
-        x.inplace_op1(&ScaledSoftmax { scale })?;
+        x.inplace_op1(&Softmax)?;
         Ok(x)
     } else {
-        Ok(candle_nn::ops::softmax_last_dim(&(x * f64::from(scale))?)?)
+        Ok(candle_nn::ops::softmax_last_dim(&x)?)
     }
 }
 
-struct ScaledSoftmax {
-    scale: f32,
-}
+struct Softmax;
 
-impl InplaceOp1 for ScaledSoftmax {
+impl InplaceOp1 for Softmax {
     fn name(&self) -> &'static str {
-        "scaled-softmax"
+        "softmax"
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
         let out = contiguous_f32_mut(self.name(), storage, layout)?;
         let n = layout.shape().dims().last().copied().unwrap_or(1);
         use rayon::prelude::*;
-        let scale = self.scale;
         out.par_chunks_mut(rows_per_task(n) * n)
-            .for_each(|chunk| softmax_rows(chunk, n, scale));
+            .for_each(|chunk| softmax_rows(chunk, n));
         Ok(())
     }
 }
 
 avx2_fma_dispatch! {
-    /// `softmax(scale · row)` for each `n`-wide row of `chunk`.
-    fn softmax_rows(chunk: &mut [f32], n: usize, scale: f32) {
+    /// `softmax(row)` for each `n`-wide row of `chunk`.
+    fn softmax_rows(chunk: &mut [f32], n: usize) {
         for row in chunk.chunks_exact_mut(n) {
-            let max = lane_reduce(row, f32::NEG_INFINITY, |a, b| if a > b { a } else { b }) * scale;
-            row.iter_mut()
-                .for_each(|v| *v = exp(v.mul_add(scale, -max)));
+            let max = lane_reduce(row, f32::NEG_INFINITY, |a, b| if a > b { a } else { b });
+            row.iter_mut().for_each(|v| *v = exp(*v - max));
             let inv = 1.0 / lane_reduce(row, 0.0, |a, b| a + b);
             row.iter_mut().for_each(|v| *v *= inv);
         }
@@ -341,11 +338,11 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn scaled_softmax_equals_candle() {
+    fn softmax_equals_candle() {
         let dev = candle_core::Device::Cpu;
         let x = Tensor::randn(0f32, 3.0, (2, 3, 7, 19), &dev).unwrap();
-        let expected = candle_nn::ops::softmax_last_dim(&(&x * 0.125).unwrap()).unwrap();
-        let got = scaled_softmax_last_dim(x.copy().unwrap(), 0.125).unwrap();
+        let expected = candle_nn::ops::softmax_last_dim(&x).unwrap();
+        let got = softmax_last_dim(x.copy().unwrap()).unwrap();
         let err = max_err(&got, &expected);
         assert!(err < 1e-6, "off by {err}");
     }
