@@ -28,6 +28,8 @@ pub struct OutputOptions {
 }
 
 /// Splits a batch output into per-frame embeddings, numbered by `frame_indices`.
+/// Each output crosses to host memory once for the whole batch (on CUDA a
+/// per-frame copy would copy the batch's storage each time).
 pub fn embeddings(
     output: &RadioOutput,
     options: &OutputOptions,
@@ -35,43 +37,54 @@ pub fn embeddings(
 ) -> Result<Vec<Embedding>, ModelError> {
     let (h, w) = output.grid;
     let (batch, _, width) = output.features.dims3()?;
-    let pooled = if options.spatial {
-        Some(pool(&output.features, (h, w), options.spatial_pool)?)
+    let summaries = if options.summary {
+        Some(to_host(&output.summary, options.dtype)?)
     } else {
         None
     };
-    let round = |v: Vec<f32>| match options.dtype {
-        MetaDtype::F32 => v,
-        MetaDtype::F16 => v
-            .into_iter()
-            .map(|x| half::f16::from_f32(x).to_f32())
-            .collect(),
+    let grids = if options.spatial {
+        let (pooled, grid) = pool(&output.features, (h, w), options.spatial_pool)?;
+        Some((to_host(&pooled, options.dtype)?, grid))
+    } else {
+        None
     };
-    (0..batch)
+    let frame = |all: &[f32], i: usize| {
+        let n = all.len() / batch.max(1);
+        all[i * n..(i + 1) * n].to_vec()
+    };
+    let embeddings = (0..batch)
         .zip(frame_indices)
-        .map(|(i, &frame_index)| {
-            let summary = if options.summary {
-                Some(round(output.summary.i(i)?.to_vec1::<f32>()?))
-            } else {
-                None
-            };
-            let (spatial, grid) = match &pooled {
-                Some((t, grid)) => (Some(round(t.i(i)?.flatten_all()?.to_vec1::<f32>()?)), *grid),
-                None => (None, (0, 0)),
-            };
-            Ok(Embedding {
-                summary,
-                spatial,
-                spatial_dim: if options.spatial { width } else { 0 },
-                grid,
-                dtype: options.dtype,
-                model: options.model.clone(),
-                input_size: options.input_size,
-                frame_index,
-                source_id: options.source_id.clone(),
-            })
+        .map(|(i, &frame_index)| Embedding {
+            summary: summaries.as_deref().map(|all| frame(all, i)),
+            spatial: grids.as_ref().map(|(all, _)| frame(all, i)),
+            spatial_dim: if options.spatial { width } else { 0 },
+            grid: grids.as_ref().map_or((0, 0), |(_, grid)| *grid),
+            dtype: options.dtype,
+            model: options.model.clone(),
+            input_size: options.input_size,
+            frame_index,
+            source_id: options.source_id.clone(),
         })
-        .collect()
+        .collect();
+    Ok(embeddings)
+}
+
+/// All of `t`'s values in host memory, in one copy: converted to f16 on the
+/// device first when the meta stores f16 (half the bytes to copy; the values
+/// come back widened, as the meta will store them).
+fn to_host(t: &Tensor, dtype: MetaDtype) -> Result<Vec<f32>, ModelError> {
+    #[cfg(test)]
+    tests::HOST_COPIES.with(|n| n.set(n.get() + 1));
+    let flat = t.flatten_all()?;
+    Ok(match dtype {
+        MetaDtype::F32 => flat.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
+        MetaDtype::F16 => flat
+            .to_dtype(candle_core::DType::F16)?
+            .to_vec1::<half::f16>()?
+            .into_iter()
+            .map(half::f16::to_f32)
+            .collect(),
+    })
 }
 
 /// A region of a frame as fractions of its width and height: left, top,
@@ -233,6 +246,30 @@ mod tests {
         let b = RegionBox::from_pixels((50, 20, 100, 100), (64, 32));
         assert_eq!((b.x1, b.y1), (1.0, 1.0));
         assert_eq!(b.on_grid((2, 4)), (1..2, 3..4));
+    }
+
+    thread_local! {
+        /// Device-to-host copies made by [`to_host`] on this thread.
+        pub(super) static HOST_COPIES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn each_output_is_copied_once_per_batch_and_f16_rounds_as_the_meta() {
+        HOST_COPIES.with(|n| n.set(0));
+        let mut o = options(1);
+        o.dtype = MetaDtype::F16;
+        let mut out = output();
+        // 1/3 is not an f16: the meta's rounding shows.
+        out.summary = Tensor::new(&[[1f32 / 3.0, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap();
+        let e = embeddings(&out, &o, &[0, 1]).unwrap();
+        assert_eq!(
+            HOST_COPIES.with(|n| n.get()),
+            2,
+            "one copy a output, not one a frame"
+        );
+        let third = half::f16::from_f32(1.0 / 3.0).to_f32();
+        assert_eq!(e[0].summary, Some(vec![third, 2.0]));
+        assert_eq!(e[1].spatial.as_ref().unwrap()[7], 107.0);
     }
 
     #[test]
