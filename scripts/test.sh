@@ -61,8 +61,8 @@ export CARGO_TARGET_DIR=target/cuda
 # The library (where every `cuda` path lives), the binary, and the tests that
 # reach the CUDA code or the device choice; the rest of the suite is the CPU
 # build's, already run above.
-cuda_targets=(--lib --bins --test gpu_preprocess --test radioembed --test model_fixtures
-  --test model_errors --test cli)
+cuda_targets=(--lib --bins --test gpu_preprocess --test cuda_numerics --test radioembed
+  --test model_fixtures --test model_errors --test cli)
 cargo clippy --features cuda "${cuda_targets[@]}" -- -D warnings
 cargo build --features cuda --lib
 LD_LIBRARY_PATH="$CUDA_TOOLKIT_LIB:$CUDA_STUB_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \

@@ -33,7 +33,8 @@ pub fn parse_device(name: &str) -> Result<Device> {
             }
             std::panic::catch_unwind(|| Device::new_cuda(ordinal))
                 .map_err(|_| unavailable("the CUDA driver could not be initialised".into()))?
-                .map_err(|e| unavailable(e.to_string()))
+                // candle appends a backtrace to driver errors: the first line is the reason.
+                .map_err(|e| unavailable(e.to_string().lines().next().unwrap_or("").to_string()))
         }
     }
 }
