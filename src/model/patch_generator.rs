@@ -85,6 +85,11 @@ impl PatchGenerator {
             .contiguous()?
             .to_dtype(dtype)?
             .unsqueeze(0)?;
+        // Built on this thread's stream: finished before another thread, whose
+        // work may run on another stream, can read it from the cache.
+        if !device.is_cpu() {
+            device.synchronize()?;
+        }
         if cache.len() >= POS_CACHE_CAPACITY {
             cache.clear();
         }

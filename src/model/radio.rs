@@ -110,6 +110,11 @@ pub struct RadioModel {
     blocks: Vec<Block>,
     final_norm: Option<LayerNorm>,
     feature_normalizer: Option<FeatureNormalizer>,
+    /// On a GPU, one forward at a time: elements share a model from their own
+    /// threads, and candle's CUDA device gives each thread its own stream but
+    /// one cuBLAS handle and workspace. `None` on the CPU, where forwards may
+    /// overlap.
+    gpu_forward: Option<std::sync::Mutex<()>>,
 }
 
 impl RadioModel {
@@ -164,6 +169,7 @@ impl RadioModel {
         let device = vb.device().clone();
         let channel = |v: [f32; 3]| Tensor::from_slice(&v, (1, 3, 1, 1), &device);
         Ok(Self {
+            gpu_forward: (!device.is_cpu()).then(Default::default),
             norm_mean: channel(dims.norm_mean)?,
             norm_std: channel(dims.norm_std)?,
             dtype: vb.dtype(),
@@ -218,6 +224,10 @@ impl RadioModel {
     /// fuse the normalisation into its own pass.
     pub fn forward_normalized(&self, x: &Tensor) -> Result<RadioOutput> {
         let (_, _, height, width) = self.check_input(x)?;
+        let _one_at_a_time = self
+            .gpu_forward
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
         let grid = self.info.grid(height, width);
         let x = x.to_device(&self.device)?.to_dtype(self.dtype)?;
         let mut tokens = self.patch_generator.forward(&x)?;
