@@ -72,9 +72,12 @@ fn main() {
     e.sort();
     b.sort();
     let fps = |d: Duration| frames as f64 / d.as_secs_f64();
+    // What the element adds to each frame beyond the forward: preprocessing,
+    // batching, metas, pushing, the hand-offs between threads.
+    let overhead_ms = (e[3].as_secs_f64() - b[3].as_secs_f64()) * 1e3 / frames as f64;
     println!(
         "{} {SIZE}x{SIZE} batch {batch}, {frames} frames: element {:.2} frames/s, bare model {:.2} frames/s; \
-         element time / model time {:.3}",
+         element time / model time {:.3}; element overhead {overhead_ms:.3} ms a frame",
         model_dir.display(),
         fps(e[3]),
         fps(b[3]),
