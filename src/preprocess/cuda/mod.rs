@@ -91,12 +91,14 @@ struct PlanKey {
     target: (usize, usize),
     antialias: bool,
     frame_bytes: usize,
-    batch: usize,
 }
 
-/// Device buffers for one (frame size, target size, batch) combination.
+/// Device taps and buffers for one (frame size, target size) combination,
+/// with room for `capacity` frames: a partial batch (a timeout, EOS) reuses
+/// them instead of allocating pinned and device memory again.
 struct Plan {
     key: PlanKey,
+    capacity: usize,
     rows: DeviceTaps,
     cols: DeviceTaps,
     staging: PinnedHostSlice<u8>,
@@ -143,13 +145,13 @@ impl GpuPreprocessor {
             check_frame(frame, layout)?;
         }
         let (th, tw) = target;
-        self.prepare_plan(PlanKey {
+        let key = PlanKey {
             frame: (layout.width, layout.height),
             target,
             antialias,
             frame_bytes: layout.min_size(),
-            batch: frames.len(),
-        })?;
+        };
+        self.prepare_plan(key, frames.len())?;
         self.upload(frames)?;
 
         let desc = frame_desc(layout);
@@ -177,24 +179,30 @@ impl GpuPreprocessor {
         ))
     }
 
-    /// Makes the device taps and buffers for `key`, unless the last batch's fit.
-    fn prepare_plan(&mut self, key: PlanKey) -> Result<(), PreprocessError> {
-        if self.plan.as_ref().is_some_and(|p| p.key == key) {
+    /// Makes the device taps and buffers for `key` and `batch` frames, unless
+    /// the last batch's fit (same key, room for as many frames).
+    fn prepare_plan(&mut self, key: PlanKey, batch: usize) -> Result<(), PreprocessError> {
+        let last = self.plan.as_ref().map(|p| (&p.key, p.capacity));
+        let Some(capacity) = new_capacity(last, &key, batch) else {
             return Ok(());
-        }
+        };
         let ((fw, fh), (th, tw)) = (key.frame, key.target);
         let rows = PackedTaps::new(&AxisTaps::bilinear(fh, th, key.antialias), fh);
         let cols = PackedTaps::new(&AxisTaps::bilinear(fw, tw, key.antialias), fw);
-        let bytes = key.frame_bytes * key.batch;
+        let bytes = key.frame_bytes * capacity;
         let stream = self.device.cuda_stream();
         self.plan = Some(Plan {
             rows: DeviceTaps::upload(&self.device, &rows)?,
             cols: DeviceTaps::upload(&self.device, &cols)?,
-            // SAFETY: every byte is written by `upload` before it is read.
+            // SAFETY (the three allocations, left unset instead of cleared):
+            // `upload` writes a batch's frames into `staging` and copies them to
+            // `frames` before a kernel reads them, and the vertical pass writes
+            // every entry of `intermediate` that the horizontal pass reads.
             staging: unsafe { stream.context().alloc_pinned::<u8>(bytes) }.map_err(gpu)?,
-            frames: stream.alloc_zeros::<u8>(bytes).map_err(gpu)?,
-            intermediate: stream.alloc_zeros::<f32>(3 * th * fw).map_err(gpu)?,
+            frames: unsafe { stream.alloc::<u8>(bytes) }.map_err(gpu)?,
+            intermediate: unsafe { stream.alloc::<f32>(3 * th * fw) }.map_err(gpu)?,
             key,
+            capacity,
         });
         Ok(())
     }
@@ -204,8 +212,8 @@ impl GpuPreprocessor {
         let plan = self.plan.as_mut().expect("plan prepared");
         let stream = self.device.cuda_stream();
         let frame_bytes = plan.key.frame_bytes;
-        // The previous batch's upload must be done before the staging buffer is reused.
-        stream.synchronize().map_err(gpu)?;
+        // Waits for the staging buffer's own last copy (its event), not for the
+        // whole stream: the previous batch's model forward may still run.
         let staging = plan.staging.as_mut_slice().map_err(gpu)?;
         for (frame, slot) in frames.iter().zip(staging.chunks_exact_mut(frame_bytes)) {
             slot.copy_from_slice(&frame[..frame_bytes]);
@@ -217,9 +225,7 @@ impl GpuPreprocessor {
 
     /// Launches both passes for every frame into a fresh output buffer, handed to
     /// candle without a copy.
-    fn run<
-        T: DeviceRepr + cudarc::driver::ValidAsZeroBits + candle_core::cuda_backend::CudaDType,
-    >(
+    fn run<T: DeviceRepr + candle_core::cuda_backend::CudaDType>(
         &mut self,
         horizontal: &str,
         batch: usize,
@@ -240,7 +246,8 @@ impl GpuPreprocessor {
             .map_err(gpu)?;
         let (fw, th) = (desc.width, (plan.key.target.0) as i32);
         let tw = plan.key.target.1 as i32;
-        let mut out = stream.alloc_zeros::<T>(batch * per_image).map_err(gpu)?;
+        // SAFETY: the horizontal pass writes every element (3 × h × w per frame).
+        let mut out = unsafe { stream.alloc::<T>(batch * per_image) }.map_err(gpu)?;
         for b in 0..batch {
             let frame = plan
                 .frames
@@ -278,6 +285,18 @@ impl GpuPreprocessor {
     }
 }
 
+/// The frames a new plan makes room for, or `None` when the last plan (its key
+/// and capacity) serves a batch of `batch` frames of `key`. A plan of the same
+/// key grows, never shrinks, so batches that alternate full and partial
+/// allocate once.
+fn new_capacity(last: Option<(&PlanKey, usize)>, key: &PlanKey, batch: usize) -> Option<usize> {
+    match last {
+        Some((last, capacity)) if last == key && capacity >= batch => None,
+        Some((last, capacity)) if last == key => Some(capacity.max(batch)),
+        _ => Some(batch),
+    }
+}
+
 /// One thread per element of `planes` planes of `height` rows of `width`.
 fn grid(width: i32, height: i32, planes: u32) -> LaunchConfig {
     LaunchConfig {
@@ -301,5 +320,30 @@ fn frame_desc(layout: &FrameLayout) -> FrameDesc {
         strides: layout.strides.map(|s| s as i32),
         offsets: layout.offsets.map(|o| o as i64),
         yuv: k.as_array(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(width: usize) -> PlanKey {
+        PlanKey {
+            frame: (width, 48),
+            target: (32, 48),
+            antialias: true,
+            frame_bytes: width * 48 * 3,
+        }
+    }
+
+    #[test]
+    fn partial_batches_reuse_the_plan_and_a_new_size_replaces_it() {
+        assert_eq!(new_capacity(None, &key(64), 8), Some(8));
+        // A partial batch (timeout, EOS) fits the plan of a full one.
+        assert_eq!(new_capacity(Some((&key(64), 8)), &key(64), 3), None);
+        assert_eq!(new_capacity(Some((&key(64), 8)), &key(64), 8), None);
+        // A bigger batch grows it; another frame size starts over.
+        assert_eq!(new_capacity(Some((&key(64), 8)), &key(64), 12), Some(12));
+        assert_eq!(new_capacity(Some((&key(64), 8)), &key(80), 2), Some(2));
     }
 }
