@@ -10,20 +10,40 @@ mod common;
 use candle_core::{DType, Device};
 use common::{max_abs_diff_slices, noise};
 use gstradio::model::parse_device;
-use gstradio::preprocess::cuda::{GpuPreprocessor, KERNEL_NAMES, compile_kernels};
+use gstradio::preprocess::cuda::{GpuPreprocessor, KERNEL_NAMES, compile_kernels, nvrtc_version};
 use gstradio::preprocess::{
     Colorimetry, CpuPreprocessor, FrameLayout, Normalization, PixelFormat, YuvMatrix,
 };
 
+/// The architectures CI compiles for: A100, L4/L40, H100/H200.
+const ARCHITECTURES: [(i32, i32); 3] = [(8, 0), (8, 9), (9, 0)];
+
 #[test]
-fn kernels_compile_without_warnings() {
-    let compiled = compile_kernels().expect("NVRTC compiles the kernels");
-    assert!(compiled.log.is_empty(), "NVRTC printed:\n{}", compiled.log);
-    for name in KERNEL_NAMES {
+fn kernels_compile_to_cubin_for_every_architecture_without_warnings() {
+    let (major, minor) = nvrtc_version().expect("libnvrtc loads");
+    eprintln!("NVRTC {major}.{minor}");
+    for arch in ARCHITECTURES {
+        let compiled = compile_kernels(arch).expect("NVRTC compiles the kernels");
         assert!(
-            compiled.ptx.contains(&format!(".entry {name}(")),
-            "PTX lacks entry {name}"
+            compiled.log.is_empty(),
+            "sm_{}{}: NVRTC printed:\n{}",
+            arch.0,
+            arch.1,
+            compiled.log
         );
+        assert!(
+            compiled.cubin.starts_with(b"\x7fELF"),
+            "sm_{}{}: not an ELF image",
+            arch.0,
+            arch.1
+        );
+        for name in KERNEL_NAMES {
+            let found = compiled
+                .cubin
+                .windows(name.len())
+                .any(|w| w == name.as_bytes());
+            assert!(found, "sm_{}{}: the CUBIN lacks {name}", arch.0, arch.1);
+        }
     }
 }
 

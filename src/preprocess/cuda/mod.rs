@@ -7,21 +7,24 @@
 
 mod nvrtc;
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{DType, Device, Storage, Tensor};
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PinnedHostSlice, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, DeviceRepr, LaunchConfig, PinnedHostSlice, PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
 
-pub use nvrtc::{Compiled, KERNEL_NAMES, KERNEL_SOURCE, compile_kernels};
+pub use nvrtc::{Compiled, KERNEL_NAMES, KERNEL_SOURCE, compile_kernels, nvrtc_version};
 
 use super::convert::YuvCoefficients;
 use super::frame::FrameLayout;
 use super::{Normalization, PreprocessError, check_frame};
 use crate::resample::{AxisTaps, PackedTaps};
 
-const MODULE: &str = "radio_preprocess";
 const BLOCK: u32 = 256;
 
 /// `struct Frame` of kernels.cu.
@@ -58,12 +61,66 @@ fn gpu(err: impl std::fmt::Display) -> PreprocessError {
     PreprocessError::Gpu(err.to_string())
 }
 
-/// The kernels' PTX, compiled once per process.
-fn ptx() -> Result<&'static str, PreprocessError> {
-    static PTX: OnceLock<Result<String, String>> = OnceLock::new();
-    PTX.get_or_init(|| compile_kernels().map(|c| c.ptx))
-        .as_deref()
-        .map_err(|e| PreprocessError::Gpu(e.clone()))
+/// The kernels' CUBIN for compute capability `arch`, compiled once per
+/// process and architecture.
+fn cubin(arch: (i32, i32)) -> Result<Arc<Vec<u8>>, PreprocessError> {
+    type Cache = Mutex<HashMap<(i32, i32), Arc<Vec<u8>>>>;
+    static CUBINS: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(Default::default);
+    let mut cubins = CUBINS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cubin) = cubins.get(&arch) {
+        return Ok(cubin.clone());
+    }
+    let cubin = Arc::new(compile_kernels(arch).map_err(PreprocessError::Gpu)?.cubin);
+    cubins.insert(arch, cubin.clone());
+    Ok(cubin)
+}
+
+/// The CUDA driver's version as `major.minor`, for error messages.
+fn driver_version() -> String {
+    let mut version = 0;
+    // SAFETY: a valid out-pointer; the driver library is loaded (a device exists).
+    match unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) }.result() {
+        Ok(()) => format!("{}.{}", version / 1000, version % 1000 / 10),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+/// The preprocessing kernels, loaded on one device.
+struct Kernels {
+    vertical: CudaFunction,
+    horizontal_f32: CudaFunction,
+    horizontal_f16: CudaFunction,
+    horizontal_bf16: CudaFunction,
+}
+
+impl Kernels {
+    /// Compiles the kernels for `device`'s architecture and loads them; a
+    /// driver that cannot load them is named with both versions.
+    fn load(device: &CudaDevice) -> Result<Self, PreprocessError> {
+        let context = device.cuda_stream().context().clone();
+        let arch = context.compute_capability().map_err(gpu)?;
+        let image = cubin(arch)?;
+        let module = context
+            .load_module(Ptx::from_binary(image.as_ref().clone()))
+            .map_err(|e| {
+                let nvrtc = nvrtc_version().map_or_else(|e| e, |(a, b)| format!("{a}.{b}"));
+                PreprocessError::Gpu(format!(
+                    "the CUDA driver ({}) cannot load the preprocessing kernels that NVRTC {nvrtc} \
+                     compiled for sm_{}{}: {e}; update the driver or use an NVRTC of its release",
+                    driver_version(),
+                    arch.0,
+                    arch.1
+                ))
+            })?;
+        let [vertical, f32, f16, bf16] =
+            KERNEL_NAMES.map(|name| module.load_function(name).map_err(gpu));
+        Ok(Self {
+            vertical: vertical?,
+            horizontal_f32: f32?,
+            horizontal_f16: f16?,
+            horizontal_bf16: bf16?,
+        })
+    }
 }
 
 /// Taps on the device.
@@ -109,6 +166,7 @@ struct Plan {
 /// Converts batches of frames to normalised model input on a CUDA device.
 pub struct GpuPreprocessor {
     device: CudaDevice,
+    kernels: Kernels,
     plan: Option<Plan>,
 }
 
@@ -118,13 +176,8 @@ impl GpuPreprocessor {
         let Device::Cuda(device) = device else {
             return Err(PreprocessError::Gpu("not a CUDA device".into()));
         };
-        let ptx = ptx()?;
-        for name in KERNEL_NAMES {
-            device
-                .get_or_load_custom_func(name, MODULE, ptx)
-                .map_err(gpu)?;
-        }
         Ok(Self {
+            kernels: Kernels::load(device)?,
             device: device.clone(),
             plan: None,
         })
@@ -162,9 +215,9 @@ impl GpuPreprocessor {
         let per_image = 3 * th * tw;
         let n = frames.len();
         let storage = match dtype {
-            DType::F32 => self.run::<f32>("horizontal_f32", n, &desc, &norm, per_image)?,
-            DType::F16 => self.run::<half::f16>("horizontal_f16", n, &desc, &norm, per_image)?,
-            DType::BF16 => self.run::<half::bf16>("horizontal_bf16", n, &desc, &norm, per_image)?,
+            DType::F32 => self.run::<f32>(n, &desc, &norm, per_image)?,
+            DType::F16 => self.run::<half::f16>(n, &desc, &norm, per_image)?,
+            DType::BF16 => self.run::<half::bf16>(n, &desc, &norm, per_image)?,
             other => {
                 return Err(PreprocessError::Gpu(format!(
                     "dtype {other:?} not supported"
@@ -225,9 +278,8 @@ impl GpuPreprocessor {
 
     /// Launches both passes for every frame into a fresh output buffer, handed to
     /// candle without a copy.
-    fn run<T: DeviceRepr + candle_core::cuda_backend::CudaDType>(
+    fn run<T: DeviceRepr + candle_core::WithDType + candle_core::cuda_backend::CudaDType>(
         &mut self,
-        horizontal: &str,
         batch: usize,
         desc: &FrameDesc,
         norm: &NormDesc,
@@ -235,15 +287,12 @@ impl GpuPreprocessor {
     ) -> Result<Storage, PreprocessError> {
         let plan = self.plan.as_mut().expect("plan exists");
         let stream = self.device.cuda_stream();
-        let ptx = ptx()?;
-        let vertical = self
-            .device
-            .get_or_load_custom_func("vertical", MODULE, ptx)
-            .map_err(gpu)?;
-        let horizontal = self
-            .device
-            .get_or_load_custom_func(horizontal, MODULE, ptx)
-            .map_err(gpu)?;
+        let vertical = &self.kernels.vertical;
+        let horizontal = match T::DTYPE {
+            DType::F16 => &self.kernels.horizontal_f16,
+            DType::BF16 => &self.kernels.horizontal_bf16,
+            _ => &self.kernels.horizontal_f32,
+        };
         let (fw, th) = (desc.width, (plan.key.target.0) as i32);
         let tw = plan.key.target.1 as i32;
         // SAFETY: the horizontal pass writes every element (3 × h × w per frame).
@@ -252,7 +301,7 @@ impl GpuPreprocessor {
             let frame = plan
                 .frames
                 .slice(b * plan.key.frame_bytes..(b + 1) * plan.key.frame_bytes);
-            let mut args = vertical.builder();
+            let mut args = stream.launch_builder(vertical);
             args.arg(&frame)
                 .arg(desc)
                 .arg(&plan.rows.starts)
@@ -265,7 +314,7 @@ impl GpuPreprocessor {
             unsafe { args.launch(grid(fw, th, 1)) }.map_err(gpu)?;
 
             let mut image = out.slice_mut(b * per_image..(b + 1) * per_image);
-            let mut args = horizontal.builder();
+            let mut args = stream.launch_builder(horizontal);
             args.arg(&plan.intermediate)
                 .arg(&fw)
                 .arg(&th)
