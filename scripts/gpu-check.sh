@@ -19,7 +19,7 @@ case "${1:-}" in
       | python3 -c 'import json,sys
 for l in sys.stdin:
     m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpu_preprocess","model_fixtures"):
+    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpu_preprocess","cuda_numerics","model_fixtures"):
         print(m["executable"])' | xargs -I{} cp {} "$out/"
     cargo bench --features cuda --bench preprocess --no-run 2>&1 | tail -1
     cp "$(ls -t target/cuda/release/deps/preprocess-* | grep -v '\.d$' | head -1)" "$out/preprocess-bench"
@@ -31,7 +31,7 @@ for l in sys.stdin:
     export LD_LIBRARY_PATH="${CUDA_LIBS:+$CUDA_LIBS:}${LD_LIBRARY_PATH:-}"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     status=0
-    for t in "$out"/gpu_preprocess-* "$out"/model_fixtures-*; do
+    for t in "$out"/gpu_preprocess-* "$out"/cuda_numerics-* "$out"/model_fixtures-*; do
       if "$t" --test-threads=1 --nocapture >"$t.log" 2>&1; then r=pass; else r=FAIL; status=1; fi
       printf '%-40s %s (%s)\n' "$(basename "$t")" "$r" "$(grep -o 'test result:.*' "$t.log" | head -1)"
     done
