@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Many streams, one model: streams that share a model instance hand their
-//! preprocessed frames to one [`SharedBatcher`], whose thread runs them through
+//! preprocessed frames to one [`SharedBatcher`], whose threads run them through
 //! the model together, as DeepStream's `nvstreammux` + `nvinfer` do.
 //!
 //! Each stream has at most one request pending (its caller waits for the
@@ -10,8 +10,10 @@
 //! frames cannot starve one that sends few, and a request may be answered
 //! over several forwards. A forward runs when the oldest request's input size
 //! has a full batch, when every active stream has a request in, or when a
-//! request reaches its deadline (its stream's `batch-timeout`). A stream that is cancelled (flushing, stopping) or leaves
-//! takes its requests out; the others' requests are not disturbed.
+//! request reaches its deadline (its stream's `batch-timeout`). A stream that
+//! is cancelled (flushing, stopping) or leaves takes its requests out; the
+//! others' requests are not disturbed. Two forward threads serve a CPU model,
+//! one a GPU model.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
