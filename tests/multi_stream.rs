@@ -52,7 +52,9 @@ fn alone(frames: &[gst::Buffer]) -> Vec<Vec<f32>> {
 }
 
 const STREAMS: u64 = 4;
-const FRAMES: u64 = 12;
+// Enough that the first forwards, run before every stream has frames in, are
+// a small share of all.
+const FRAMES: u64 = 32;
 
 /// Four streams, `FRAMES` frames each, pushed in turns, as four cameras would.
 fn camera_frames(stream: u64) -> Vec<gst::Buffer> {

@@ -32,12 +32,12 @@ pub struct EngineOptions {
 
 /// One frame of a batch: its running index and the boxes of the regions that
 /// get vectors of their own.
-#[derive(Debug, Clone, Default)]
-pub struct FrameJob {
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameJob<'a> {
     /// Running index of the frame in its stream.
     pub index: u64,
     /// Regions of the frame, in the order their vectors come back.
-    pub regions: Vec<RegionBox>,
+    pub regions: &'a [RegionBox],
 }
 
 /// A batch to embed.
@@ -45,7 +45,7 @@ pub struct Batch<'a> {
     /// The frames' pixels.
     pub frames: &'a [Frame<'a>],
     /// What each frame asks for, one per frame.
-    pub jobs: &'a [FrameJob],
+    pub jobs: &'a [FrameJob<'a>],
     /// Model input (height, width).
     pub size: (usize, usize),
     /// For a shared model: the latest time to wait for other streams' frames
@@ -156,7 +156,7 @@ impl Engine {
             .map(|(i, (embedding, job))| {
                 Ok(Embedded {
                     embedding,
-                    regions: region_vectors(&output, i, &job.regions)?,
+                    regions: region_vectors(&output, i, job.regions)?,
                 })
             })
             .collect::<Result<_, EngineError>>()?;
@@ -168,8 +168,7 @@ impl Engine {
 
     /// Per-object vectors by crop: the model's summary of each crop (frames
     /// whose layouts are regions of a frame) resized to `size` (height, width),
-    /// `max_batch` crops a forward. Crops differ in size, so each is
-    /// preprocessed on its own, then they run together.
+    /// `max_batch` crops a forward.
     pub fn embed_crops(
         &self,
         preprocessor: &mut Preprocessor,
@@ -187,12 +186,7 @@ impl Engine {
         };
         let mut vectors = Vec::with_capacity(crops.len());
         for chunk in crops.chunks(max_batch.max(1)) {
-            let inputs = chunk
-                .iter()
-                .map(|crop| preprocessor.batch(std::slice::from_ref(crop), &spec))
-                .collect::<Result<Vec<_>, _>>()?;
-            let input =
-                candle_core::Tensor::cat(&inputs, 0).map_err(crate::model::ModelError::from)?;
+            let input = preprocessor.batch(chunk, &spec)?;
             let (output, _) = self.forward(input, deadline)?;
             let summaries = output
                 .summary

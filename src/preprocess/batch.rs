@@ -74,21 +74,30 @@ impl Preprocessor {
             }
             #[cfg(feature = "cuda")]
             Self::Gpu(pre) => {
-                let Some(first) = frames.first() else {
+                if frames.is_empty() {
                     return Err(PreprocessError::Empty);
-                };
-                if frames.iter().any(|f| f.layout != first.layout) {
-                    return Err(PreprocessError::MixedLayouts);
                 }
-                let data: Vec<&[u8]> = frames.iter().map(|f| f.data).collect();
-                pre.process_batch(
-                    &data,
-                    first.layout,
-                    spec.size,
-                    spec.antialias,
-                    &spec.norm,
-                    spec.dtype,
-                )
+                // The kernels take one layout a launch: runs of frames that share
+                // one (a stream's frames) go together, others (crops of regions)
+                // one run each, in order.
+                let parts = frames
+                    .chunk_by(|a, b| a.layout == b.layout)
+                    .map(|run| {
+                        let data: Vec<&[u8]> = run.iter().map(|f| f.data).collect();
+                        pre.process_batch(
+                            &data,
+                            run[0].layout,
+                            spec.size,
+                            spec.antialias,
+                            &spec.norm,
+                            spec.dtype,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                match parts.len() {
+                    1 => Ok(parts.into_iter().next().expect("one part")),
+                    _ => Tensor::cat(&parts, 0).map_err(|e| PreprocessError::Tensor(e.to_string())),
+                }
             }
         }
     }

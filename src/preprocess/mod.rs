@@ -85,9 +85,6 @@ pub enum PreprocessError {
     /// A CUDA call or the kernel compilation failed.
     #[error("GPU preprocessing failed: {0}")]
     Gpu(String),
-    /// The frames of one GPU batch are laid out differently.
-    #[error("frames of one batch have different plane layouts")]
-    MixedLayouts,
     /// The batch tensor could not be made (out of memory, …).
     #[error("cannot build the batch tensor: {0}")]
     Tensor(String),

@@ -42,7 +42,7 @@ use super::caps::{StreamFormat, caps_formats};
 use super::error::error_message;
 use super::load_slot::{LoadSlot, Unavailable};
 use super::queue::{Admitted, BatchQueue, Item, Queued, Work};
-use crate::engine::{Batch, Embeddings, Engine, EngineError, FrameJob};
+use crate::engine::{Batch, Embeddings, Engine, EngineError, FrameJob, SharedStream};
 use crate::preprocess::{Frame, FrameLayout, PreprocessError, Preprocessor};
 use regions::Regions;
 use settings::Settings;
@@ -180,12 +180,17 @@ impl RadioEmbed {
         let _ = self.obj().post_message(qos);
     }
 
+    /// Runs `f` on this stream's share of a shared model, if it has one.
+    fn with_shared(&self, f: impl FnOnce(&SharedStream)) {
+        if let Some(shared) = self.engine.get().as_deref().and_then(Engine::shared) {
+            f(shared);
+        }
+    }
+
     /// Cancels (flushing, stopping) or resumes this stream's share of a
     /// shared model: a forward it waits for returns at once when cancelled.
     fn cancel_shared(&self, cancelled: bool) {
-        if let Some(shared) = self.engine.get().as_deref().and_then(Engine::shared) {
-            shared.set_cancelled(cancelled);
-        }
+        self.with_shared(|shared| shared.set_cancelled(cancelled));
     }
 
     /// Handles a sink event; serialized ones answer with the flow, as `queue`
@@ -403,12 +408,9 @@ impl RadioEmbed {
         let flow = match work {
             Work::Batch(batch) => self.process_batch(batch),
             Work::Event(event) => {
-                if event.type_() == gst::EventType::Eos
-                    && let Some(engine) = self.engine.get()
-                    && let Some(shared) = engine.shared()
-                {
+                if event.type_() == gst::EventType::Eos {
                     // The other streams of the shared model stop waiting for ours.
-                    shared.set_idle();
+                    self.with_shared(SharedStream::set_idle);
                 }
                 self.forward_event(event)
             }
@@ -549,7 +551,7 @@ impl RadioEmbed {
             .zip(&plan.regions)
             .map(|(&i, regions)| FrameJob {
                 index: batch[i].frame_index,
-                regions: regions.boxes.clone(),
+                regions: &regions.boxes,
             })
             .collect();
         let batch = Batch {
@@ -813,9 +815,7 @@ impl ObjectImpl for RadioEmbed {
         let (batch_size, timeout, leaky) = s.batching();
         drop(s);
         self.queue.set_batching(batch_size, timeout, leaky);
-        if let Some(shared) = self.engine.get().as_deref().and_then(Engine::shared) {
-            shared.set_batch_size(batch_size);
-        }
+        self.with_shared(|shared| shared.set_batch_size(batch_size));
         if latency_changed {
             let _ = self
                 .obj()
