@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -875,15 +875,22 @@ fn search_json(db: &Path, png: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn an_image_finds_the_scene_it_shows() {
-    let dir = TempDir::new("image-query");
+/// A scratch folder holding the three-scene clip (20 frames a scene), and the
+/// paths of an index and a query image beside it.
+fn clip_with_query(tag: &str) -> (TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = TempDir::new(tag);
     let (clip, db, png) = (
         dir.join("clip.avi"),
         dir.join("idx.sqlite"),
         dir.join("query.png"),
     );
     make_clip(&clip, 20);
+    (dir, clip, db, png)
+}
+
+#[test]
+fn an_image_finds_the_scene_it_shows() {
+    let (_dir, clip, db, png) = clip_with_query("image-query");
     let out = index(&clip, &db, &tiny());
     assert!(
         out.status.success(),
@@ -991,13 +998,8 @@ fn a_parquet_sink_says_it_keeps_no_objects() {
 
 #[test]
 fn an_image_finds_the_objects_that_show_it() {
-    let dir = TempDir::new("object-query");
-    let (clip, db, png) = (
-        dir.join("clip.avi"),
-        dir.join("idx.sqlite"),
-        dir.join("query.png"),
-    );
-    make_clip(&clip, 20);
+    common::init();
+    let (_dir, clip, db, png) = clip_with_query("object-query");
     // A stand-in detector: each frame gets a box over all of it ("scene") and
     // one over its top-left corner, which radioembed gives pooled vectors.
     let pipeline = gst::parse::launch(&format!(
