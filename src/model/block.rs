@@ -202,14 +202,7 @@ mod tests {
         let scale = 1.0 / (head_dim as f64).sqrt();
         let q = (plain.narrow(2, 0, d).unwrap() * scale).unwrap();
         let expected = Tensor::cat(&[q, plain.narrow(2, d, 2 * d).unwrap()], 2).unwrap();
-        let err = (got - expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_err(&got, &expected);
         assert!(err < 1e-6, "off by {err}");
     }
 
