@@ -9,8 +9,10 @@ use crate::postprocess::RegionBox;
 
 /// The regions of one frame that get vectors: their positions among the
 /// frame's region metas, and their boxes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Regions {
+    /// How the vectors are made (`roi-mode` when the batch began).
+    kind: RegionKind,
     positions: Vec<usize>,
     /// `pool` mode: boxes as fractions of the frame, in `positions` order.
     pub boxes: Vec<RegionBox>,
@@ -22,7 +24,15 @@ impl Regions {
     /// The regions of `buffer` that `settings` asks vectors for, in a frame of
     /// `frame` (width, height) pixels.
     pub fn of(buffer: &gst::BufferRef, settings: &Settings, frame: (u32, u32)) -> Self {
-        let mut regions = Self::default();
+        let mut regions = Self {
+            kind: match settings.roi_mode {
+                RoiMode::Crop => RegionKind::Crop,
+                _ => RegionKind::Pool,
+            },
+            positions: Vec::new(),
+            boxes: Vec::new(),
+            crops: Vec::new(),
+        };
         for (position, meta) in buffer
             .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
             .enumerate()
@@ -31,11 +41,11 @@ impl Regions {
                 continue;
             }
             regions.positions.push(position);
-            match settings.roi_mode {
-                RoiMode::Crop => regions
+            match regions.kind {
+                RegionKind::Crop => regions
                     .crops
                     .push(padded(meta.rect(), settings.roi_padding)),
-                _ => regions
+                RegionKind::Pool => regions
                     .boxes
                     .push(RegionBox::from_pixels(meta.rect(), frame)),
             }
@@ -50,11 +60,6 @@ impl Regions {
 
     /// Adds each vector as a `radio-embedding` parameter to its region's meta.
     pub fn attach(&self, buffer: &mut gst::BufferRef, vectors: &[Vec<f32>], dtype: MetaDtype) {
-        let kind = if self.crops.is_empty() {
-            RegionKind::Pool
-        } else {
-            RegionKind::Crop
-        };
         let mut wanted = self.positions.iter().zip(vectors).peekable();
         for (position, mut meta) in buffer
             .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()
@@ -63,7 +68,7 @@ impl Regions {
             let Some((_, vector)) = wanted.next_if(|(p, _)| **p == position) else {
                 continue;
             };
-            meta.add_param(region_param(vector, dtype, kind));
+            meta.add_param(region_param(vector, dtype, self.kind));
         }
     }
 }
