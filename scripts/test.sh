@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step prints the minutes since the start, so CI logs show where the time goes.
+step() { printf '\n== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 # Every `cargo test` result line goes to this log, summed up at the end.
 results="$(mktemp)"
@@ -58,9 +59,10 @@ step "cuda feature: toolkit from PyPI"
 eval "$(scripts/cuda-toolkit.sh)"
 
 step "cuda feature: clippy, build and tests (no GPU: CUDA tests report a skip)"
-# A target folder of its own: the cdylib of a cuda build needs libcuda to load and
-# must not replace the CPU build's target/debug/libgstradio.so.
-export CARGO_TARGET_DIR=target/cuda
+# The CPU build's target folder: every crate the feature leaves alone (GStreamer,
+# SQLite, Parquet, ...) is reused, which halves the stage. The cuda cdylib replaces
+# target/debug/libgstradio.so while its tests run; the last step puts the CPU one
+# back (cargo re-links it from the fresh artifact, no rebuild).
 # The library (where every `cuda` path lives), the binary, and the tests that
 # reach the CUDA code or the device choice; the rest of the suite is the CPU
 # build's, already run above.
@@ -70,6 +72,9 @@ cargo clippy --features cuda "${cuda_targets[@]}" -- -D warnings
 cargo build --features cuda --lib
 LD_LIBRARY_PATH="$CUDA_TOOLKIT_LIB:$CUDA_STUB_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
   tests cargo test --features cuda "${cuda_targets[@]}"
+
+step "restore the CPU plugin in target/debug"
+cargo build --lib
 
 grep -o 'test result: [a-zA-Z]*\. [0-9]* passed; [0-9]* failed' "$results" |
   awk '{ passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }'
