@@ -199,6 +199,7 @@ mod tests {
             summary: Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap(),
             features: Tensor::from_vec(f, (2, 8, 1), &Device::Cpu).unwrap(),
             grid: (2, 4),
+            adaptors: Vec::new(),
         }
     }
 

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 
-use crate::model::{RadioModel, RadioOutput};
+use crate::model::{AdaptorOutput, RadioModel, RadioOutput};
 
 /// Why a shared forward gave no output.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -238,10 +238,25 @@ fn concat(parts: &[(usize, RadioOutput)]) -> Result<RadioOutput, SharedError> {
         let tensors: Vec<&Tensor> = parts.iter().map(|(_, o)| f(o)).collect();
         Tensor::cat(&tensors, 0).map_err(|e| SharedError::Forward(e.to_string()))
     };
+    let adaptor_count = parts.first().map_or(0, |(_, o)| o.adaptors.len());
+    let adaptors = (0..adaptor_count)
+        .map(|i| {
+            let pick = |f: fn(&AdaptorOutput) -> &Tensor| {
+                let tensors: Vec<&Tensor> = parts.iter().map(|(_, o)| f(&o.adaptors[i])).collect();
+                Tensor::cat(&tensors, 0).map_err(|e| SharedError::Forward(e.to_string()))
+            };
+            Ok(AdaptorOutput {
+                name: parts[0].1.adaptors[i].name.clone(),
+                summary: pick(|a| &a.summary)?,
+                features: pick(|a| &a.features)?,
+            })
+        })
+        .collect::<Result<_, SharedError>>()?;
     Ok(RadioOutput {
         summary: cat(|o| &o.summary)?,
         features: cat(|o| &o.features)?,
         grid: parts.first().map_or((0, 0), |(_, o)| o.grid),
+        adaptors,
     })
 }
 
@@ -555,6 +570,7 @@ mod tests {
                 summary: Tensor::full(s.request as f32, (s.frames, 2), &Device::Cpu).unwrap(),
                 features: Tensor::zeros((s.frames, 1, 2), DType::F32, &Device::Cpu).unwrap(),
                 grid: (1, 1),
+                adaptors: Vec::new(),
             })
             .collect())
     }
@@ -636,6 +652,7 @@ mod tests {
                         features: Tensor::zeros((s.frames, 1, 1), DType::F32, &Device::Cpu)
                             .unwrap(),
                         grid: (1, 1),
+                        adaptors: Vec::new(),
                     }
                 })
                 .collect())

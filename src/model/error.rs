@@ -38,6 +38,14 @@ pub enum ModelError {
         /// The parser's complaint.
         message: String,
     },
+    /// A torch.hub checkpoint (`*.pth.tar`) cannot be read or used.
+    #[error("cannot use torch checkpoint {path}: {message}")]
+    TorchCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A tensor the model needs is not in the checkpoint.
     #[error("checkpoint has no tensor `{key}`")]
     MissingTensor {

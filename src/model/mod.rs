@@ -9,6 +9,7 @@
 //! published checkpoints unchanged, in both the legacy remote-code layout and the
 //! native transformers layout. Nothing here knows about GStreamer.
 
+mod adaptor;
 mod block;
 mod checkpoint;
 mod config;
@@ -18,10 +19,13 @@ mod error;
 mod fused;
 mod patch_generator;
 mod radio;
+mod torch_checkpoint;
 
+pub use adaptor::{Adaptor, AdaptorOutput};
 pub use checkpoint::KeyScheme;
 pub use config::{Config, ConfigLayout};
 pub use device::{parse_device, parse_dtype};
 pub use dims::Dims;
 pub use error::{ModelError, Result};
 pub use radio::{ModelInfo, RadioModel, RadioOutput};
+pub use torch_checkpoint::{Teacher, TorchCheckpoint, TrainingArgs};

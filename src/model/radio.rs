@@ -11,12 +11,14 @@ use std::path::Path;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{LayerNorm, Module, VarBuilder};
 
+use super::adaptor::{Adaptor, AdaptorOutput};
 use super::block::{Block, BlockDims};
 use super::checkpoint::{Checkpoint, WeightsBackend};
 use super::config::Config;
 use super::dims::Dims;
 use super::error::{ModelError, Result, classify_load_error};
 use super::patch_generator::{PatchGenerator, PatchGeneratorKeys};
+use super::torch_checkpoint::TorchCheckpoint;
 
 /// What a loaded model is: the facts `radio-embed info` prints and the element needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +88,9 @@ pub struct RadioOutput {
     pub features: Tensor,
     /// The patch grid (rows h, columns w).
     pub grid: (usize, usize),
+    /// What each adaptor loaded with [`RadioModel::with_adaptor`] computes, in the
+    /// order they were added.
+    pub adaptors: Vec<AdaptorOutput>,
 }
 
 impl RadioOutput {
@@ -95,7 +100,17 @@ impl RadioOutput {
             summary: self.summary.narrow(0, start, len)?,
             features: self.features.narrow(0, start, len)?,
             grid: self.grid,
+            adaptors: self
+                .adaptors
+                .iter()
+                .map(|a| a.rows(start, len))
+                .collect::<Result<_>>()?,
         })
+    }
+
+    /// The output of the adaptor called `name`, if the model has it.
+    pub fn adaptor(&self, name: &str) -> Option<&AdaptorOutput> {
+        self.adaptors.iter().find(|a| a.name == name)
     }
 }
 
@@ -110,6 +125,7 @@ pub struct RadioModel {
     blocks: Vec<Block>,
     final_norm: Option<LayerNorm>,
     feature_normalizer: Option<FeatureNormalizer>,
+    adaptors: Vec<Adaptor>,
     /// On a GPU, one forward at a time: elements share a model from their own
     /// threads, and candle's CUDA device gives each thread its own stream but
     /// one cuBLAS handle and workspace. `None` on the CPU, where forwards may
@@ -178,8 +194,31 @@ impl RadioModel {
             blocks,
             final_norm,
             feature_normalizer,
+            adaptors: Vec::new(),
             info,
         })
+    }
+
+    /// Adds the adaptor heads of the teacher `name` (`siglip2-g`, …) from a torch.hub
+    /// checkpoint (`c-radio_v4-so400m_half.pth.tar`), on this model's device and
+    /// dtype; every forward then computes them too.
+    pub fn with_adaptor(mut self, checkpoint: &TorchCheckpoint, name: &str) -> Result<Self> {
+        let dims = &self.info.dims;
+        let adaptor = Adaptor::load(
+            checkpoint,
+            name,
+            dims.width,
+            dims.num_prefix_tokens,
+            &self.device,
+            self.dtype,
+        )?;
+        self.adaptors.push(adaptor);
+        Ok(self)
+    }
+
+    /// The adaptors this model computes.
+    pub fn adaptors(&self) -> &[Adaptor] {
+        &self.adaptors
     }
 
     /// What this model is.
@@ -250,10 +289,17 @@ impl RadioModel {
         if let Some(normalizer) = &self.feature_normalizer {
             features = normalizer.forward(&features)?;
         }
+        let features = features.contiguous()?;
+        let adaptors = self
+            .adaptors
+            .iter()
+            .map(|a| a.forward(&tokens, &features))
+            .collect::<Result<_>>()?;
         Ok(RadioOutput {
             summary,
-            features: features.contiguous()?,
+            features,
             grid,
+            adaptors,
         })
     }
 

@@ -37,6 +37,21 @@ pub enum LocateError {
         /// Why it was not downloaded either.
         download: String,
     },
+    /// A model folder without the torch.hub checkpoint that holds the adaptor heads.
+    #[error(
+        "no adaptor checkpoint in {dir}: the adaptor heads are in the torch.hub checkpoint \
+         the model's repo ships beside model.safetensors (c-radio_v4-so400m_half.pth.tar, \
+         c-radio_v4-h_half.pth.tar); download it there (`hf download {repo_hint} \
+         <file>.pth.tar`) or name the file explicitly{found}"
+    )]
+    NoAdaptorCheckpoint {
+        /// The folder searched.
+        dir: String,
+        /// How to name the repo in the hint.
+        repo_hint: String,
+        /// The candidates when there were several.
+        found: String,
+    },
 }
 
 /// How far a model download has come, reported once per whole percent of
@@ -49,6 +64,33 @@ pub struct DownloadProgress {
     pub percent: u32,
     /// Its size in bytes.
     pub total: u64,
+}
+
+/// The torch.hub checkpoint (`*.pth.tar`) in a model folder or snapshot, which holds
+/// the adaptor heads (`siglip2-g`, …) that model.safetensors lacks. Exactly one must
+/// be there; with several, the caller names one.
+pub fn adaptor_checkpoint(dir: &Path) -> Result<PathBuf, LocateError> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.to_string_lossy().ends_with(".pth.tar"))
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        n => Err(LocateError::NoAdaptorCheckpoint {
+            dir: dir.display().to_string(),
+            repo_hint: "nvidia/C-RADIOv4-SO400M".into(),
+            found: if n == 0 {
+                String::new()
+            } else {
+                let names: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
+                format!(" (it has several: {})", names.join(", "))
+            },
+        }),
+    }
 }
 
 /// The Hugging Face hub cache folder: `HF_HUB_CACHE`, else `HF_HOME/hub`, else

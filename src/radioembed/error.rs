@@ -35,6 +35,7 @@ pub(super) fn error_message(err: &EngineError, context: Option<&str>) -> gst::Er
             M::Config { .. }
             | M::UnknownLayout { .. }
             | M::CorruptWeights { .. }
+            | M::TorchCheckpoint { .. }
             | M::MissingTensor { .. }
             | M::ShapeMismatch { .. },
         ) => message!(gst::ResourceError::Read),

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use gstradio::model::RadioModel;
+use gstradio::model::{RadioModel, TorchCheckpoint};
 
 use crate::args::{ModelArgs, resolve, size};
 
@@ -62,14 +62,34 @@ pub struct Forward {
     /// safetensors file whose `<prefix>input` tensors are (B,3,H,W) f32 in 0..1.
     #[arg(long)]
     input: PathBuf,
-    /// Output safetensors with `<prefix>summary` and `<prefix>features` (f32).
+    /// Output safetensors with `<prefix>summary` and `<prefix>features` (f32), and
+    /// `<prefix><adaptor>_summary` / `<prefix><adaptor>_features` for each adaptor
+    /// (its name without punctuation: `siglip2g_summary`).
     #[arg(long)]
     output: PathBuf,
+    /// Also run this adaptor's heads (a teacher of the checkpoint: `siglip2-g`).
+    #[arg(long)]
+    adaptor: Vec<String>,
+    /// The torch.hub checkpoint with the adaptor heads; by default the one
+    /// `*.pth.tar` in the model's folder.
+    #[arg(long)]
+    adaptor_checkpoint: Option<PathBuf>,
 }
 
 impl Forward {
     pub fn run(self) -> anyhow::Result<()> {
-        let model = self.model.load(&self.model.folder()?)?;
+        let folder = self.model.folder()?;
+        let mut model = self.model.load(&folder)?;
+        if !self.adaptor.is_empty() {
+            let path = match &self.adaptor_checkpoint {
+                Some(path) => path.clone(),
+                None => gstradio::model_store::adaptor_checkpoint(&folder)?,
+            };
+            let checkpoint = TorchCheckpoint::open(&path)?;
+            for name in &self.adaptor {
+                model = model.with_adaptor(&checkpoint, name)?;
+            }
+        }
         let input = &self.input;
         let tensors = candle_core::safetensors::load(input, &Device::Cpu)
             .with_context(|| format!("cannot read {}", input.display()))?;
@@ -92,6 +112,21 @@ impl Forward {
                 result.summary.dims(),
                 result.features.dims()
             );
+            for adaptor in result.adaptors {
+                let key: String = adaptor
+                    .name
+                    .chars()
+                    .filter(|c| c.is_alphanumeric())
+                    .collect();
+                println!(
+                    "{name}: {} summary {:?}, features {:?}",
+                    adaptor.name,
+                    adaptor.summary.dims(),
+                    adaptor.features.dims()
+                );
+                out.insert(format!("{prefix}{key}_summary"), adaptor.summary);
+                out.insert(format!("{prefix}{key}_features"), adaptor.features);
+            }
             out.insert(format!("{prefix}summary"), result.summary);
             out.insert(format!("{prefix}features"), result.features);
         }
