@@ -21,6 +21,7 @@ pub mod radioembed;
 pub mod radioindexsink;
 pub mod radiometapublish;
 pub mod resample;
+pub mod text;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     radioembed::register(plugin)?;

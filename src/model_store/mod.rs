@@ -37,6 +37,19 @@ pub enum LocateError {
         /// Why it was not downloaded either.
         download: String,
     },
+    /// A text model that is neither a folder nor in the Hugging Face cache.
+    #[error(
+        "text model `{name}` not found: it is not a folder with config.json, tokenizer.json \
+         and model.safetensors, and the Hugging Face cache ({cache}) has no snapshot of it. \
+         Download it with `hf download {name} --include '*.json' '*.safetensors'`, or pass \
+         a folder"
+    )]
+    TextModelNotFound {
+        /// The name as given.
+        name: String,
+        /// The cache folder searched.
+        cache: String,
+    },
     /// A model folder without the torch.hub checkpoint that holds the adaptor heads.
     #[error(
         "no adaptor checkpoint in {dir}: the adaptor heads are in the torch.hub checkpoint \
@@ -64,6 +77,24 @@ pub struct DownloadProgress {
     pub percent: u32,
     /// Its size in bytes.
     pub total: u64,
+}
+
+/// Resolves a SigLIP text model (a folder with config.json, tokenizer.json and
+/// model.safetensors or its index) by folder or by repo id in the Hugging Face
+/// cache. It is not downloaded: the real one is large, and a user fetches it once
+/// with the command the error gives.
+pub fn locate_text_model(name: &str) -> Result<PathBuf, LocateError> {
+    let cache = hf_cache_dir();
+    let is_text_model = |dir: &Path| {
+        dir.join("config.json").is_file()
+            && dir.join("tokenizer.json").is_file()
+            && (dir.join("model.safetensors").is_file()
+                || dir.join("model.safetensors.index.json").is_file())
+    };
+    find_where(name, &cache, is_text_model).ok_or_else(|| LocateError::TextModelNotFound {
+        name: name.to_string(),
+        cache: cache.display().to_string(),
+    })
 }
 
 /// The torch.hub checkpoint (`*.pth.tar`) in a model folder or snapshot, which holds
@@ -185,6 +216,11 @@ fn is_repo_id(name: &str) -> bool {
 /// The folder itself, or the cached snapshot that `refs/main` names, else the
 /// newest complete snapshot.
 fn find(name: &str, cache: &Path) -> Option<PathBuf> {
+    find_where(name, cache, is_model_dir)
+}
+
+/// [`find`] for folders that `is_model_dir` accepts.
+fn find_where(name: &str, cache: &Path, is_model_dir: fn(&Path) -> bool) -> Option<PathBuf> {
     let direct = PathBuf::from(name);
     if is_model_dir(&direct) {
         return Some(direct);

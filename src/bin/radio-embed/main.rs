@@ -6,6 +6,7 @@ mod args;
 mod model_commands;
 mod pipeline;
 mod preprocess_command;
+mod text_command;
 mod video_index;
 
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ enum Command {
     Index(video_index::Index),
     /// Find the indexed frames most similar to an image or a video frame.
     Search(video_index::Search),
+    /// Embed texts with a SigLIP text tower, in the siglip2-g adaptor's space.
+    EmbedText(text_command::EmbedText),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Preprocess(command) => command.run(),
         Command::Index(command) => command.run(),
         Command::Search(command) => command.run(),
+        Command::EmbedText(command) => command.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
