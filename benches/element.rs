@@ -53,7 +53,7 @@ fn main() {
     let batch: usize = args.get(1).map_or(8, |b| b.parse().unwrap());
     let frames: usize = args.get(2).map_or(4 * batch, |f| f.parse().unwrap());
     // Held for the whole run: the elements share this instance instead of loading.
-    let model = gstradio::model_store::shared_model(&model_dir, "cpu", DType::F32).unwrap();
+    let model = gstradio::model_store::shared_model(&model_dir, "cpu", DType::F32, None).unwrap();
     let model_str = model_dir.display().to_string();
     // Warm up both paths, then alternate A B B A so that drifts in machine speed
     // hit both sides alike; report the medians.

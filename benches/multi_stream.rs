@@ -113,7 +113,7 @@ fn main() {
     let frames: usize = args.get(1).map_or(16, |f| f.parse().unwrap());
     let fps: u32 = args.get(2).map_or(0, |f| f.parse().unwrap());
     // Held for the whole run: every element shares this instance instead of loading.
-    let _model = gstradio::model_store::shared_model(&model_dir, "cpu", DType::F32).unwrap();
+    let _model = gstradio::model_store::shared_model(&model_dir, "cpu", DType::F32, None).unwrap();
     let model = model_dir.display().to_string();
     let timeout = "batch-timeout=100000000";
     let configs = [

@@ -33,6 +33,7 @@ fn embedding(frame_index: u64) -> Embedding {
         input_size: (912, 512),
         frame_index,
         source_id: "cam-1".into(),
+        adaptors: Vec::new(),
     }
 }
 

@@ -13,7 +13,7 @@ out="$(GST_REGISTRY="$dir/registry.bin" GST_PLUGIN_PATH="$dir" GST_PLUGIN_SYSTEM
 for expected in "Filter/Analyzer/Video" "SINK template: 'sink'" "SRC template: 'src'" \
   model device precision resolution width height antialias batch-size batch-timeout \
   inference-interval outputs spatial-pool meta-dtype processing-latency async source-id \
-  roi-mode roi-types leaky model-instance-id stats; do
+  roi-mode roi-types leaky model-instance-id adaptor adaptor-checkpoint stats; do
   if ! grep -q -- "$expected" <<<"$out"; then
     echo "gst-inspect-1.0 radioembed lacks '$expected'" >&2
     exit 1
@@ -33,4 +33,4 @@ if ! grep -q "vector-encoding" <<<"$publish"; then
   echo "gst-inspect-1.0 radiometapublish fails" >&2
   exit 1
 fi
-echo "radio plugin loads from $plugin: radioembed (pads, 21 properties), radioindexsink, radiometapublish"
+echo "radio plugin loads from $plugin: radioembed (pads, 23 properties), radioindexsink, radiometapublish"

@@ -4,7 +4,7 @@
 
 use candle_core::{IndexOp, Tensor};
 
-use crate::meta::{Embedding, MetaDtype};
+use crate::meta::{AdaptorEmbedding, Embedding, MetaDtype};
 use crate::model::{ModelError, RadioOutput};
 
 /// Which outputs go on the buffers, and in what form.
@@ -48,6 +48,22 @@ pub fn embeddings(
     } else {
         None
     };
+    // Each adaptor's summary always (it is what a text query is compared with),
+    // its patch features when spatial outputs are asked for, pooled alike.
+    let adaptors = output
+        .adaptors
+        .iter()
+        .map(|a| {
+            let summary = to_host(&a.summary, options.dtype)?;
+            let spatial = if options.spatial {
+                let (pooled, _) = pool(&a.features, (h, w), options.spatial_pool)?;
+                Some(to_host(&pooled, options.dtype)?)
+            } else {
+                None
+            };
+            Ok((a.name.as_str(), summary, spatial, a.features.dim(2)?))
+        })
+        .collect::<Result<Vec<_>, ModelError>>()?;
     let frame = |all: &[f32], i: usize| {
         let n = all.len() / batch.max(1);
         all[i * n..(i + 1) * n].to_vec()
@@ -64,6 +80,15 @@ pub fn embeddings(
             input_size: options.input_size,
             frame_index,
             source_id: options.source_id.clone(),
+            adaptors: adaptors
+                .iter()
+                .map(|(name, summary, spatial, dim)| AdaptorEmbedding {
+                    name: name.to_string(),
+                    summary: frame(summary, i),
+                    spatial: spatial.as_deref().map(|all| frame(all, i)),
+                    spatial_dim: if spatial.is_some() { *dim } else { 0 },
+                })
+                .collect(),
         })
         .collect();
     Ok(embeddings)

@@ -482,6 +482,7 @@ fn embedded(pts_s: u64, input: (usize, usize)) -> gst::Buffer {
         input_size: input,
         frame_index: pts_s,
         source_id: "cam".into(),
+        adaptors: Vec::new(),
     }
     .attach(b)
     .unwrap();

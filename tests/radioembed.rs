@@ -11,7 +11,7 @@ use common::{TempDir, fixture, init};
 use gst::prelude::*;
 use gst_check::Harness;
 use gstradio::meta::Embedding;
-use gstradio::model::RadioModel;
+use gstradio::model::{RadioModel, RadioOutput, TorchCheckpoint};
 use gstradio::preprocess::{CpuPreprocessor, FrameLayout, Normalization, PixelFormat};
 
 const W: usize = 64;
@@ -39,23 +39,9 @@ fn embedding(buffer: &gst::Buffer) -> Option<Embedding> {
     Embedding::from_buffer(buffer).unwrap()
 }
 
-#[test]
-fn every_frame_gets_embeddings_equal_to_the_model() {
-    let mut h = harness("resolution=32");
-    let buffer = frame(3);
-    h.push(buffer.clone()).unwrap();
-    let out = h.pull().unwrap();
-    assert_eq!(out.pts(), buffer.pts());
-    let e = embedding(&out).expect("meta attached");
-    // 64x48 → short side 32 → 43 px long side snaps to 48: input 48x32, grid 2x3.
-    assert_eq!(e.input_size, (48, 32));
-    assert_eq!(e.grid, (2, 3));
-    assert_eq!((e.summary_dim(), e.spatial_dim), (128, 64));
-    assert_eq!(e.spatial.as_ref().unwrap().len(), 2 * 3 * 64);
-    assert_eq!(e.frame_index, 0);
-    assert_eq!(e.model, model_path());
-
-    let model = RadioModel::load(&fixture("tiny-so400m"), &Device::Cpu, DType::F32).unwrap();
+/// What `model` gives for `buffer` preprocessed as the element does at
+/// `resolution=32` (a 48x32 input).
+fn reference_output(model: &RadioModel, buffer: &gst::Buffer) -> RadioOutput {
     let info = model.info();
     let norm = Normalization {
         mean: info.dims.norm_mean,
@@ -74,8 +60,87 @@ fn every_frame_gets_embeddings_equal_to_the_model() {
         )
         .unwrap();
     let input = Tensor::from_vec(pixels, (1, 3, 32, 48), &Device::Cpu).unwrap();
-    let reference = model.forward_normalized(&input).unwrap();
-    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    model.forward_normalized(&input).unwrap()
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn adaptor_vectors_ride_on_the_meta() {
+    let checkpoint = fixture("textsearch/c-radio_v4-tiny_half.pth.tar");
+    let props = format!(
+        "resolution=32 adaptor=siglip2-g adaptor-checkpoint={}",
+        checkpoint.display()
+    );
+    let mut h = harness(&props);
+    let buffer = frame(5);
+    h.push(buffer.clone()).unwrap();
+    let e = embedding(&h.pull().unwrap()).expect("meta attached");
+    let adaptor = e.adaptor("siglip2-g").expect("siglip2-g vectors");
+    assert_eq!(adaptor.summary.len(), 48);
+    assert_eq!(adaptor.spatial_dim, 48);
+    assert_eq!(adaptor.spatial.as_ref().unwrap().len(), 2 * 3 * 48);
+
+    let model = RadioModel::load(&fixture("tiny-so400m"), &Device::Cpu, DType::F32)
+        .unwrap()
+        .with_adaptor(&TorchCheckpoint::open(&checkpoint).unwrap(), "siglip2-g")
+        .unwrap();
+    let reference = reference_output(&model, &buffer);
+    let expected = reference.adaptor("siglip2-g").unwrap();
+    let err = common::max_abs_diff_slices(&adaptor.summary, &flat(&expected.summary));
+    assert!(err <= 1e-5, "siglip2-g summary off by {err}");
+    let err =
+        common::max_abs_diff_slices(adaptor.spatial.as_ref().unwrap(), &flat(&expected.features));
+    assert!(err <= 1e-5, "siglip2-g spatial off by {err}");
+    // The backbone's vectors are unchanged by the adaptor.
+    let err = common::max_abs_diff_slices(&e.summary.unwrap(), &flat(&reference.summary));
+    assert!(err <= 1e-5, "summary off by {err}");
+
+    // Summary only: the adaptor's summary still comes, its patch features not.
+    let mut h = harness(&format!("{props} outputs=summary"));
+    h.push(frame(5)).unwrap();
+    let e = embedding(&h.pull().unwrap()).unwrap();
+    let adaptor = e.adaptor("siglip2-g").unwrap();
+    assert_eq!(
+        (adaptor.summary.len(), adaptor.spatial.is_none()),
+        (48, true)
+    );
+}
+
+#[test]
+fn an_unknown_adaptor_is_an_error_naming_the_teachers() {
+    let checkpoint = fixture("textsearch/c-radio_v4-tiny_half.pth.tar");
+    let err = common::start_error(&format!(
+        "videotestsrc num-buffers=1 ! video/x-raw,format=RGB,width=64,height=48 ! \
+         radioembed model={} async=false adaptor=clip adaptor-checkpoint={} ! fakesink",
+        model_path(),
+        checkpoint.display()
+    ));
+    let message = err.to_string();
+    assert!(message.contains("no teacher `clip`"), "{message}");
+    assert!(message.contains("siglip2-g"), "{message}");
+}
+
+#[test]
+fn every_frame_gets_embeddings_equal_to_the_model() {
+    let mut h = harness("resolution=32");
+    let buffer = frame(3);
+    h.push(buffer.clone()).unwrap();
+    let out = h.pull().unwrap();
+    assert_eq!(out.pts(), buffer.pts());
+    let e = embedding(&out).expect("meta attached");
+    // 64x48 → short side 32 → 43 px long side snaps to 48: input 48x32, grid 2x3.
+    assert_eq!(e.input_size, (48, 32));
+    assert_eq!(e.grid, (2, 3));
+    assert_eq!((e.summary_dim(), e.spatial_dim), (128, 64));
+    assert_eq!(e.spatial.as_ref().unwrap().len(), 2 * 3 * 64);
+    assert_eq!(e.frame_index, 0);
+    assert_eq!(e.model, model_path());
+
+    let model = RadioModel::load(&fixture("tiny-so400m"), &Device::Cpu, DType::F32).unwrap();
+    let reference = reference_output(&model, &buffer);
     let err = common::max_abs_diff_slices(&e.summary.unwrap(), &flat(&reference.summary));
     assert!(err <= 1e-5, "summary off by {err}");
     let err = common::max_abs_diff_slices(&e.spatial.unwrap(), &flat(&reference.features));

@@ -16,6 +16,10 @@
 //! | `input-width`, `input-height` | `guint` | the model input size in pixels |
 //! | `frame-index` | `guint64` | running index of the frame in the stream (0-based) |
 //! | `source-id` | string | the stream the frame belongs to (`radioembed`'s `source-id`) |
+//! | `adaptors` | string (optional) | comma-separated adaptor names (`radioembed adaptor=siglip2-g`) |
+//! | `<name>-summary` | `GstBuffer` (optional) | the adaptor's summary, `<name>-summary-dim` floats of `dtype` |
+//! | `<name>-spatial` | `GstBuffer` (optional) | the adaptor's patch features on the same grid, `<name>-spatial-dim` floats each |
+//! | `<name>-summary-dim`, `<name>-spatial-dim` | `guint` | the adaptor's vector lengths |
 //!
 //! [`Embedding`] is the typed Rust view of the same data. Built with the `v1_26`
 //! feature, the same vectors also travel as GStreamer's standard tensor meta
@@ -102,6 +106,23 @@ pub struct Embedding {
     /// The stream the frame belongs to, so embeddings stay attributable after a
     /// `funnel` or in a shared index.
     pub source_id: String,
+    /// What the model's adaptor heads give for the frame (`siglip2-g`, …).
+    pub adaptors: Vec<AdaptorEmbedding>,
+}
+
+/// One adaptor's vectors for a frame: in its teacher's space (`siglip2-g`: SigLIP2's
+/// text-aligned space).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdaptorEmbedding {
+    /// The adaptor's name; its meta fields are `<name>-summary`, `<name>-spatial`.
+    pub name: String,
+    /// The summary head's output.
+    pub summary: Vec<f32>,
+    /// The feature head's output on the frame's patch grid (pooled as `spatial`),
+    /// row-major, if spatial outputs were requested.
+    pub spatial: Option<Vec<f32>>,
+    /// Width of one adaptor patch feature.
+    pub spatial_dim: usize,
 }
 
 /// Why a meta could not be read back.
@@ -161,14 +182,26 @@ fn decode(
     len: usize,
     dtype: MetaDtype,
 ) -> Result<Option<Vec<f32>>, MetaError> {
+    decode_as(s, field, field, len, dtype)
+}
+
+/// [`decode`] of a field whose name is made at run time (an adaptor's), reported
+/// in errors as `label`.
+fn decode_as(
+    s: &gst::StructureRef,
+    field: &str,
+    label: &'static str,
+    len: usize,
+    dtype: MetaDtype,
+) -> Result<Option<Vec<f32>>, MetaError> {
     let Ok(buffer) = s.get::<gst::Buffer>(field) else {
         return Ok(None);
     };
-    let map = buffer.map_readable().map_err(|_| MetaError::Field(field))?;
+    let map = buffer.map_readable().map_err(|_| MetaError::Field(label))?;
     let expected = len * dtype.size();
     if map.len() != expected {
         return Err(MetaError::Size {
-            field,
+            field: label,
             expected,
             found: map.len(),
         });
@@ -215,6 +248,22 @@ impl Embedding {
         s.set("input-height", uint(self.input_size.1));
         s.set("frame-index", self.frame_index);
         s.set("source-id", self.source_id.as_str());
+        if !self.adaptors.is_empty() {
+            let names: Vec<&str> = self.adaptors.iter().map(|a| a.name.as_str()).collect();
+            s.set("adaptors", names.join(","));
+        }
+        for adaptor in &self.adaptors {
+            let name = &adaptor.name;
+            s.set(
+                format!("{name}-summary"),
+                encode(&adaptor.summary, self.dtype),
+            );
+            s.set(format!("{name}-summary-dim"), uint(adaptor.summary.len()));
+            if let Some(spatial) = &adaptor.spatial {
+                s.set(format!("{name}-spatial"), encode(spatial, self.dtype));
+                s.set(format!("{name}-spatial-dim"), uint(adaptor.spatial_dim));
+            }
+        }
         #[cfg(feature = "v1_26")]
         tensor::attach(buffer, self, summary, spatial);
         Ok(())
@@ -238,6 +287,13 @@ impl Embedding {
             .ok_or(MetaError::Field("dtype"))?;
         let grid = (uint("grid-height")?, uint("grid-width")?);
         let spatial_dim = uint("spatial-dim")?;
+        let adaptors = s
+            .get::<&str>("adaptors")
+            .map_or(Vec::new(), |names| names.split(',').collect())
+            .into_iter()
+            .filter(|name| !name.is_empty())
+            .map(|name| read_adaptor(s, name, grid.0 * grid.1, dtype))
+            .collect::<Result<_, _>>()?;
         Ok(Some(Self {
             summary: decode(s, "summary", uint("summary-dim")?, dtype)?,
             spatial: decode(s, "spatial", grid.0 * grid.1 * spatial_dim, dtype)?,
@@ -254,8 +310,47 @@ impl Embedding {
             source_id: s
                 .get::<String>("source-id")
                 .map_err(|_| MetaError::Field("source-id"))?,
+            adaptors,
         }))
     }
+
+    /// The vectors of the adaptor called `name`, if the frame has them.
+    pub fn adaptor(&self, name: &str) -> Option<&AdaptorEmbedding> {
+        self.adaptors.iter().find(|a| a.name == name)
+    }
+}
+
+/// The `<name>-*` fields of one adaptor; `patches` is the grid's size.
+fn read_adaptor(
+    s: &gst::StructureRef,
+    name: &str,
+    patches: usize,
+    dtype: MetaDtype,
+) -> Result<AdaptorEmbedding, MetaError> {
+    let uint = |field: String| s.get::<u32>(field.as_str()).ok().map(|v| v as usize);
+    let summary_dim = uint(format!("{name}-summary-dim")).ok_or(MetaError::Field("adaptors"))?;
+    let summary = decode_as(
+        s,
+        &format!("{name}-summary"),
+        "adaptors",
+        summary_dim,
+        dtype,
+    )?
+    .ok_or(MetaError::Field("adaptors"))?;
+    let spatial_dim = uint(format!("{name}-spatial-dim")).unwrap_or(0);
+    let spatial = decode_as(
+        s,
+        &format!("{name}-spatial"),
+        "adaptors",
+        patches * spatial_dim,
+        dtype,
+    )?;
+    Ok(AdaptorEmbedding {
+        name: name.to_string(),
+        summary,
+        spatial,
+        spatial_dim,
+    })
 }
 
 #[cfg(test)]
@@ -274,6 +369,12 @@ mod tests {
             input_size: (48, 32),
             frame_index: 7,
             source_id: "cam-1".into(),
+            adaptors: vec![AdaptorEmbedding {
+                name: "siglip2-g".into(),
+                summary: vec![0.25, -0.5],
+                spatial: Some((0..18).map(|i| i as f32 * -0.5).collect()),
+                spatial_dim: 3,
+            }],
         }
     }
 

@@ -103,6 +103,7 @@ mod tests {
             input_size: (16, 16),
             frame_index: 0,
             source_id: "cam".into(),
+            adaptors: Vec::new(),
         });
         let meta = buffer.meta::<TensorMeta>().unwrap();
         let ids: Vec<_> = meta.as_slice().iter().map(|t| t.id()).collect();

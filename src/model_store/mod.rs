@@ -17,7 +17,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
 use candle_core::DType;
 
-use crate::model::{ModelError, RadioModel, parse_device};
+use crate::model::{ModelError, RadioModel, TorchCheckpoint, parse_device};
 
 /// Why a model name could not be turned into a folder.
 #[derive(Debug, thiserror::Error)]
@@ -241,7 +241,8 @@ fn find_where(name: &str, cache: &Path, is_model_dir: fn(&Path) -> bool) -> Opti
     by_ref.filter(|p| is_model_dir(p)).or_else(any_snapshot)
 }
 
-type CacheKey = (PathBuf, String, DType);
+/// A model's folder, device, dtype, and its adaptor (name and checkpoint), if any.
+type CacheKey = (PathBuf, String, DType, Option<(String, PathBuf)>);
 
 /// One model's slot: its lock is held while that model loads, so callers for
 /// the same model wait for one load and callers for others do not wait at all.
@@ -289,15 +290,35 @@ impl Drop for KeepLoaded {
     }
 }
 
-/// Returns the loaded model for (folder, device, dtype), loading it if no live
-/// element (or [`KeepLoaded`] guard) holds it. Concurrent callers for the same
-/// key wait for one load; loads of other models go on meanwhile.
-pub fn shared_model(dir: &Path, device: &str, dtype: DType) -> Result<Arc<RadioModel>, ModelError> {
-    let canonical = dir.canonicalize().map_err(|source| ModelError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let key = (canonical, device.to_string(), dtype);
+/// Adaptor heads to load with a model: a teacher's name and the torch.hub
+/// checkpoint that holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdaptorRequest {
+    /// The teacher (`siglip2-g`).
+    pub name: String,
+    /// The `*.pth.tar` file.
+    pub checkpoint: PathBuf,
+}
+
+/// Returns the loaded model for (folder, device, dtype, adaptor), loading it if no
+/// live element (or [`KeepLoaded`] guard) holds it. Concurrent callers for the
+/// same key wait for one load; loads of other models go on meanwhile.
+pub fn shared_model(
+    dir: &Path,
+    device: &str,
+    dtype: DType,
+    adaptor: Option<&AdaptorRequest>,
+) -> Result<Arc<RadioModel>, ModelError> {
+    let canonical = |path: &Path| {
+        path.canonicalize().map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let adaptor_key = adaptor
+        .map(|a| Ok::<_, ModelError>((a.name.clone(), canonical(&a.checkpoint)?)))
+        .transpose()?;
+    let key = (canonical(dir)?, device.to_string(), dtype, adaptor_key);
     let slot = {
         let mut models = MODELS.lock().unwrap_or_else(|e| e.into_inner());
         // A slot someone else holds is loading or about to; keep it.
@@ -308,7 +329,11 @@ pub fn shared_model(dir: &Path, device: &str, dtype: DType) -> Result<Arc<RadioM
     if let Some(model) = loaded.upgrade() {
         return Ok(model);
     }
-    let model = Arc::new(RadioModel::load(&key.0, &parse_device(device)?, dtype)?);
+    let mut model = RadioModel::load(&key.0, &parse_device(device)?, dtype)?;
+    if let Some((name, checkpoint)) = &key.3 {
+        model = model.with_adaptor(&TorchCheckpoint::open(checkpoint)?, name)?;
+    }
+    let model = Arc::new(model);
     *LOADS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -388,7 +413,7 @@ mod tests {
         for file in ["config.json", "model.safetensors"] {
             std::fs::copy(fixture.join(file), dir.join(file)).unwrap();
         }
-        let load = || drop(shared_model(&dir, "cpu", DType::F32).unwrap());
+        let load = || drop(shared_model(&dir, "cpu", DType::F32, None).unwrap());
         {
             let _keep = keep_loaded();
             load();

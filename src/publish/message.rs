@@ -139,6 +139,7 @@ mod tests {
             input_size: (48, 32),
             frame_index: 7,
             source_id: "cam-1".into(),
+            adaptors: Vec::new(),
         }
     }
 

@@ -16,7 +16,9 @@ use super::super::error::error_message;
 use super::super::load_slot::Ticket;
 use super::{CAT, RadioEmbed, Settings, State, lock};
 use crate::engine::{Engine, SharedBatcher};
-use crate::model_store::{DownloadProgress, locate, shared_model};
+use crate::model_store::{
+    AdaptorRequest, DownloadProgress, adaptor_checkpoint, locate, shared_model,
+};
 use crate::preprocess::Preprocessor;
 
 /// What a load makes: the model with this stream's options, and the
@@ -201,7 +203,17 @@ impl RadioEmbed {
             "loading {} on {device} as {dtype:?}",
             dir.display()
         );
-        let model = shared_model(&dir, &device, dtype).map_err(|e| {
+        let adaptor = match &settings.adaptor {
+            None => None,
+            Some(name) => Some(AdaptorRequest {
+                name: name.clone(),
+                checkpoint: match &settings.adaptor_checkpoint {
+                    Some(path) => path.into(),
+                    None => adaptor_checkpoint(&dir).map_err(|e| error_message(&e.into(), None))?,
+                },
+            }),
+        };
+        let model = shared_model(&dir, &device, dtype, adaptor.as_ref()).map_err(|e| {
             let context = format!("Failed to load model {}", settings.model);
             error_message(&e.into(), Some(&context))
         })?;

@@ -26,6 +26,11 @@ const DEFAULT_ROI_RESOLUTION: u32 = 224;
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
     pub(super) model: String,
+    /// The adaptor heads to run too (`siglip2-g`); `None`: the backbone only.
+    pub(super) adaptor: Option<String>,
+    /// The torch.hub checkpoint holding the adaptor; `None`: the one in the
+    /// model's folder.
+    pub(super) adaptor_checkpoint: Option<String>,
     pub(super) device: String,
     pub(super) precision: Precision,
     pub(super) resolution: u32,
@@ -63,6 +68,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             model: DEFAULT_MODEL.into(),
+            adaptor: None,
+            adaptor_checkpoint: None,
             device: DEFAULT_DEVICE.into(),
             precision: Precision::Auto,
             resolution: DEFAULT_RESOLUTION,
@@ -181,6 +188,14 @@ impl Settings {
                     .expect("type checked upstream")
                     .unwrap_or_else(|| DEFAULT_MODEL.into())
             }
+            "adaptor" => {
+                let name: Option<String> = value.get().expect("type checked upstream");
+                self.adaptor = name.filter(|n| !n.trim().is_empty());
+            }
+            "adaptor-checkpoint" => {
+                let path: Option<String> = value.get().expect("type checked upstream");
+                self.adaptor_checkpoint = path.filter(|p| !p.is_empty());
+            }
             "device" => {
                 self.device = value
                     .get::<Option<String>>()
@@ -237,6 +252,8 @@ impl Settings {
     pub(super) fn get(&self, name: &str) -> glib::Value {
         match name {
             "model" => self.model.to_value(),
+            "adaptor" => self.adaptor.to_value(),
+            "adaptor-checkpoint" => self.adaptor_checkpoint.to_value(),
             "device" => self.device.to_value(),
             "precision" => self.precision.to_value(),
             "resolution" => self.resolution.to_value(),
@@ -277,6 +294,24 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                         repo id found in the local Hugging Face cache",
                 )
                 .default_value(Some(DEFAULT_MODEL))
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("adaptor")
+                .nick("Adaptor")
+                .blurb(
+                    "Adaptor heads to run too, by teacher name (siglip2-g: vectors in \
+                        SigLIP2's text-aligned space, for text search); their outputs go \
+                        into the meta as <name>-summary and, when outputs include spatial, \
+                        <name>-spatial. Empty: none",
+                )
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("adaptor-checkpoint")
+                .nick("Adaptor checkpoint")
+                .blurb(
+                    "The torch.hub checkpoint (*.pth.tar) with the adaptor heads; empty: \
+                        the one *.pth.tar in the model's folder",
+                )
                 .mutable_ready()
                 .build(),
             glib::ParamSpecString::builder("device")
