@@ -55,6 +55,7 @@ fn write(path: &Path, spatial: bool) {
                     )
                 }),
                 objects: Vec::new(),
+                adaptors: Vec::new(),
             })
             .unwrap();
     }

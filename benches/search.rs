@@ -42,6 +42,7 @@ fn build(db: &Path) {
                 summary: vector(i as u64),
                 spatial: None,
                 objects: Vec::new(),
+                adaptors: Vec::new(),
             })
             .unwrap();
     }

@@ -362,6 +362,7 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
             .is_multiple_of(2)
             .then(|| (vec![i as f32; 2 * 3 * 4], (2, 3), 4)),
         objects: Vec::new(),
+        adaptors: Vec::new(),
     };
     let mut writer = IndexWriter::open(&path, &settings, "cam", 4).unwrap();
     for i in 0..4 {
@@ -602,6 +603,7 @@ fn two_indexers_share_one_sqlite_index() {
         summary: vec![i as f32 + 1.0; 8],
         spatial: None,
         objects: Vec::new(),
+        adaptors: Vec::new(),
     };
     // Writer A indexes slowly (a live camera): 6 s for its rows, in one
     // transaction's worth. Writer B opens, writes and completes meanwhile.
@@ -651,6 +653,7 @@ fn eight_indexers_may_create_one_sqlite_index_at_once() {
                         summary: vec![1.0; 8],
                         spatial: None,
                         objects: Vec::new(),
+                        adaptors: Vec::new(),
                     };
                     writer.append(row).unwrap();
                 }
@@ -729,6 +732,7 @@ fn an_index_from_before_runs_is_migrated_with_its_rows() {
             summary: vec![0.6, 0.8],
             spatial: None,
             objects: Vec::new(),
+            adaptors: Vec::new(),
         })
         .unwrap();
     assert_eq!(
@@ -1065,4 +1069,173 @@ fn searching_objects_of_an_index_without_any_says_so() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("holds no objects"), "{stderr}");
+}
+
+/// The clip indexed with the siglip2-g adaptor (and its grid) from the text-search
+/// fixture's checkpoint.
+fn index_with_adaptor(clip: &Path, db: &Path) {
+    let checkpoint = fixture("textsearch/c-radio_v4-tiny_half.pth.tar");
+    let out = run_cli(&[
+        "index",
+        clip.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--fps",
+        "5",
+        "--model",
+        &tiny(),
+        "--resolution",
+        "64",
+        "--spatial-pool",
+        "1",
+        "--adaptor",
+        "siglip2-g",
+        "--adaptor-checkpoint",
+        checkpoint.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Little-endian f32 (4 bytes) or f16 (2 bytes) values.
+fn floats(bytes: &[u8], width: usize) -> Vec<f32> {
+    match width {
+        4 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        _ => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn a_text_query_ranks_frames_by_their_siglip2g_vectors() {
+    let (_dir, clip, db, _png) = clip_with_query("text-query");
+    index_with_adaptor(&clip, &db);
+    let text = "A photo of a RED car!";
+    let text_model = fixture("textsearch/siglip-text");
+    let out = run_cli(&[
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--text",
+        text,
+        "--text-model",
+        text_model.to_str().unwrap(),
+        "--json",
+        "-k",
+        "8",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 8);
+
+    // The ranking computed here from the stored vectors and the text embedding.
+    let query = gstradio::text::TextEncoder::load(
+        &text_model,
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap()
+    .embed(&[text])
+    .unwrap()
+    .remove(0)
+    .normalized;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut st = conn
+        .prepare(
+            "SELECT pts_ns, summary, spatial, grid_height, grid_width, spatial_dim
+             FROM adaptor_frames WHERE name = 'siglip2-g'",
+        )
+        .unwrap();
+    let stored: Vec<(i64, f32, (usize, usize))> = st
+        .query_map([], |r| {
+            let summary = floats(&r.get::<_, Vec<u8>>(1)?, 4);
+            let grid = floats(&r.get::<_, Vec<u8>>(2)?, 2);
+            let (h, w, d): (i64, i64, i64) = (r.get(3)?, r.get(4)?, r.get(5)?);
+            assert_eq!((summary.len(), grid.len()), (48, (h * w * d) as usize));
+            let best = grid
+                .chunks_exact(d as usize)
+                .map(|p| cosine(p, &query))
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap()
+                .0;
+            Ok((
+                r.get(0)?,
+                cosine(&summary, &query),
+                (best / w as usize, best % w as usize),
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(stored.len(), 30, "one adaptor row per indexed frame");
+    let mut scores: Vec<f32> = stored.iter().map(|s| s.1).collect();
+    scores.sort_by(|a, b| b.total_cmp(a));
+    for (i, hit) in hits.iter().enumerate() {
+        let score = hit["score"].as_f64().unwrap() as f32;
+        assert!(
+            (score - scores[i]).abs() <= 1e-5,
+            "rank {i}: {score} vs {}",
+            scores[i]
+        );
+        let pts = hit["pts_ns"].as_i64().unwrap();
+        let (_, own, patch) = stored.iter().find(|s| s.0 == pts).unwrap();
+        assert!(
+            (score - own).abs() <= 1e-5,
+            "hit at {pts}: {score} vs {own}"
+        );
+        let best = &hit["patch"];
+        assert_eq!(
+            (
+                best["row"].as_u64().unwrap() as usize,
+                best["column"].as_u64().unwrap() as usize
+            ),
+            *patch,
+            "best patch of the hit at {pts}"
+        );
+    }
+}
+
+#[test]
+fn a_text_query_on_an_index_without_adaptor_vectors_says_how_to_build_one() {
+    let (_dir, clip, db, _png) = clip_with_query("text-no-adaptor");
+    let out = index(&clip, &db, &tiny());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_cli(&[
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--text",
+        "a red car",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds no `siglip2-g` vectors"), "{err}");
+    assert!(
+        err.contains("radio-embed index --adaptor siglip2-g"),
+        "{err}"
+    );
 }

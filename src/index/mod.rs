@@ -106,6 +106,19 @@ pub enum IndexError {
         /// The size of the frame.
         found: String,
     },
+    /// A search in an adaptor's space on an index that holds no such vectors.
+    #[error(
+        "index {path} holds no `{adaptor}` vectors; build a SQLite index with them: \
+         radio-embed index --adaptor {adaptor} --db INDEX.sqlite VIDEO... (the model folder \
+         needs its torch.hub checkpoint, or pass --adaptor-checkpoint), or radioembed \
+         adaptor={adaptor} ! radioindexsink"
+    )]
+    NoAdaptor {
+        /// The index file.
+        path: String,
+        /// The adaptor asked for.
+        adaptor: String,
+    },
     /// A vector has another length than the indexed ones.
     #[error("a vector has {found} values but the index holds {expected}-dimensional summaries")]
     Dimension {
@@ -211,6 +224,56 @@ pub struct Row {
     pub spatial: Option<(Vec<f32>, (usize, usize), usize)>,
     /// The frame's objects (kept by SQLite indexes).
     pub objects: Vec<ObjectRow>,
+    /// The frame's adaptor vectors (kept by SQLite indexes).
+    pub adaptors: Vec<AdaptorRow>,
+}
+
+/// One adaptor's vectors of a frame (`siglip2-g`: what a text query is compared with).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdaptorRow {
+    /// The adaptor's name.
+    pub name: String,
+    /// Its summary.
+    pub summary: Vec<f32>,
+    /// Its pooled patch grid, row-major (grid-height, grid-width, dim), if stored
+    /// (in f16, like the frame's grid).
+    pub spatial: Option<(Vec<f32>, (usize, usize), usize)>,
+}
+
+/// One result of a search in an adaptor's space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdaptorHit {
+    /// The frame, scored by its adaptor summary.
+    pub frame: Hit,
+    /// Where in the frame the query matches best, when the index holds the
+    /// adaptor's patch grid.
+    pub best_patch: Option<PatchHit>,
+}
+
+/// The patch of a frame's grid that matches a query best.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PatchHit {
+    /// Its grid row.
+    pub row: usize,
+    /// Its grid column.
+    pub column: usize,
+    /// The grid (rows, columns).
+    pub grid: (usize, usize),
+    /// Cosine similarity of its feature with the query.
+    pub score: f32,
+}
+
+impl PatchHit {
+    /// The patch as fractions of the frame: left, top, right, bottom.
+    pub fn bounds(&self) -> (f64, f64, f64, f64) {
+        let (rows, columns) = (self.grid.0.max(1) as f64, self.grid.1.max(1) as f64);
+        (
+            self.column as f64 / columns,
+            self.row as f64 / rows,
+            (self.column + 1) as f64 / columns,
+            (self.row + 1) as f64 / rows,
+        )
+    }
 }
 
 /// One object of a frame: a region with a vector.
@@ -307,7 +370,8 @@ impl IndexWriter {
         })
     }
 
-    /// Whether this index keeps the rows' objects (SQLite does, Parquet not).
+    /// Whether this index keeps the rows' objects and adaptor vectors (SQLite
+    /// does, Parquet not).
     pub fn stores_objects(&self) -> bool {
         matches!(self.store, Writer::Sqlite(_))
     }
@@ -414,6 +478,33 @@ pub fn search(
         StoreFormat::Sqlite => sqlite::search(path, query, k, threads),
         StoreFormat::Parquet => parquet::search(path, query, k, threads),
     }
+}
+
+/// The adaptors whose vectors the index holds (`siglip2-g`, …).
+pub fn adaptor_names(path: &Path) -> Result<Vec<String>, IndexError> {
+    match StoreFormat::of(path)? {
+        StoreFormat::Sqlite => sqlite::adaptor_names(path),
+        StoreFormat::Parquet => Ok(Vec::new()),
+    }
+}
+
+/// The `k` frames whose `adaptor` summary is most similar (cosine) to `query`,
+/// best first, each with its best-matching patch when the grid is stored.
+/// An index without that adaptor's vectors is refused with what builds one.
+pub fn search_adaptor(
+    path: &Path,
+    adaptor: &str,
+    query: &[f32],
+    k: usize,
+    threads: usize,
+) -> Result<Vec<AdaptorHit>, IndexError> {
+    if !adaptor_names(path)?.iter().any(|name| name == adaptor) {
+        return Err(IndexError::NoAdaptor {
+            path: path.display().to_string(),
+            adaptor: adaptor.to_string(),
+        });
+    }
+    sqlite::search_adaptor(path, adaptor, query, k, threads.max(1))
 }
 
 /// How the index's object vectors were made (`None`: it holds no objects).

@@ -15,7 +15,8 @@
 //!
 //! A frame's objects go into `object_rows` under the same run, pointing at
 //! their frame's row; the `objects` view shows those of complete runs with
-//! their frame's source and time.
+//! their frame's source and time. Its adaptor vectors (`siglip2-g`, …) go into
+//! `adaptor_rows` the same way, shown by the `adaptor_frames` view.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::topk::{LeBytes, TopK, dot, norm, scan_in_parallel};
-use super::{GRID_DTYPE, Hit, IndexError, IndexSettings, ObjectHit, Row};
+use super::{AdaptorHit, GRID_DTYPE, Hit, IndexError, IndexSettings, ObjectHit, PatchHit, Row};
 use crate::meta::{MetaDtype, RegionKind};
 
 /// How long a writer waits for another one's transaction to end.
@@ -94,6 +95,25 @@ const VIEW: &str = "
                o.height, o.kind, o.vector, o.vector_norm
         FROM object_rows o JOIN frame_rows f ON f.id = o.frame_row
         WHERE o.run IN (SELECT id FROM runs WHERE complete);
+    CREATE TABLE IF NOT EXISTS adaptor_rows (
+        id INTEGER PRIMARY KEY,
+        frame_row INTEGER NOT NULL,
+        run INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        summary BLOB NOT NULL,
+        summary_norm REAL NOT NULL,
+        spatial BLOB,
+        grid_height INTEGER,
+        grid_width INTEGER,
+        spatial_dim INTEGER,
+        spatial_dtype TEXT
+    );
+    CREATE INDEX IF NOT EXISTS adaptor_rows_by_run ON adaptor_rows (run);
+    CREATE VIEW IF NOT EXISTS adaptor_frames AS
+        SELECT a.id, a.name, f.source, f.pts_ns, f.frame_index, a.summary, a.summary_norm,
+               a.spatial, a.grid_height, a.grid_width, a.spatial_dim, a.spatial_dtype
+        FROM adaptor_rows a JOIN frame_rows f ON f.id = a.frame_row
+        WHERE a.run IN (SELECT id FROM runs WHERE complete);
 ";
 
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
@@ -271,7 +291,7 @@ impl SqliteWriter {
                 }
             }
         }
-        for table in ["frame_rows", "object_rows"] {
+        for table in ["frame_rows", "object_rows", "adaptor_rows"] {
             conn.execute(
                 &format!(
                     "DELETE FROM {table}
@@ -317,6 +337,13 @@ impl SqliteWriter {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(&err)?;
+            let mut adaptors = tx
+                .prepare_cached(
+                    "INSERT INTO adaptor_rows (frame_row, run, name, summary, summary_norm,
+                         spatial, grid_height, grid_width, spatial_dim, spatial_dtype)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(&err)?;
             for row in rows {
                 let norm = norm_of(&row.summary);
                 let spatial = row.spatial.as_ref();
@@ -353,6 +380,23 @@ impl SqliteWriter {
                         ])
                         .map_err(&err)?;
                 }
+                for a in &row.adaptors {
+                    let spatial = a.spatial.as_ref();
+                    adaptors
+                        .execute(params![
+                            frame_row,
+                            self.run,
+                            a.name,
+                            MetaDtype::F32.le_bytes(&a.summary),
+                            norm_of(&a.summary),
+                            spatial.map(|(values, _, _)| GRID_DTYPE.le_bytes(values)),
+                            spatial.map(|(_, grid, _)| grid.0 as i64),
+                            spatial.map(|(_, grid, _)| grid.1 as i64),
+                            spatial.map(|(_, _, dim)| *dim as i64),
+                            spatial.map(|_| GRID_DTYPE.as_str()),
+                        ])
+                        .map_err(&err)?;
+                }
             }
         }
         tx.commit().map_err(&err)
@@ -372,12 +416,16 @@ impl SqliteWriter {
             [&self.source],
         )
         .map_err(&err)?;
-        tx.execute(
-            "DELETE FROM object_rows
-             WHERE run IN (SELECT id FROM runs WHERE source = ?1 AND complete)",
-            [&self.source],
-        )
-        .map_err(&err)?;
+        for table in ["object_rows", "adaptor_rows"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {table}
+                     WHERE run IN (SELECT id FROM runs WHERE source = ?1 AND complete)"
+                ),
+                [&self.source],
+            )
+            .map_err(&err)?;
+        }
         tx.execute(
             "DELETE FROM runs WHERE source = ?1 AND complete",
             [&self.source],
@@ -407,6 +455,7 @@ impl Drop for SqliteWriter {
                 "BEGIN IMMEDIATE;
                  DELETE FROM frame_rows WHERE run = {run};
                  DELETE FROM object_rows WHERE run = {run};
+                 DELETE FROM adaptor_rows WHERE run = {run};
                  DELETE FROM runs WHERE id = {run};
                  COMMIT;",
                 run = self.run
@@ -519,6 +568,114 @@ pub(super) fn search_objects(
         .collect()
 }
 
+/// The adaptor names the index holds vectors of.
+pub(super) fn adaptor_names(path: &Path) -> Result<Vec<String>, IndexError> {
+    let conn = open_read_only(path)?;
+    let err = sqlite(path);
+    let has_table: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'adaptor_frames'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&err)?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    let mut st = conn
+        .prepare("SELECT DISTINCT name FROM adaptor_frames ORDER BY name")
+        .map_err(&err)?;
+    let names = st.query_map([], |r| r.get(0)).map_err(&err)?;
+    names.collect::<rusqlite::Result<_>>().map_err(err)
+}
+
+/// The `k` frames whose `adaptor` summary is most similar to `query`, best first,
+/// each with the patch whose adaptor feature is most similar (when stored).
+pub(super) fn search_adaptor(
+    path: &Path,
+    adaptor: &str,
+    query: &[f32],
+    k: usize,
+    threads: usize,
+) -> Result<Vec<AdaptorHit>, IndexError> {
+    let (lo, hi): (i64, i64) = open_for_scan(path)?
+        .query_row(
+            "SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM adaptor_rows
+             WHERE name = ?1",
+            [adaptor],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(sqlite(path))?;
+    let threads = threads.max(1) as i64;
+    let span = (hi - lo + 1).max(0);
+    let sql = "SELECT id, summary, summary_norm FROM adaptor_frames
+               WHERE id >= ?1 AND id < ?2 AND length(summary) = ?3 AND name = ?4";
+    let best = scan_in_parallel(threads as usize, k, |t| {
+        let t = t as i64;
+        let ids = lo + span * t / threads..lo + span * (t + 1) / threads;
+        scan_vectors_where(path, sql, query, k, ids, Some(adaptor))
+    })?;
+    let err = sqlite(path);
+    let conn = open_for_scan(path)?;
+    let mut st = conn
+        .prepare(
+            "SELECT source, pts_ns, frame_index, spatial, grid_height, grid_width, spatial_dim
+             FROM adaptor_frames WHERE id = ?1",
+        )
+        .map_err(&err)?;
+    best.into_sorted()
+        .into_iter()
+        .map(|(score, id)| {
+            st.query_row([id], |r| {
+                let grid: Option<(i64, i64, i64)> = match (r.get(4)?, r.get(5)?, r.get(6)?) {
+                    (Some(h), Some(w), Some(d)) => Some((h, w, d)),
+                    _ => None,
+                };
+                let spatial: Option<Vec<u8>> = r.get(3)?;
+                Ok(AdaptorHit {
+                    frame: Hit {
+                        source: r.get(0)?,
+                        pts_ns: r.get::<_, Option<i64>>(1)?.map(|p| p as u64),
+                        frame_index: r.get::<_, i64>(2)? as u64,
+                        score,
+                    },
+                    best_patch: spatial.zip(grid).and_then(|(bytes, (h, w, d))| {
+                        best_patch(&bytes, (h as usize, w as usize), d as usize, query)
+                    }),
+                })
+            })
+            .map_err(&err)
+        })
+        .collect()
+}
+
+/// The patch of an f16 (h, w, dim) grid most similar (cosine) to `query`.
+fn best_patch(bytes: &[u8], grid: (usize, usize), dim: usize, query: &[f32]) -> Option<PatchHit> {
+    if dim != query.len() || bytes.len() != grid.0 * grid.1 * dim * GRID_DTYPE.size() {
+        return None;
+    }
+    let qnorm = norm(query);
+    let values: Vec<f32> = bytes
+        .chunks_exact(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+        .collect();
+    values
+        .chunks_exact(dim)
+        .enumerate()
+        .map(|(i, patch)| {
+            let dot: f32 = patch.iter().zip(query).map(|(a, b)| a * b).sum();
+            let score = dot / (qnorm * norm(patch)).max(f32::MIN_POSITIVE);
+            (i, score)
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, score)| PatchHit {
+            row: i / grid.1,
+            column: i % grid.1,
+            grid,
+            score,
+        })
+}
+
 /// A read-only connection that reads blobs from the mapped file rather than
 /// through a copy in the page cache.
 fn open_for_scan(path: &Path) -> Result<Connection, IndexError> {
@@ -549,12 +706,28 @@ fn scan_vectors(
     k: usize,
     ids: std::ops::Range<i64>,
 ) -> Result<TopK<i64>, IndexError> {
+    scan_vectors_where(path, sql, query, k, ids, None)
+}
+
+/// [`scan_vectors`] with one more text parameter (`?4`) for `sql`.
+fn scan_vectors_where(
+    path: &Path,
+    sql: &str,
+    query: &[f32],
+    k: usize,
+    ids: std::ops::Range<i64>,
+    extra: Option<&str>,
+) -> Result<TopK<i64>, IndexError> {
     let err = sqlite(path);
     let qnorm = norm(query);
     let conn = open_for_scan(path)?;
     let mut st = conn.prepare(sql).map_err(&err)?;
     let bytes = (4 * query.len()) as i64;
-    let mut rows = st.query(params![ids.start, ids.end, bytes]).map_err(&err)?;
+    let mut rows = match extra {
+        Some(text) => st.query(params![ids.start, ids.end, bytes, text]),
+        None => st.query(params![ids.start, ids.end, bytes]),
+    }
+    .map_err(&err)?;
     let mut best = TopK::new(k);
     while let Some(row) = rows.next().map_err(&err)? {
         let id: i64 = row.get(0).map_err(&err)?;

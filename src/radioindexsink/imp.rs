@@ -16,7 +16,9 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::DEFAULT_TRANSACTION_ROWS;
-use crate::index::{IndexError, IndexSettings, IndexWriter, ObjectRow, Row, StoreFormat};
+use crate::index::{
+    AdaptorRow, IndexError, IndexSettings, IndexWriter, ObjectRow, Row, StoreFormat,
+};
 use crate::meta::{Embedding, regions};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -52,6 +54,8 @@ struct State {
     stream_id: Option<String>,
     /// Whether the user was told that this index drops objects.
     warned_objects: bool,
+    /// Whether the user was told that a Parquet index drops adaptor vectors.
+    warned_adaptors: bool,
 }
 
 /// The element.
@@ -93,6 +97,42 @@ impl RadioIndexSink {
                 rect: r.rect,
                 kind: r.kind,
                 vector: r.vector,
+            })
+            .collect()
+    }
+
+    /// The frame's adaptor vectors as the index keeps them (the patch grid only
+    /// with `spatial`); says once when the index (Parquet) does not keep them.
+    fn adaptors(
+        &self,
+        embedding: &mut Embedding,
+        spatial: bool,
+        state: &mut State,
+    ) -> Vec<AdaptorRow> {
+        let found = std::mem::take(&mut embedding.adaptors);
+        let stores = state
+            .writer
+            .as_ref()
+            .is_some_and(IndexWriter::stores_objects);
+        if !found.is_empty() && !stores && !state.warned_adaptors {
+            state.warned_adaptors = true;
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Write,
+                ("frames carry adaptor vectors, but a Parquet index keeps the backbone's \
+                  only; index into *.sqlite to search by text")
+            );
+        }
+        let grid = embedding.grid;
+        found
+            .into_iter()
+            .map(|a| AdaptorRow {
+                name: a.name,
+                summary: a.summary,
+                spatial: a
+                    .spatial
+                    .filter(|_| spatial)
+                    .map(|values| (values, grid, a.spatial_dim)),
             })
             .collect()
     }
@@ -332,6 +372,7 @@ impl BaseSinkImpl for RadioIndexSink {
             state.writer = Some(writer);
         }
         let objects = self.objects(buffer, &mut state);
+        let adaptors = self.adaptors(&mut embedding, spatial, &mut state);
         // The embedding's vectors move into the row uncopied.
         let row = Row {
             pts_ns: self.stream_time(buffer),
@@ -343,6 +384,7 @@ impl BaseSinkImpl for RadioIndexSink {
                 .filter(|_| spatial)
                 .map(|s| (s, embedding.grid, embedding.spatial_dim)),
             objects,
+            adaptors,
         };
         let writer = state.writer.as_mut().expect("opened above");
         writer.append(row).map_err(|e| {

@@ -23,6 +23,9 @@ pub use siglip::{TextConfig, TextTower, l2_normalize};
 /// Token ids per text, as RADIO's tokenizer call asks (`max_length=64`).
 pub const TEXT_LENGTH: usize = 64;
 
+/// The adaptor whose space the text tower embeds into.
+pub const TEXT_ADAPTOR: &str = "siglip2-g";
+
 /// The default text model: the SigLIP2 model C-RADIOv4 was distilled from.
 pub const DEFAULT_TEXT_MODEL: &str = "google/siglip2-giant-opt-patch16-384";
 

@@ -49,6 +49,8 @@ pub struct IndexSettings {
     pub spatial_pool: Option<u32>,
     /// Frames per second to embed.
     pub rate: gst::Fraction,
+    /// The adaptor whose vectors are stored too (`siglip2-g`), and its checkpoint.
+    pub adaptor: Option<(String, Option<String>)>,
 }
 
 /// `uridecodebin ! videoconvert ! videorate ! capsfilter ! radioembed ! radioindexsink`
@@ -69,6 +71,10 @@ pub fn index(uri: &str, db: &str, settings: &IndexSettings) -> anyhow::Result<gs
     embed.set_property("model", &settings.model);
     embed.set_property("device", &settings.device);
     embed.set_property("resolution", settings.resolution);
+    if let Some((name, checkpoint)) = &settings.adaptor {
+        embed.set_property("adaptor", name);
+        embed.set_property("adaptor-checkpoint", checkpoint);
+    }
     let sink = make("radioindexsink")?;
     sink.set_property("location", db);
     sink.set_property("source-id", uri);

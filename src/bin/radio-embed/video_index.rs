@@ -8,10 +8,12 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use gst::prelude::*;
-use gstradio::index::{self, Hit, ObjectHit};
+use gstradio::index::{self, AdaptorHit, Hit, ObjectHit};
 use gstradio::meta::{Embedding, RegionKind};
+use gstradio::model_store::locate_text_model;
 use gstradio::radioembed::{DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION, Outputs};
 use gstradio::radioindexsink::DEFAULT_TRANSACTION_ROWS;
+use gstradio::text::{DEFAULT_TEXT_MODEL, TEXT_ADAPTOR, TextEncoder};
 
 use crate::pipeline::{self, IndexSettings, QuerySource};
 
@@ -44,6 +46,15 @@ pub struct Index {
     /// patches, in f16 (default: summaries only, all that search reads).
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=64))]
     spatial_pool: Option<u32>,
+    /// Also store this adaptor's vectors (`siglip2-g`: what `search --text`
+    /// compares with; with --spatial-pool its patch grid too, for where a text
+    /// matches). SQLite indexes only.
+    #[arg(long)]
+    adaptor: Option<String>,
+    /// The torch.hub checkpoint with the adaptor heads; by default the one
+    /// `*.pth.tar` in the model's folder.
+    #[arg(long, requires = "adaptor")]
+    adaptor_checkpoint: Option<PathBuf>,
 }
 
 /// `radio-embed search`.
@@ -53,8 +64,18 @@ pub struct Search {
     #[arg(long)]
     db: PathBuf,
     /// Query image (PNG/JPEG).
-    #[arg(long, conflicts_with = "frame", required_unless_present = "frame")]
+    #[arg(long, conflicts_with_all = ["frame", "text"], required_unless_present_any = ["frame", "text"])]
     image: Option<PathBuf>,
+    /// Query text ("a red car"), embedded by the SigLIP text tower and compared
+    /// with the frames' siglip2-g vectors (an index built with --adaptor
+    /// siglip2-g); prints the best-matching patch too when the index has the
+    /// adaptor's grid.
+    #[arg(long, conflicts_with_all = ["frame", "objects"])]
+    text: Option<String>,
+    /// The SigLIP text model for --text: a folder or a repo id in the
+    /// Hugging Face cache.
+    #[arg(long, default_value = DEFAULT_TEXT_MODEL)]
+    text_model: String,
     /// Query frame as VIDEO@SECONDS.
     #[arg(long, value_parser = video_at)]
     frame: Option<(String, f64)>,
@@ -144,6 +165,10 @@ impl Index {
             transaction_rows: self.transaction_rows,
             spatial_pool: self.spatial_pool,
             rate: gst::Fraction::approximate_f64(self.fps).context("--fps is out of range")?,
+            adaptor: self.adaptor.clone().map(|name| {
+                let checkpoint = self.adaptor_checkpoint.as_ref();
+                (name, checkpoint.map(|p| p.display().to_string()))
+            }),
         };
         let db = self.db.display().to_string();
         let started = Instant::now();
@@ -231,6 +256,9 @@ fn pop_error(bus: &gst::Bus) -> Option<String> {
 impl Search {
     /// Embeds the query with the index's model and input size and prints the top k.
     pub fn run(self) -> anyhow::Result<()> {
+        if let Some(text) = &self.text {
+            return self.run_text(text);
+        }
         init()?;
         let settings = index::read_settings(&self.db)?;
         let size = settings
@@ -286,6 +314,34 @@ impl Search {
         }
         let hits = index::search(&self.db, &query, self.k, threads)?;
         print_hits(&hits, self.json);
+        Ok(())
+    }
+}
+
+impl Search {
+    /// `--text`: embeds the text and ranks the frames by their siglip2-g summary.
+    fn run_text(&self, text: &str) -> anyhow::Result<()> {
+        // Refused before the text model loads: an index without the vectors.
+        let adaptors = index::adaptor_names(&self.db)?;
+        if !adaptors.iter().any(|a| a == TEXT_ADAPTOR) {
+            return Err(index::IndexError::NoAdaptor {
+                path: self.db.display().to_string(),
+                adaptor: TEXT_ADAPTOR.into(),
+            }
+            .into());
+        }
+        let folder = locate_text_model(&self.text_model)?;
+        let encoder =
+            TextEncoder::load(&folder, &candle_core::Device::Cpu, candle_core::DType::F32)
+                .with_context(|| format!("cannot load text model {}", self.text_model))?;
+        let query = encoder
+            .embed(&[text])?
+            .pop()
+            .context("no embedding for the text")?
+            .normalized;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hits = index::search_adaptor(&self.db, TEXT_ADAPTOR, &query, self.k, threads)?;
+        print_text_hits(&hits, self.json);
         Ok(())
     }
 }
@@ -362,6 +418,52 @@ fn print_hits(hits: &[Hit], json: bool) {
                 h.score,
                 h.pts_ns.map(hms).unwrap_or_else(|| "--:--:--.---".into()),
                 h.source
+            );
+        }
+    }
+}
+
+fn print_text_hits(hits: &[AdaptorHit], json: bool) {
+    if json {
+        let rows: Vec<serde_json::Value> = hits
+            .iter()
+            .map(|h| {
+                let patch = h.best_patch.map(|p| {
+                    let (x0, y0, x1, y1) = p.bounds();
+                    serde_json::json!({
+                        "row": p.row, "column": p.column,
+                        "grid": [p.grid.0, p.grid.1],
+                        "box": [x0, y0, x1, y1],
+                        "score": p.score,
+                    })
+                });
+                serde_json::json!({
+                    "source": h.frame.source,
+                    "pts_ns": h.frame.pts_ns,
+                    "timestamp": h.frame.pts_ns.map(hms),
+                    "score": h.frame.score,
+                    "patch": patch,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        for h in hits {
+            let patch = h.best_patch.map_or(String::new(), |p| {
+                let (x0, y0, x1, y1) = p.bounds();
+                format!(
+                    "  best patch {x0:.2},{y0:.2}-{x1:.2},{y1:.2} ({:.4})",
+                    p.score
+                )
+            });
+            println!(
+                "{:.4}  {}  {}{patch}",
+                h.frame.score,
+                h.frame
+                    .pts_ns
+                    .map(hms)
+                    .unwrap_or_else(|| "--:--:--.---".into()),
+                h.frame.source,
             );
         }
     }
