@@ -217,7 +217,7 @@ fn print_resident(folder: &Path) -> anyhow::Result<()> {
 }
 
 /// Resident memory of this process (Linux), in bytes.
-fn resident_bytes() -> Option<u64> {
+pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
