@@ -903,7 +903,7 @@ fn an_image_finds_the_scene_it_shows() {
         String::from_utf8_lossy(&out.stderr)
     );
     smpte_png(&png);
-    let hits = search_json(&db, &png, &["-k", "5"]);
+    let hits = search_json(&db, &png, &["-k", "5", "--frames"]);
     for hit in hits.as_array().unwrap() {
         let pts = hit["pts_ns"].as_u64().unwrap();
         assert!(pts < 2_000_000_000, "a hit outside the smpte scene: {hits}");
@@ -943,7 +943,7 @@ fn the_sink_keeps_objects_and_search_finds_them() {
     assert!(h.push_event(gst::event::Eos::new()));
     assert_eq!(object_kind(&db).unwrap(), Some(RegionKind::Pool));
     // The person of the frame at 3 s points the way [1, 3, 0, 0.5] does.
-    let hits = search_objects(&db, &[1.0, 3.0, 0.0, 0.5], 2, 2).unwrap();
+    let hits = search_objects(&db, &[1.0, 3.0, 0.0, 0.5], 2, 2, &Default::default()).unwrap();
     assert_eq!(hits.len(), 2);
     let best = &hits[0];
     assert_eq!(
@@ -957,16 +957,20 @@ fn the_sink_keeps_objects_and_search_finds_them() {
         best.frame.score
     );
     assert_eq!(hits[1].frame.pts_ns, Some(2_000_000_000));
-    let cars = search_objects(&db, &[0.0, 0.0, 2.0, 0.0], 10, 2).unwrap();
+    let cars = search_objects(&db, &[0.0, 0.0, 2.0, 0.0], 10, 2, &Default::default()).unwrap();
     assert_eq!(cars.iter().filter(|h| h.frame.score > 0.999).count(), 4);
     // Vectors of another length are not compared.
-    assert!(search_objects(&db, &[1.0; 8], 5, 1).unwrap().is_empty());
+    assert!(
+        search_objects(&db, &[1.0; 8], 5, 1, &Default::default())
+            .unwrap()
+            .is_empty()
+    );
 
     // Indexed again: the old run's objects go with its frames.
     let mut h = sink_harness(&db, "source-id=cam");
     h.push(with_objects(7)).unwrap();
     assert!(h.push_event(gst::event::Eos::new()));
-    let hits = search_objects(&db, &[1.0, 3.0, 0.0, 0.5], 10, 2).unwrap();
+    let hits = search_objects(&db, &[1.0, 3.0, 0.0, 0.5], 10, 2, &Default::default()).unwrap();
     assert_eq!(hits.len(), 2, "one frame, two objects");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let stored: i64 = conn
@@ -1137,6 +1141,7 @@ fn a_text_query_ranks_frames_by_their_siglip2g_vectors() {
         "--json",
         "-k",
         "8",
+        "--frames",
     ]);
     assert!(
         out.status.success(),
@@ -1238,4 +1243,71 @@ fn a_text_query_on_an_index_without_adaptor_vectors_says_how_to_build_one() {
         err.contains("radio-embed index --adaptor siglip2-g"),
         "{err}"
     );
+}
+
+#[test]
+fn a_scene_is_one_moment_and_filters_cut_exactly() {
+    let (_dir, clip, db, png) = clip_with_query("moments");
+    let out = index(&clip, &db, &tiny());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    smpte_png(&png);
+
+    // Moments (the default): the smpte scene (10 rows at 5 frames/s) is the first
+    // result, as one moment over its time range.
+    let moments = search_json(&db, &png, &["-k", "3"]);
+    let first = &moments[0];
+    assert_eq!(first["start_ns"].as_u64(), Some(0), "{moments}");
+    assert_eq!(first["end_ns"].as_u64(), Some(1_800_000_000), "{moments}");
+    assert_eq!(first["frames"].as_u64(), Some(10), "{moments}");
+    assert!(first["score"].as_f64().unwrap() >= 0.99, "{moments}");
+    let pts = first["pts_ns"].as_u64().unwrap();
+    assert!(
+        pts <= 1_800_000_000,
+        "the best frame lies in the moment: {moments}"
+    );
+
+    // Each filter keeps exactly the rows of the unfiltered ranking it should.
+    let all = search_json(&db, &png, &["--frames", "-k", "100"]);
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 30);
+    let kept = |args: &[&str], keep: &dyn Fn(&serde_json::Value) -> bool| {
+        let mut with = vec!["--frames", "-k", "100"];
+        with.extend_from_slice(args);
+        let got = search_json(&db, &png, &with);
+        let expected: Vec<&serde_json::Value> = all.iter().filter(|h| keep(h)).collect();
+        let got: Vec<&serde_json::Value> = got.as_array().unwrap().iter().collect();
+        assert_eq!(got, expected, "{args:?}");
+        got.len()
+    };
+    let pts = |h: &serde_json::Value| h["pts_ns"].as_u64().unwrap();
+    let in_ball_scene = |h: &serde_json::Value| (2_000_000_000..4_000_000_000).contains(&pts(h));
+    assert_eq!(
+        kept(&["--after", "2", "--before", "00:04"], &in_ball_scene),
+        10
+    );
+    let floor = |h: &serde_json::Value| h["score"].as_f64().unwrap() >= 0.99;
+    let above = kept(&["--min-score", "0.99"], &floor);
+    assert!(
+        (1..=10).contains(&above),
+        "only smpte frames score 0.99: {above}"
+    );
+    assert_eq!(kept(&["--source", "*other.avi"], &|_| false), 0);
+    assert_eq!(kept(&["--source", "file://*/clip.avi"], &|_| true), 30);
+
+    // A time that is not one is refused by name.
+    let out = run_cli(&[
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--image",
+        png.to_str().unwrap(),
+        "--after",
+        "soon",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`soon` is not a time"));
 }

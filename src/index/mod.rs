@@ -21,9 +21,12 @@
 //! from `radioembed roi-mode`): type, box and vector, searched on their own
 //! with [`search_objects`]. A Parquet index keeps frames only.
 
+mod filter;
 mod parquet;
 mod sqlite;
 mod topk;
+
+pub use filter::{Moment, SearchFilter, moments};
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -466,6 +469,17 @@ pub fn search(
     k: usize,
     threads: usize,
 ) -> Result<Vec<Hit>, IndexError> {
+    search_filtered(path, query, k, threads, &SearchFilter::default())
+}
+
+/// [`search`] among the rows `filter` accepts.
+pub fn search_filtered(
+    path: &Path,
+    query: &[f32],
+    k: usize,
+    threads: usize,
+    filter: &SearchFilter,
+) -> Result<Vec<Hit>, IndexError> {
     let settings = read_settings(path)?;
     if settings.summary_dim != query.len() {
         return Err(IndexError::Dimension {
@@ -475,8 +489,8 @@ pub fn search(
     }
     let threads = threads.max(1);
     match StoreFormat::of(path)? {
-        StoreFormat::Sqlite => sqlite::search(path, query, k, threads),
-        StoreFormat::Parquet => parquet::search(path, query, k, threads),
+        StoreFormat::Sqlite => sqlite::search(path, query, k, threads, filter),
+        StoreFormat::Parquet => parquet::search(path, query, k, threads, filter),
     }
 }
 
@@ -497,6 +511,7 @@ pub fn search_adaptor(
     query: &[f32],
     k: usize,
     threads: usize,
+    filter: &SearchFilter,
 ) -> Result<Vec<AdaptorHit>, IndexError> {
     if !adaptor_names(path)?.iter().any(|name| name == adaptor) {
         return Err(IndexError::NoAdaptor {
@@ -504,7 +519,7 @@ pub fn search_adaptor(
             adaptor: adaptor.to_string(),
         });
     }
-    sqlite::search_adaptor(path, adaptor, query, k, threads.max(1))
+    sqlite::search_adaptor(path, adaptor, query, k, threads.max(1), filter)
 }
 
 /// How the index's object vectors were made (`None`: it holds no objects).
@@ -524,9 +539,10 @@ pub fn search_objects(
     query: &[f32],
     k: usize,
     threads: usize,
+    filter: &SearchFilter,
 ) -> Result<Vec<ObjectHit>, IndexError> {
     match StoreFormat::of(path)? {
-        StoreFormat::Sqlite => sqlite::search_objects(path, query, k, threads.max(1)),
+        StoreFormat::Sqlite => sqlite::search_objects(path, query, k, threads.max(1), filter),
         StoreFormat::Parquet => Ok(Vec::new()),
     }
 }

@@ -31,7 +31,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::topk::{TopK, dot, norm, scan_in_parallel};
-use super::{GRID_DTYPE, Hit, IndexError, IndexSettings, Row};
+use super::{GRID_DTYPE, Hit, IndexError, IndexSettings, Row, SearchFilter};
 
 /// Rows decoded at a time by search: small enough that a batch's values and
 /// levels stay in the L2 cache (on this project's 2-core machine 32 rows scan
@@ -364,6 +364,7 @@ pub(super) fn search(
     query: &[f32],
     k: usize,
     threads: usize,
+    filter: &SearchFilter,
 ) -> Result<Vec<Hit>, IndexError> {
     let groups = reader(path)?.metadata().num_row_groups();
     let qnorm = norm(query);
@@ -391,12 +392,19 @@ pub(super) fn search(
             let values = summaries.values().as_primitive::<Float32Type>().values();
             let dim = summaries.value_length() as usize;
             for row in 0..batch.num_rows() {
+                let pts_ns = pts.is_valid(row).then(|| pts.value(row) as u64);
+                if filter.reads_rows() && !filter.accepts(sources.value(row), pts_ns) {
+                    continue;
+                }
                 let offset = summaries.value_offset_at(row);
                 let v = &values[offset..offset + dim];
                 let score = dot(v, query) / (qnorm * norm(v));
+                if !filter.scores(score) {
+                    continue;
+                }
                 best.offer(score, || Hit {
                     source: sources.value(row).to_string(),
-                    pts_ns: pts.is_valid(row).then(|| pts.value(row) as u64),
+                    pts_ns,
                     frame_index: frames.value(row) as u64,
                     score,
                 });

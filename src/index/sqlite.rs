@@ -24,7 +24,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::topk::{LeBytes, TopK, dot, norm, scan_in_parallel};
-use super::{AdaptorHit, GRID_DTYPE, Hit, IndexError, IndexSettings, ObjectHit, PatchHit, Row};
+use super::{
+    AdaptorHit, GRID_DTYPE, Hit, IndexError, IndexSettings, ObjectHit, PatchHit, Row, SearchFilter,
+};
 use crate::meta::{MetaDtype, RegionKind};
 
 /// How long a writer waits for another one's transaction to end.
@@ -471,6 +473,7 @@ pub(super) fn search(
     query: &[f32],
     k: usize,
     threads: usize,
+    filter: &SearchFilter,
 ) -> Result<Vec<Hit>, IndexError> {
     let (lo, hi): (i64, i64) = open_for_scan(path)?
         .query_row(
@@ -484,7 +487,7 @@ pub(super) fn search(
     let best = scan_in_parallel(threads as usize, k, |t| {
         let t = t as i64;
         let ids = lo + span * t / threads..lo + span * (t + 1) / threads;
-        scan_rows(path, query, k, ids)
+        scan_rows(path, query, k, ids, filter)
     })?;
     hits(path, best.into_sorted())
 }
@@ -520,6 +523,7 @@ pub(super) fn search_objects(
     query: &[f32],
     k: usize,
     threads: usize,
+    filter: &SearchFilter,
 ) -> Result<Vec<ObjectHit>, IndexError> {
     if object_kind(path)?.is_none() {
         return Ok(Vec::new());
@@ -533,12 +537,12 @@ pub(super) fn search_objects(
         .map_err(sqlite(path))?;
     let threads = threads.max(1) as i64;
     let span = (hi - lo + 1).max(0);
-    let sql = "SELECT id, vector, vector_norm FROM objects
+    let sql = "SELECT id, vector, vector_norm, source, pts_ns FROM objects
                WHERE id >= ?1 AND id < ?2 AND length(vector) = ?3";
     let best = scan_in_parallel(threads as usize, k, |t| {
         let t = t as i64;
         let ids = lo + span * t / threads..lo + span * (t + 1) / threads;
-        scan_vectors(path, sql, query, k, ids)
+        scan_vectors(path, sql, query, k, ids, None, filter)
     })?;
     let err = sqlite(path);
     let conn = open_for_scan(path)?;
@@ -597,6 +601,7 @@ pub(super) fn search_adaptor(
     query: &[f32],
     k: usize,
     threads: usize,
+    filter: &SearchFilter,
 ) -> Result<Vec<AdaptorHit>, IndexError> {
     let (lo, hi): (i64, i64) = open_for_scan(path)?
         .query_row(
@@ -608,12 +613,12 @@ pub(super) fn search_adaptor(
         .map_err(sqlite(path))?;
     let threads = threads.max(1) as i64;
     let span = (hi - lo + 1).max(0);
-    let sql = "SELECT id, summary, summary_norm FROM adaptor_frames
+    let sql = "SELECT id, summary, summary_norm, source, pts_ns FROM adaptor_frames
                WHERE id >= ?1 AND id < ?2 AND length(summary) = ?3 AND name = ?4";
     let best = scan_in_parallel(threads as usize, k, |t| {
         let t = t as i64;
         let ids = lo + span * t / threads..lo + span * (t + 1) / threads;
-        scan_vectors_where(path, sql, query, k, ids, Some(adaptor))
+        scan_vectors(path, sql, query, k, ids, Some(adaptor), filter)
     })?;
     let err = sqlite(path);
     let conn = open_for_scan(path)?;
@@ -691,32 +696,24 @@ fn scan_rows(
     query: &[f32],
     k: usize,
     ids: std::ops::Range<i64>,
+    filter: &SearchFilter,
 ) -> Result<TopK<i64>, IndexError> {
-    let sql = "SELECT id, summary, summary_norm FROM frames
+    let sql = "SELECT id, summary, summary_norm, source, pts_ns FROM frames
                WHERE id >= ?1 AND id < ?2 AND length(summary) = ?3";
-    scan_vectors(path, sql, query, k, ids)
+    scan_vectors(path, sql, query, k, ids, None, filter)
 }
 
-/// The `k` best of the (id, vector, norm) rows `sql` selects for an id range
-/// and a vector length in bytes.
+/// The `k` best of the (id, vector, norm, source, pts_ns) rows `sql` selects for
+/// an id range (`?1`, `?2`), a vector length in bytes (`?3`) and, when given, one
+/// more text parameter (`?4`), among those `filter` accepts.
 fn scan_vectors(
     path: &Path,
     sql: &str,
     query: &[f32],
     k: usize,
     ids: std::ops::Range<i64>,
-) -> Result<TopK<i64>, IndexError> {
-    scan_vectors_where(path, sql, query, k, ids, None)
-}
-
-/// [`scan_vectors`] with one more text parameter (`?4`) for `sql`.
-fn scan_vectors_where(
-    path: &Path,
-    sql: &str,
-    query: &[f32],
-    k: usize,
-    ids: std::ops::Range<i64>,
     extra: Option<&str>,
+    filter: &SearchFilter,
 ) -> Result<TopK<i64>, IndexError> {
     let err = sqlite(path);
     let qnorm = norm(query);
@@ -730,6 +727,13 @@ fn scan_vectors_where(
     .map_err(&err)?;
     let mut best = TopK::new(k);
     while let Some(row) = rows.next().map_err(&err)? {
+        if filter.reads_rows() {
+            let source = row.get_ref(3).and_then(|v| Ok(v.as_str()?)).map_err(&err)?;
+            let pts: Option<i64> = row.get(4).map_err(&err)?;
+            if !filter.accepts(source, pts.map(|p| p as u64)) {
+                continue;
+            }
+        }
         let id: i64 = row.get(0).map_err(&err)?;
         let blob = row
             .get_ref(1)
@@ -737,7 +741,9 @@ fn scan_vectors_where(
             .map_err(&err)?;
         let rnorm: f64 = row.get(2).map_err(&err)?;
         let score = dot(&LeBytes(blob), query) / (qnorm * (rnorm as f32).max(f32::MIN_POSITIVE));
-        best.offer(score, || id);
+        if filter.scores(score) {
+            best.offer(score, || id);
+        }
     }
     Ok(best)
 }

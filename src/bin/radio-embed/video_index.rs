@@ -90,7 +90,65 @@ pub struct Search {
     /// taken as the object.
     #[arg(long)]
     objects: bool,
+    /// One result per matching frame; by default hits of one source on
+    /// consecutive indexed frames merge into one moment (start, end, best frame).
+    #[arg(long)]
+    frames: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
+
+/// The filters of `radio-embed search`.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Only sources matching this glob (`*`, `?`, `[...]`), as the index names them
+    /// (file URIs for `radio-embed index`): `--source '*gate*'`.
+    #[arg(long, value_name = "GLOB", value_parser = source_glob)]
+    source: Option<glob::Pattern>,
+    /// Only frames at or after this stream time (seconds or HH:MM:SS[.mmm]).
+    #[arg(long, value_name = "TIME", value_parser = stream_time)]
+    after: Option<u64>,
+    /// Only frames before this stream time (seconds or HH:MM:SS[.mmm]).
+    #[arg(long, value_name = "TIME", value_parser = stream_time)]
+    before: Option<u64>,
+    /// Only hits scoring at least this cosine.
+    #[arg(long, value_name = "COSINE")]
+    min_score: Option<f32>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> index::SearchFilter {
+        index::SearchFilter {
+            source: self.source.clone(),
+            after_ns: self.after,
+            before_ns: self.before,
+            min_score: self.min_score,
+        }
+    }
+}
+
+fn source_glob(text: &str) -> Result<glob::Pattern, String> {
+    glob::Pattern::new(text).map_err(|e| format!("`{text}` is not a glob: {e}"))
+}
+
+/// Seconds (`12.5`) or `[HH:]MM:SS[.mmm]` as nanoseconds.
+fn stream_time(text: &str) -> Result<u64, String> {
+    let fail = || format!("`{text}` is not a time: give seconds (12.5) or HH:MM:SS[.mmm]");
+    let seconds = text
+        .split(':')
+        .try_fold(0f64, |total, part| {
+            Ok::<_, ()>(total * 60.0 + part.parse::<f64>().map_err(|_| ())?)
+        })
+        .map_err(|()| fail())?;
+    if !seconds.is_finite() || seconds < 0.0 || text.split(':').count() > 3 {
+        return Err(fail());
+    }
+    Ok((seconds * 1e9).round() as u64)
+}
+
+/// Candidates fetched per result when hits merge into moments: a moment of
+/// many frames takes that many hits.
+const CANDIDATES_PER_MOMENT: usize = 20;
 
 fn init() -> anyhow::Result<()> {
     gst::init()?;
@@ -297,7 +355,8 @@ impl Search {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         if let Some(kind) = kind {
             let query = object_query(embedding, kind)?;
-            let hits = index::search_objects(&self.db, &query, self.k, threads)?;
+            let filter = self.filter.filter();
+            let hits = index::search_objects(&self.db, &query, self.k, threads, &filter)?;
             print_object_hits(&hits, self.json);
             return Ok(());
         }
@@ -312,9 +371,25 @@ impl Search {
                 settings.summary_dim
             );
         }
-        let hits = index::search(&self.db, &query, self.k, threads)?;
-        print_hits(&hits, self.json);
+        let filter = self.filter.filter();
+        let hits = index::search_filtered(&self.db, &query, self.candidates(), threads, &filter)?;
+        if self.frames {
+            print_hits(&hits, self.json);
+        } else {
+            let mut moments = index::moments(hits);
+            moments.truncate(self.k);
+            print_moments(&moments, self.json);
+        }
         Ok(())
+    }
+
+    /// Hits to fetch: `k`, or enough to form `k` moments.
+    fn candidates(&self) -> usize {
+        if self.frames {
+            self.k
+        } else {
+            self.k.saturating_mul(CANDIDATES_PER_MOMENT)
+        }
     }
 }
 
@@ -340,8 +415,38 @@ impl Search {
             .context("no embedding for the text")?
             .normalized;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let hits = index::search_adaptor(&self.db, TEXT_ADAPTOR, &query, self.k, threads)?;
-        print_text_hits(&hits, self.json);
+        let filter = self.filter.filter();
+        let hits = index::search_adaptor(
+            &self.db,
+            TEXT_ADAPTOR,
+            &query,
+            self.candidates(),
+            threads,
+            &filter,
+        )?;
+        if self.frames {
+            print_text_hits(&hits, self.json);
+        } else {
+            // Each moment keeps the best patch of its best frame.
+            let patches: std::collections::HashMap<(String, u64), index::PatchHit> = hits
+                .iter()
+                .filter_map(|h| {
+                    Some(((h.frame.source.clone(), h.frame.frame_index), h.best_patch?))
+                })
+                .collect();
+            let mut moments = index::moments(hits.into_iter().map(|h| h.frame).collect());
+            moments.truncate(self.k);
+            let with_patches: Vec<AdaptorHit> = moments
+                .iter()
+                .map(|m| AdaptorHit {
+                    best_patch: patches
+                        .get(&(m.best.source.clone(), m.best.frame_index))
+                        .copied(),
+                    frame: m.best.clone(),
+                })
+                .collect();
+            print_text_moments(&moments, &with_patches, self.json);
+        }
         Ok(())
     }
 }
@@ -399,71 +504,102 @@ fn embed_query(pipeline: gst::Pipeline, seek: Option<gst::ClockTime>) -> anyhow:
 
 fn print_hits(hits: &[Hit], json: bool) {
     if json {
-        let rows: Vec<serde_json::Value> = hits
-            .iter()
-            .map(|h| {
-                serde_json::json!({
-                    "source": h.source,
-                    "pts_ns": h.pts_ns,
-                    "timestamp": h.pts_ns.map(hms),
-                    "score": h.score,
-                })
-            })
-            .collect();
+        let rows = hits.iter().map(|h| hit_json(h, None)).collect();
         println!("{}", serde_json::Value::Array(rows));
     } else {
         for h in hits {
-            println!(
-                "{:.4}  {}  {}",
-                h.score,
-                h.pts_ns.map(hms).unwrap_or_else(|| "--:--:--.---".into()),
-                h.source
-            );
+            println!("{:.4}  {}  {}", h.score, time_of(h.pts_ns), h.source);
         }
     }
 }
 
+/// A hit as JSON: its frame, and its best patch when it has one.
+fn hit_json(hit: &Hit, patch: Option<index::PatchHit>) -> serde_json::Value {
+    let mut row = serde_json::json!({
+        "source": hit.source,
+        "pts_ns": hit.pts_ns,
+        "timestamp": hit.pts_ns.map(hms),
+        "frame_index": hit.frame_index,
+        "score": hit.score,
+    });
+    if let Some(p) = patch {
+        let (x0, y0, x1, y1) = p.bounds();
+        row["patch"] = serde_json::json!({
+            "row": p.row, "column": p.column,
+            "grid": [p.grid.0, p.grid.1],
+            "box": [x0, y0, x1, y1],
+            "score": p.score,
+        });
+    }
+    row
+}
+
+/// A moment as JSON: its best frame's fields, its time range and size.
+fn moment_json(moment: &index::Moment, patch: Option<index::PatchHit>) -> serde_json::Value {
+    let mut row = hit_json(&moment.best, patch);
+    row["start_ns"] = moment.start_ns.into();
+    row["end_ns"] = moment.end_ns.into();
+    row["frames"] = moment.frames.into();
+    row
+}
+
+fn time_of(pts_ns: Option<u64>) -> String {
+    pts_ns.map(hms).unwrap_or_else(|| "--:--:--.---".into())
+}
+
+fn patch_text(patch: Option<index::PatchHit>) -> String {
+    patch.map_or(String::new(), |p| {
+        let (x0, y0, x1, y1) = p.bounds();
+        format!(
+            "  best patch {x0:.2},{y0:.2}-{x1:.2},{y1:.2} ({:.4})",
+            p.score
+        )
+    })
+}
+
 fn print_text_hits(hits: &[AdaptorHit], json: bool) {
     if json {
-        let rows: Vec<serde_json::Value> = hits
+        let rows = hits
             .iter()
-            .map(|h| {
-                let patch = h.best_patch.map(|p| {
-                    let (x0, y0, x1, y1) = p.bounds();
-                    serde_json::json!({
-                        "row": p.row, "column": p.column,
-                        "grid": [p.grid.0, p.grid.1],
-                        "box": [x0, y0, x1, y1],
-                        "score": p.score,
-                    })
-                });
-                serde_json::json!({
-                    "source": h.frame.source,
-                    "pts_ns": h.frame.pts_ns,
-                    "timestamp": h.frame.pts_ns.map(hms),
-                    "score": h.frame.score,
-                    "patch": patch,
-                })
-            })
+            .map(|h| hit_json(&h.frame, h.best_patch))
             .collect();
         println!("{}", serde_json::Value::Array(rows));
     } else {
         for h in hits {
-            let patch = h.best_patch.map_or(String::new(), |p| {
-                let (x0, y0, x1, y1) = p.bounds();
-                format!(
-                    "  best patch {x0:.2},{y0:.2}-{x1:.2},{y1:.2} ({:.4})",
-                    p.score
-                )
-            });
+            let (f, patch) = (&h.frame, patch_text(h.best_patch));
+            println!("{:.4}  {}  {}{patch}", f.score, time_of(f.pts_ns), f.source);
+        }
+    }
+}
+
+fn print_moments(moments: &[index::Moment], json: bool) {
+    print_moments_with(moments, &vec![None; moments.len()], json);
+}
+
+fn print_text_moments(moments: &[index::Moment], hits: &[AdaptorHit], json: bool) {
+    let patches: Vec<_> = hits.iter().map(|h| h.best_patch).collect();
+    print_moments_with(moments, &patches, json);
+}
+
+fn print_moments_with(moments: &[index::Moment], patches: &[Option<index::PatchHit>], json: bool) {
+    if json {
+        let rows = moments
+            .iter()
+            .zip(patches)
+            .map(|(m, p)| moment_json(m, *p))
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        for (m, patch) in moments.iter().zip(patches) {
             println!(
-                "{:.4}  {}  {}{patch}",
-                h.frame.score,
-                h.frame
-                    .pts_ns
-                    .map(hms)
-                    .unwrap_or_else(|| "--:--:--.---".into()),
-                h.frame.source,
+                "{:.4}  {} - {} (best {}, {} frames)  {}{}",
+                m.best.score,
+                time_of(m.start_ns),
+                time_of(m.end_ns),
+                time_of(m.best.pts_ns),
+                m.frames,
+                m.best.source,
+                patch_text(*patch)
             );
         }
     }
