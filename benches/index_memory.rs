@@ -44,6 +44,7 @@ fn write(path: &Path, spatial: bool) {
         writer
             .append(Row {
                 pts_ns: Some(i * 1_000_000_000),
+                pts_end_ns: None,
                 frame_index: i,
                 input_size: (912, 512),
                 summary: vec![value; DIM],

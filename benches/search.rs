@@ -37,6 +37,7 @@ fn build(db: &Path) {
         writer
             .append(Row {
                 pts_ns: Some(i as u64 * 1_000_000_000),
+                pts_end_ns: None,
                 frame_index: i as u64,
                 input_size: (512, 512),
                 summary: vector(i as u64),

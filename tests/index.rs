@@ -47,6 +47,8 @@ fn play(launch: &str) -> gst::MessageType {
     msg.type_()
 }
 
+/// `radio-embed index` of `clip` at 5 frames/s, one row per frame (no dedup: the
+/// tests count rows per sampled frame; dedup has its own test).
 fn index(clip: &Path, db: &Path, model: &str) -> Output {
     run_cli(&[
         "index",
@@ -59,6 +61,8 @@ fn index(clip: &Path, db: &Path, model: &str) -> Output {
         model,
         "--resolution",
         "64",
+        "--dedup-threshold",
+        "0",
     ])
 }
 
@@ -163,6 +167,8 @@ fn a_killed_indexer_leaves_the_index_as_it_was_and_a_rerun_completes() {
             "256".into(),
             "--transaction-rows".into(),
             "16".into(),
+            "--dedup-threshold".into(),
+            "0".into(),
         ]
     };
     let run = |fps: &str| {
@@ -355,6 +361,7 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
     };
     let row = |i: u64| Row {
         pts_ns: (i != 3).then_some(i * 100),
+        pts_end_ns: None,
         frame_index: i,
         input_size: (64, 48),
         summary: (0..8).map(|j| i as f32 + j as f32 / 8.0).collect(),
@@ -598,6 +605,7 @@ fn two_indexers_share_one_sqlite_index() {
     };
     let row = |i: u64| Row {
         pts_ns: Some(i),
+        pts_end_ns: None,
         frame_index: i,
         input_size: (64, 48),
         summary: vec![i as f32 + 1.0; 8],
@@ -648,6 +656,7 @@ fn eight_indexers_may_create_one_sqlite_index_at_once() {
                 for i in 0..5 {
                     let row = Row {
                         pts_ns: Some(i),
+                        pts_end_ns: None,
                         frame_index: i,
                         input_size: (64, 48),
                         summary: vec![1.0; 8],
@@ -727,6 +736,7 @@ fn an_index_from_before_runs_is_migrated_with_its_rows() {
     writer
         .append(Row {
             pts_ns: Some(0),
+            pts_end_ns: None,
             frame_index: 0,
             input_size: (64, 48),
             summary: vec![0.6, 0.8],
@@ -1092,6 +1102,8 @@ fn index_with_adaptor(clip: &Path, db: &Path) {
         "64",
         "--spatial-pool",
         "1",
+        "--dedup-threshold",
+        "0",
         "--adaptor",
         "siglip2-g",
         "--adaptor-checkpoint",
@@ -1310,4 +1322,111 @@ fn a_scene_is_one_moment_and_filters_cut_exactly() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("`soon` is not a time"));
+}
+
+/// An MJPEG AVI of three still scenes (smpte, checkers, red), 20 frames each at 10
+/// frames/s.
+fn make_still_clip(path: &Path) {
+    gst::init().unwrap();
+    let branch = |pattern: &str| {
+        format!(
+            "videotestsrc pattern={pattern} num-buffers=20 ! \
+             video/x-raw,width=160,height=120,framerate=10/1 ! c. "
+        )
+    };
+    let launch = format!(
+        "concat name=c ! videoconvert ! jpegenc ! avimux ! filesink location={} {}{}{}",
+        path.display(),
+        branch("smpte"),
+        branch("checkers-8"),
+        branch("red")
+    );
+    assert_eq!(play(&launch), gst::MessageType::Eos, "clip encoding failed");
+}
+
+/// (pts_ns, pts_end_ns) of every stored row, in time order.
+fn row_ranges(db: &Path) -> Vec<(u64, Option<u64>)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut st = conn
+        .prepare("SELECT pts_ns, pts_end_ns FROM frames ORDER BY pts_ns")
+        .unwrap();
+    st.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get::<_, Option<i64>>(1)?.map(|p| p as u64),
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+#[test]
+fn dedup_keeps_one_row_per_still_scene_covering_the_clip() {
+    let dir = TempDir::new("dedup");
+    let (clip, png) = (dir.join("still.avi"), dir.join("query.png"));
+    make_still_clip(&clip);
+    smpte_png(&png);
+    let index_with = |db: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "index",
+            clip.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--fps",
+            "5",
+            "--model",
+        ];
+        let model = tiny();
+        args.push(&model);
+        args.extend_from_slice(&["--resolution", "64"]);
+        args.extend_from_slice(extra);
+        let out = run_cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // Without dedup: one row per sampled frame (6 s at 5 frames/s).
+    let all = dir.join("all.sqlite");
+    index_with(&all, &["--dedup-threshold", "0"]);
+    assert_eq!(count_rows(&all, None).unwrap(), 30);
+
+    // With the CLI's default (0.98): one row per scene (±1), whose time ranges
+    // follow each other and cover the clip.
+    let deduped = dir.join("dedup.sqlite");
+    let summary = index_with(&deduped, &[]);
+    let ranges = row_ranges(&deduped);
+    assert!((2..=4).contains(&ranges.len()), "{ranges:?}");
+    assert!(
+        summary.contains(&format!("{} rows for 30 frames", ranges.len())),
+        "{summary}"
+    );
+    assert_eq!(ranges[0].0, 0);
+    for pair in ranges.windows(2) {
+        let end = pair[0].1.unwrap_or(pair[0].0);
+        assert_eq!(
+            pair[1].0,
+            end + 200_000_000,
+            "ranges leave a gap: {ranges:?}"
+        );
+    }
+    let last = ranges.last().unwrap();
+    assert_eq!(last.1.unwrap_or(last.0), 5_800_000_000, "{ranges:?}");
+
+    // Search still finds the smpte scene, now one row standing for its 2 s; the
+    // same from a Parquet index.
+    let parquet = dir.join("dedup.parquet");
+    index_with(&parquet, &[]);
+    assert_eq!(count_rows(&parquet, None).unwrap(), ranges.len() as u64);
+    for db in [&deduped, &parquet] {
+        let hits = search_json(db, &png, &["-k", "1"]);
+        let first = &hits[0];
+        assert_eq!(first["start_ns"].as_u64(), Some(0), "{hits}");
+        assert_eq!(first["end_ns"].as_u64(), Some(1_800_000_000), "{hits}");
+        assert!(first["score"].as_f64().unwrap() >= 0.99, "{hits}");
+    }
 }

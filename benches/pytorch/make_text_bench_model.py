@@ -39,7 +39,10 @@ def main():
     torch.manual_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
     model = SiglipTextModel(SiglipTextConfig(**TEXT)).eval()
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    # As a SiglipModel checkpoint names them (transformers 5 drops the prefix
+    # from a bare SiglipTextModel's state dict).
+    tensors = {("" if k.startswith("text_model.") else "text_model.") + k: v.contiguous()
+               for k, v in model.state_dict().items()}
     tensors["vision_model.filler"] = torch.zeros(args.vision_mb * 1024 * 256)
     save_file(tensors, os.path.join(args.out, "model.safetensors"))
     config = {"architectures": ["SiglipModel"], "model_type": "siglip",

@@ -82,14 +82,14 @@ pub fn moments(mut hits: Vec<Hit>) -> Vec<Moment> {
             Some(moment) if follows => {
                 moment.frames += 1;
                 moment.start_ns = min_some(moment.start_ns, hit.pts_ns);
-                moment.end_ns = moment.end_ns.max(hit.pts_ns);
+                moment.end_ns = moment.end_ns.max(hit.pts_end_ns.or(hit.pts_ns));
                 if hit.score > moment.best.score {
                     moment.best = hit;
                 }
             }
             _ => moments.push(Moment {
                 start_ns: hit.pts_ns,
-                end_ns: hit.pts_ns,
+                end_ns: hit.pts_end_ns.or(hit.pts_ns),
                 frames: 1,
                 best: hit,
             }),
@@ -114,6 +114,7 @@ mod tests {
         Hit {
             source: source.into(),
             pts_ns: Some(frame_index * 1_000_000_000),
+            pts_end_ns: None,
             frame_index,
             score,
         }

@@ -216,6 +216,9 @@ impl IndexSettings {
 pub struct Row {
     /// Stream timestamp in nanoseconds, if the buffer had one.
     pub pts_ns: Option<u64>,
+    /// Stream time of the last near-duplicate frame merged into this row
+    /// (see [`IndexWriter::dedup`]); `None`: the row is one frame.
+    pub pts_end_ns: Option<u64>,
     /// Running index of the frame in its stream.
     pub frame_index: u64,
     /// Model input size (width, height).
@@ -314,6 +317,9 @@ pub struct Hit {
     pub source: String,
     /// Stream timestamp in nanoseconds.
     pub pts_ns: Option<u64>,
+    /// Stream time of the last frame the row stands for, when near-duplicate
+    /// frames were merged into it (`dedup-threshold`); `None`: one frame.
+    pub pts_end_ns: Option<u64>,
     /// Running frame index in the source.
     pub frame_index: u64,
     /// Cosine similarity with the query.
@@ -330,6 +336,13 @@ pub struct IndexWriter {
     /// Rows not written yet: one transaction or row group's worth at most.
     pending: Vec<Row>,
     rows_per_write: usize,
+    /// Near-duplicate suppression: the cosine at or above which a frame extends
+    /// the held row instead of adding one.
+    dedup: Option<f32>,
+    /// The last row, held back while following frames may extend it.
+    held: Option<Row>,
+    /// Frames merged into an earlier row so far.
+    merged: u64,
 }
 
 #[expect(
@@ -370,7 +383,25 @@ impl IndexWriter {
             seen: HashSet::new(),
             pending: Vec::with_capacity(rows_per_write),
             rows_per_write,
+            dedup: None,
+            held: None,
+            merged: 0,
         })
+    }
+
+    /// Turns on near-duplicate suppression: a frame whose summary has a cosine of
+    /// at least `threshold` with the last stored row's extends that row's time
+    /// range (`pts_end_ns`) instead of adding a row; the row keeps its first
+    /// frame's vectors and objects. Frames of fixed cameras are mostly the same
+    /// picture again; 0.98 keeps a scene change or a person walking in.
+    pub fn dedup(mut self, threshold: f32) -> Self {
+        self.dedup = Some(threshold);
+        self
+    }
+
+    /// Frames merged into an earlier row by [`IndexWriter::dedup`] so far.
+    pub fn merged_frames(&self) -> u64 {
+        self.merged
     }
 
     /// Whether this index keeps the rows' objects and adaptor vectors (SQLite
@@ -410,6 +441,24 @@ impl IndexWriter {
         {
             return Ok(());
         }
+        let Some(threshold) = self.dedup else {
+            return self.push(row);
+        };
+        if let Some(held) = &mut self.held
+            && cosine(&held.summary, &row.summary) >= threshold
+        {
+            held.pts_end_ns = held.pts_end_ns.max(row.pts_ns);
+            self.merged += 1;
+            return Ok(());
+        }
+        match self.held.replace(row) {
+            Some(done) => self.push(done),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a complete row; writes out a transaction or row group when full.
+    fn push(&mut self, row: Row) -> Result<(), IndexError> {
         self.pending.push(row);
         if self.pending.len() >= self.rows_per_write {
             self.write_pending()?;
@@ -434,12 +483,22 @@ impl IndexWriter {
     /// rows in place of its old ones; returns how many rows it stored. A
     /// writer dropped without `finish` leaves the index as it was.
     pub fn finish(mut self) -> Result<u64, IndexError> {
+        if let Some(held) = self.held.take() {
+            self.pending.push(held);
+        }
         self.write_pending()?;
         match self.store {
             Writer::Sqlite(w) => w.finish(),
             Writer::Parquet(w) => w.finish(),
         }
     }
+}
+
+/// Cosine similarity of two vectors (0 when one is zero).
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b)).max(f32::MIN_POSITIVE)
 }
 
 /// The settings an index was built with.

@@ -60,6 +60,8 @@ fn schema(dim: usize) -> SchemaRef {
         Field::new("grid_width", DataType::Int32, true),
         Field::new("spatial_dim", DataType::Int32, true),
         Field::new("spatial_dtype", DataType::Utf8, true),
+        // The last frame a deduplicated row stands for (NULL: one frame).
+        Field::new("pts_end_ns", DataType::Int64, true),
     ]))
 }
 
@@ -248,10 +250,22 @@ impl ParquetWriter {
     }
 
     /// A batch of an index written before grids were f16 bytes (a list of
-    /// float32 and no `spatial_dtype`) in this layout; others pass as they are.
+    /// float32 and no `spatial_dtype`) or before rows had `pts_end_ns`, in this
+    /// layout; others pass as they are.
     fn upgrade(&self, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
-        if batch.schema().column_with_name("spatial_dtype").is_some() {
+        let batch = self.upgrade_grids(batch)?;
+        if batch.schema().column_with_name("pts_end_ns").is_some() {
             return RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec());
+        }
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(Int64Array::new_null(batch.num_rows())));
+        RecordBatch::try_new(self.schema.clone(), columns)
+    }
+
+    /// Grids as f16 bytes with `spatial_dtype` (the columns up to it only).
+    fn upgrade_grids(&self, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+        if batch.schema().column_with_name("spatial_dtype").is_some() {
+            return Ok(batch);
         }
         let old = batch
             .column_by_name("spatial")
@@ -266,7 +280,10 @@ impl ParquetWriter {
         let at = batch.schema().index_of("spatial")?;
         columns[at] = Arc::new(spatial);
         columns.push(Arc::new(dtypes));
-        RecordBatch::try_new(self.schema.clone(), columns)
+        let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+        fields[at] = Arc::new(Field::new("spatial", DataType::Binary, true));
+        fields.push(Arc::new(Field::new("spatial_dtype", DataType::Utf8, true)));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
     }
 
     /// The settings the index was built with.
@@ -333,6 +350,9 @@ impl ParquetWriter {
             int32(&|r| r.spatial.as_ref().map(|(_, grid, _)| grid.1)),
             int32(&|r| r.spatial.as_ref().map(|(_, _, dim)| *dim)),
             Arc::new(dtypes),
+            Arc::new(Int64Array::from_iter(
+                rows.iter().map(|r| r.pts_end_ns.map(|p| p as i64)),
+            )),
         ];
         RecordBatch::try_new(self.schema.clone(), columns)
     }
@@ -370,11 +390,13 @@ pub(super) fn search(
     let qnorm = norm(query);
     let scan = |first: usize| -> Result<TopK<Hit>, IndexError> {
         let builder = reader(path)?;
-        let mask = columns(
-            &builder,
-            &["source", "pts_ns", "frame_index", "summary"],
-            path,
-        )?;
+        // Files from before deduplication have no pts_end_ns.
+        let has_end = builder.schema().column_with_name("pts_end_ns").is_some();
+        let mut names = vec!["source", "pts_ns", "frame_index", "summary"];
+        if has_end {
+            names.push("pts_end_ns");
+        }
+        let mask = columns(&builder, &names, path)?;
         let mine = (first..groups).step_by(threads).collect();
         let batches = builder
             .with_projection(mask)
@@ -389,6 +411,7 @@ pub(super) fn search(
             let pts = batch.column(1).as_primitive::<Int64Type>();
             let frames = batch.column(2).as_primitive::<Int64Type>();
             let summaries = batch.column(3).as_fixed_size_list();
+            let ends = has_end.then(|| batch.column(4).as_primitive::<Int64Type>());
             let values = summaries.values().as_primitive::<Float32Type>().values();
             let dim = summaries.value_length() as usize;
             for row in 0..batch.num_rows() {
@@ -405,6 +428,9 @@ pub(super) fn search(
                 best.offer(score, || Hit {
                     source: sources.value(row).to_string(),
                     pts_ns,
+                    pts_end_ns: ends
+                        .filter(|e| e.is_valid(row))
+                        .map(|e| e.value(row) as u64),
                     frame_index: frames.value(row) as u64,
                     score,
                 });

@@ -34,7 +34,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The columns of a row as `frames` shows them (besides `id`).
 const COLUMNS: &str = "source, pts_ns, frame_index, input_width, input_height, summary, \
-                       summary_norm, spatial, grid_height, grid_width, spatial_dim, spatial_dtype";
+                       summary_norm, spatial, grid_height, grid_width, spatial_dim, spatial_dtype, \
+                       pts_end_ns";
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -64,7 +65,8 @@ const ROWS_TABLE: &str = "
         grid_width INTEGER,
         spatial_dim INTEGER,
         spatial_dtype TEXT,
-        run INTEGER
+        run INTEGER,
+        pts_end_ns INTEGER
     );
 ";
 
@@ -75,7 +77,8 @@ const VIEW: &str = "
     CREATE INDEX IF NOT EXISTS frame_rows_by_run ON frame_rows (run);
     CREATE VIEW IF NOT EXISTS frames AS
         SELECT id, source, pts_ns, frame_index, input_width, input_height, summary,
-               summary_norm, spatial, grid_height, grid_width, spatial_dim, spatial_dtype
+               summary_norm, spatial, grid_height, grid_width, spatial_dim, spatial_dtype,
+               pts_end_ns
         FROM frame_rows
         WHERE run IS NULL OR run IN (SELECT id FROM runs WHERE complete);
     CREATE TABLE IF NOT EXISTS object_rows (
@@ -151,12 +154,25 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if kind("frame_rows")?.is_none() {
         conn.execute_batch(ROWS_TABLE)?;
     }
-    for (column, kind) in [("spatial_dtype", "TEXT"), ("run", "INTEGER")] {
+    for (column, kind) in [
+        ("spatial_dtype", "TEXT"),
+        ("run", "INTEGER"),
+        ("pts_end_ns", "INTEGER"),
+    ] {
         if !has_column(column)? {
             conn.execute_batch(&format!(
                 "ALTER TABLE frame_rows ADD COLUMN {column} {kind}"
             ))?;
         }
+    }
+    // A `frames` view from before pts_end_ns is made again with it.
+    let view_has_end: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('frames') WHERE name = 'pts_end_ns'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !view_has_end {
+        conn.execute_batch("DROP VIEW IF EXISTS frames")?;
     }
     conn.execute_batch(VIEW)
 }
@@ -329,7 +345,7 @@ impl SqliteWriter {
             let mut st = tx
                 .prepare_cached(&format!(
                     "INSERT INTO frame_rows (run, {COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                 ))
                 .map_err(&err)?;
             let mut objects = tx
@@ -363,6 +379,7 @@ impl SqliteWriter {
                     spatial.map(|(_, grid, _)| grid.1 as i64),
                     spatial.map(|(_, _, dim)| *dim as i64),
                     spatial.map(|_| GRID_DTYPE.as_str()),
+                    row.pts_end_ns.map(|p| p as i64),
                 ])
                 .map_err(&err)?;
                 let frame_row = tx.last_insert_rowid();
@@ -560,6 +577,7 @@ pub(super) fn search_objects(
                     frame: Hit {
                         source: r.get(0)?,
                         pts_ns: r.get::<_, Option<i64>>(1)?.map(|p| p as u64),
+                        pts_end_ns: None,
                         frame_index: r.get::<_, i64>(2)? as u64,
                         score,
                     },
@@ -624,8 +642,9 @@ pub(super) fn search_adaptor(
     let conn = open_for_scan(path)?;
     let mut st = conn
         .prepare(
-            "SELECT source, pts_ns, frame_index, spatial, grid_height, grid_width, spatial_dim
-             FROM adaptor_frames WHERE id = ?1",
+            "SELECT f.source, f.pts_ns, f.frame_index, a.spatial, a.grid_height, a.grid_width,
+                    a.spatial_dim, f.pts_end_ns
+             FROM adaptor_rows a JOIN frame_rows f ON f.id = a.frame_row WHERE a.id = ?1",
         )
         .map_err(&err)?;
     best.into_sorted()
@@ -641,6 +660,7 @@ pub(super) fn search_adaptor(
                     frame: Hit {
                         source: r.get(0)?,
                         pts_ns: r.get::<_, Option<i64>>(1)?.map(|p| p as u64),
+                        pts_end_ns: r.get::<_, Option<i64>>(7)?.map(|p| p as u64),
                         frame_index: r.get::<_, i64>(2)? as u64,
                         score,
                     },
@@ -752,8 +772,19 @@ fn scan_vectors(
 fn hits(path: &Path, ranked: Vec<(f32, i64)>) -> Result<Vec<Hit>, IndexError> {
     let err = sqlite(path);
     let conn = open_for_scan(path)?;
+    // An index not written since deduplication came has no pts_end_ns.
+    let has_end: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('frames') WHERE name = 'pts_end_ns'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&err)?;
+    let end = if has_end { "pts_end_ns" } else { "NULL" };
     let mut st = conn
-        .prepare("SELECT source, pts_ns, frame_index FROM frames WHERE id = ?1")
+        .prepare(&format!(
+            "SELECT source, pts_ns, frame_index, {end} FROM frames WHERE id = ?1"
+        ))
         .map_err(&err)?;
     ranked
         .into_iter()
@@ -762,6 +793,7 @@ fn hits(path: &Path, ranked: Vec<(f32, i64)>) -> Result<Vec<Hit>, IndexError> {
                 Ok(Hit {
                     source: r.get(0)?,
                     pts_ns: r.get::<_, Option<i64>>(1)?.map(|p| p as u64),
+                    pts_end_ns: r.get::<_, Option<i64>>(3)?.map(|p| p as u64),
                     frame_index: r.get::<_, i64>(2)? as u64,
                     score,
                 })

@@ -35,6 +35,8 @@ struct Settings {
     source_id: Option<String>,
     transaction_rows: u32,
     spatial: bool,
+    /// Cosine at or above which a frame extends the last row; 0: off.
+    dedup_threshold: f64,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             source_id: None,
             transaction_rows: DEFAULT_TRANSACTION_ROWS,
             spatial: false,
+            dedup_threshold: 0.0,
         }
     }
 }
@@ -156,22 +159,31 @@ impl RadioIndexSink {
             summary_dim,
         };
         gst::info!(CAT, imp = self, "indexing {source} into {location}");
-        IndexWriter::open(
+        let writer = IndexWriter::open(
             location.as_ref(),
             &index,
             &source,
             settings.transaction_rows as usize,
         )
-        .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)))
+        .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)))?;
+        Ok(match settings.dedup_threshold {
+            t if t > 0.0 => writer.dedup(t as f32),
+            _ => writer,
+        })
     }
 
     /// Completes the open run: its rows replace the source's old ones.
     fn finish(&self) -> Result<(), gst::ErrorMessage> {
         if let Some(writer) = lock(&self.state).writer.take() {
+            let merged = writer.merged_frames();
             let rows = writer
                 .finish()
                 .map_err(|e| gst::error_msg!(gst::ResourceError::Write, ("{}", e)))?;
-            gst::info!(CAT, imp = self, "committed, {rows} rows in total");
+            gst::info!(
+                CAT,
+                imp = self,
+                "committed, {rows} rows in total, {merged} near-duplicate frames merged"
+            );
         }
         Ok(())
     }
@@ -237,6 +249,19 @@ impl ObjectImpl for RadioIndexSink {
                     .default_value(false)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecDouble::builder("dedup-threshold")
+                    .nick("Deduplication threshold")
+                    .blurb(
+                        "Near-duplicate suppression: a frame whose summary has at least \
+                         this cosine with the last stored row of the source extends that \
+                         row's time range (pts_end_ns) instead of adding a row; 0 = off \
+                         (radio-embed index uses 0.98)",
+                    )
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(0.0)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -249,6 +274,7 @@ impl ObjectImpl for RadioIndexSink {
             "source-id" => s.source_id = value.get().expect("type checked upstream"),
             "transaction-rows" => s.transaction_rows = value.get().expect("type checked upstream"),
             "spatial" => s.spatial = value.get().expect("type checked upstream"),
+            "dedup-threshold" => s.dedup_threshold = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -260,6 +286,7 @@ impl ObjectImpl for RadioIndexSink {
             "source-id" => s.source_id.to_value(),
             "transaction-rows" => s.transaction_rows.to_value(),
             "spatial" => s.spatial.to_value(),
+            "dedup-threshold" => s.dedup_threshold.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -376,6 +403,7 @@ impl BaseSinkImpl for RadioIndexSink {
         // The embedding's vectors move into the row uncopied.
         let row = Row {
             pts_ns: self.stream_time(buffer),
+            pts_end_ns: None,
             frame_index: embedding.frame_index,
             input_size: embedding.input_size,
             summary,

@@ -51,6 +51,8 @@ pub struct IndexSettings {
     pub rate: gst::Fraction,
     /// The adaptor whose vectors are stored too (`siglip2-g`), and its checkpoint.
     pub adaptor: Option<(String, Option<String>)>,
+    /// radioindexsink `dedup-threshold` (0: off).
+    pub dedup_threshold: f64,
 }
 
 /// `uridecodebin ! videoconvert ! videorate ! capsfilter ! radioembed ! radioindexsink`
@@ -79,6 +81,7 @@ pub fn index(uri: &str, db: &str, settings: &IndexSettings) -> anyhow::Result<gs
     sink.set_property("location", db);
     sink.set_property("source-id", uri);
     sink.set_property("transaction-rows", settings.transaction_rows);
+    sink.set_property("dedup-threshold", settings.dedup_threshold);
     match settings.spatial_pool {
         Some(k) => {
             embed.set_property("outputs", Outputs::Both);

@@ -55,6 +55,23 @@ pub struct Index {
     /// `*.pth.tar` in the model's folder.
     #[arg(long, requires = "adaptor")]
     adaptor_checkpoint: Option<PathBuf>,
+    /// Near-duplicate suppression: a frame whose summary has at least this
+    /// cosine with the source's last stored row extends that row's time range
+    /// instead of adding one (fixed cameras repeat the same picture); 0 = off.
+    #[arg(long, default_value_t = DEFAULT_DEDUP_THRESHOLD, value_parser = unit_interval)]
+    dedup_threshold: f64,
+}
+
+/// `radio-embed index`'s near-duplicate threshold: high enough that a person
+/// entering a fixed camera's view (a few percent of the picture) starts a new row,
+/// low enough to merge sensor noise and compression changes of a still scene.
+const DEFAULT_DEDUP_THRESHOLD: f64 = 0.98;
+
+fn unit_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not a cosine between 0 and 1")),
+    }
 }
 
 /// `radio-embed search`.
@@ -223,6 +240,7 @@ impl Index {
             transaction_rows: self.transaction_rows,
             spatial_pool: self.spatial_pool,
             rate: gst::Fraction::approximate_f64(self.fps).context("--fps is out of range")?,
+            dedup_threshold: self.dedup_threshold,
             adaptor: self.adaptor.clone().map(|name| {
                 let checkpoint = self.adaptor_checkpoint.as_ref();
                 (name, checkpoint.map(|p| p.display().to_string()))
@@ -230,10 +248,12 @@ impl Index {
         };
         let db = self.db.display().to_string();
         let started = Instant::now();
-        let mut total = 0u64;
+        let (mut total, mut stored) = (0u64, 0u64);
         for input in &self.inputs {
-            let pipeline = pipeline::index(&to_uri(input)?, &db, &settings)?;
+            let uri = to_uri(input)?;
+            let pipeline = pipeline::index(&uri, &db, &settings)?;
             total += run_with_progress(&pipeline, input)?;
+            stored += index::count_rows(&self.db, Some(&uri))?;
         }
         let secs = started.elapsed().as_secs_f64();
         println!(
@@ -243,6 +263,15 @@ impl Index {
             total as f64 / secs,
             index::count_rows(&self.db, None)?
         );
+        if self.dedup_threshold > 0.0 && total > 0 {
+            let merged = total.saturating_sub(stored);
+            println!(
+                "near-duplicates (cosine >= {}): {stored} rows for {total} frames, {merged} merged \
+                 ({:.0} % fewer rows)",
+                self.dedup_threshold,
+                100.0 * merged as f64 / total as f64
+            );
+        }
         Ok(())
     }
 }
