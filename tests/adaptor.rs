@@ -241,17 +241,20 @@ fn cli_forward_writes_the_adaptor_outputs() {
     .unwrap();
     let output = dir.join("out.safetensors");
     let input = fixture("textsearch/cases.safetensors");
-    let run = run_cli(&[
-        "forward",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--adaptor",
-        "siglip2-g",
-    ]);
+    let forward = || {
+        run_cli(&[
+            "forward",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--adaptor",
+            "siglip2-g",
+        ])
+    };
+    let run = forward();
     assert!(run.status.success(), "{}", text(&run.stderr));
     let written = candle_core::safetensors::load(&output, &Device::Cpu).unwrap();
     let expected = cases("textsearch");
@@ -273,17 +276,7 @@ fn cli_forward_writes_the_adaptor_outputs() {
 
     // Two checkpoints in the folder: the user has to name one.
     std::fs::copy(checkpoint_path(), model.join("other.pth.tar")).unwrap();
-    let run = run_cli(&[
-        "forward",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--adaptor",
-        "siglip2-g",
-    ]);
+    let run = forward();
     assert!(!run.status.success());
     assert!(
         text(&run.stderr).contains("it has several"),

@@ -66,6 +66,15 @@ fn index(clip: &Path, db: &Path, model: &str) -> Output {
     ])
 }
 
+/// Fails with the process's stderr unless it succeeded.
+fn assert_succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn tiny() -> String {
     fixture("tiny-so400m").display().to_string()
 }
@@ -77,11 +86,7 @@ fn frames_find_themselves_and_reindexing_replaces_rows(store: &str) {
     let (clip, db) = (dir.join("clip.avi"), dir.join(format!("idx.{store}")));
     make_clip(&clip, 20);
     let out = index(&clip, &db, &tiny());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.starts_with("indexed 30 frames from 1 source(s)"),
@@ -100,11 +105,7 @@ fn frames_find_themselves_and_reindexing_replaces_rows(store: &str) {
             "3",
             "--json",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&out);
         let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let top = &hits[0];
         let expected_ns = (at.parse::<f64>().unwrap() * 1e9).round() as u64;
@@ -117,17 +118,9 @@ fn frames_find_themselves_and_reindexing_replaces_rows(store: &str) {
     let copy = dir.join("copy.avi");
     std::fs::copy(&clip, &copy).unwrap();
     let out = index(&copy, &db, &tiny());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let out = index(&clip, &db, &tiny());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(
         count_rows(&db, None).unwrap(),
         60,
@@ -173,11 +166,7 @@ fn a_killed_indexer_leaves_the_index_as_it_was_and_a_rerun_completes() {
     };
     let run = |fps: &str| {
         let out = run_cli(&args(fps).iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&out);
     };
     // A complete index of the 120 s clip at 1 frame/s.
     run("1");
@@ -248,11 +237,7 @@ fn an_upstream_error_keeps_the_old_rows(store: &str) {
     let (clip, db) = (dir.join("clip.avi"), dir.join(format!("idx.{store}")));
     make_clip(&clip, 20);
     let out = index(&clip, &db, &tiny());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(count_rows(&db, None).unwrap(), 30);
     let uri = glib::filename_to_uri(clip.canonicalize().unwrap(), None).unwrap();
 
@@ -882,11 +867,7 @@ fn search_json(db: &Path, png: &Path, args: &[&str]) -> serde_json::Value {
     ];
     all.extend_from_slice(args);
     let out = run_cli(&all);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -907,11 +888,7 @@ fn clip_with_query(tag: &str) -> (TempDir, PathBuf, PathBuf, PathBuf) {
 fn an_image_finds_the_scene_it_shows() {
     let (_dir, clip, db, png) = clip_with_query("image-query");
     let out = index(&clip, &db, &tiny());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     smpte_png(&png);
     let hits = search_json(&db, &png, &["-k", "5", "--frames"]);
     for hit in hits.as_array().unwrap() {
@@ -1109,11 +1086,7 @@ fn index_with_adaptor(clip: &Path, db: &Path) {
         "--adaptor-checkpoint",
         checkpoint.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 }
 
 /// Little-endian f32 (4 bytes) or f16 (2 bytes) values.
@@ -1155,11 +1128,7 @@ fn a_text_query_ranks_frames_by_their_siglip2g_vectors() {
         "8",
         "--frames",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let hits = hits.as_array().unwrap();
     assert_eq!(hits.len(), 8);
@@ -1236,11 +1205,7 @@ fn a_text_query_ranks_frames_by_their_siglip2g_vectors() {
 fn a_text_query_on_an_index_without_adaptor_vectors_says_how_to_build_one() {
     let (_dir, clip, db, _png) = clip_with_query("text-no-adaptor");
     let out = index(&clip, &db, &tiny());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let out = run_cli(&[
         "search",
         "--db",
@@ -1261,11 +1226,7 @@ fn a_text_query_on_an_index_without_adaptor_vectors_says_how_to_build_one() {
 fn a_scene_is_one_moment_and_filters_cut_exactly() {
     let (_dir, clip, db, png) = clip_with_query("moments");
     let out = index(&clip, &db, &tiny());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     smpte_png(&png);
 
     // Moments (the default): the smpte scene (10 rows at 5 frames/s) is the first
@@ -1382,11 +1343,7 @@ fn dedup_keeps_one_row_per_still_scene_covering_the_clip() {
         args.extend_from_slice(&["--resolution", "64"]);
         args.extend_from_slice(extra);
         let out = run_cli(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&out);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
 

@@ -492,20 +492,14 @@ pub(super) fn search(
     threads: usize,
     filter: &SearchFilter,
 ) -> Result<Vec<Hit>, IndexError> {
-    let (lo, hi): (i64, i64) = open_for_scan(path)?
-        .query_row(
-            "SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM frames",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(sqlite(path))?;
-    let threads = threads.max(1) as i64;
-    let span = (hi - lo + 1).max(0);
-    let best = scan_in_parallel(threads as usize, k, |t| {
-        let t = t as i64;
-        let ids = lo + span * t / threads..lo + span * (t + 1) / threads;
-        scan_rows(path, query, k, ids, filter)
-    })?;
+    let scan = Scan {
+        // The view: an index from before runs has a `frames` table and no frame_rows.
+        table: "frames",
+        sql: "SELECT id, summary, summary_norm, source, pts_ns FROM frames
+              WHERE id >= ?1 AND id < ?2 AND length(summary) = ?3",
+        name: None,
+    };
+    let best = scan.run(path, query, k, threads, filter)?;
     hits(path, best.into_sorted())
 }
 
@@ -545,22 +539,13 @@ pub(super) fn search_objects(
     if object_kind(path)?.is_none() {
         return Ok(Vec::new());
     }
-    let (lo, hi): (i64, i64) = open_for_scan(path)?
-        .query_row(
-            "SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM object_rows",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(sqlite(path))?;
-    let threads = threads.max(1) as i64;
-    let span = (hi - lo + 1).max(0);
-    let sql = "SELECT id, vector, vector_norm, source, pts_ns FROM objects
-               WHERE id >= ?1 AND id < ?2 AND length(vector) = ?3";
-    let best = scan_in_parallel(threads as usize, k, |t| {
-        let t = t as i64;
-        let ids = lo + span * t / threads..lo + span * (t + 1) / threads;
-        scan_vectors(path, sql, query, k, ids, None, filter)
-    })?;
+    let scan = Scan {
+        table: "object_rows",
+        sql: "SELECT id, vector, vector_norm, source, pts_ns FROM objects
+              WHERE id >= ?1 AND id < ?2 AND length(vector) = ?3",
+        name: None,
+    };
+    let best = scan.run(path, query, k, threads, filter)?;
     let err = sqlite(path);
     let conn = open_for_scan(path)?;
     let mut st = conn
@@ -621,23 +606,13 @@ pub(super) fn search_adaptor(
     threads: usize,
     filter: &SearchFilter,
 ) -> Result<Vec<AdaptorHit>, IndexError> {
-    let (lo, hi): (i64, i64) = open_for_scan(path)?
-        .query_row(
-            "SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM adaptor_rows
-             WHERE name = ?1",
-            [adaptor],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(sqlite(path))?;
-    let threads = threads.max(1) as i64;
-    let span = (hi - lo + 1).max(0);
-    let sql = "SELECT id, summary, summary_norm, source, pts_ns FROM adaptor_frames
-               WHERE id >= ?1 AND id < ?2 AND length(summary) = ?3 AND name = ?4";
-    let best = scan_in_parallel(threads as usize, k, |t| {
-        let t = t as i64;
-        let ids = lo + span * t / threads..lo + span * (t + 1) / threads;
-        scan_vectors(path, sql, query, k, ids, Some(adaptor), filter)
-    })?;
+    let scan = Scan {
+        table: "adaptor_rows",
+        sql: "SELECT id, summary, summary_norm, source, pts_ns FROM adaptor_frames
+              WHERE id >= ?1 AND id < ?2 AND length(summary) = ?3 AND name = ?4",
+        name: Some(adaptor),
+    };
+    let best = scan.run(path, query, k, threads, filter)?;
     let err = sqlite(path);
     let conn = open_for_scan(path)?;
     let mut st = conn
@@ -710,17 +685,45 @@ fn open_for_scan(path: &Path) -> Result<Connection, IndexError> {
     Ok(conn)
 }
 
-/// The `k` best of the frames whose id is in `ids`.
-fn scan_rows(
-    path: &Path,
-    query: &[f32],
-    k: usize,
-    ids: std::ops::Range<i64>,
-    filter: &SearchFilter,
-) -> Result<TopK<i64>, IndexError> {
-    let sql = "SELECT id, summary, summary_norm, source, pts_ns FROM frames
-               WHERE id >= ?1 AND id < ?2 AND length(summary) = ?3";
-    scan_vectors(path, sql, query, k, ids, None, filter)
+/// An exact scan of one table's vectors, split over threads by row id.
+struct Scan<'a> {
+    /// The table (or view) whose ids are split.
+    table: &'static str,
+    /// Selects (id, vector, norm, source, pts_ns) for an id range (`?1`, `?2`),
+    /// a vector length in bytes (`?3`) and, with `name`, an adaptor name (`?4`).
+    sql: &'static str,
+    name: Option<&'a str>,
+}
+
+impl Scan<'_> {
+    /// The `k` best rows for `query` among those `filter` accepts, with
+    /// `threads` readers over disjoint row-id ranges.
+    fn run(
+        &self,
+        path: &Path,
+        query: &[f32],
+        k: usize,
+        threads: usize,
+        filter: &SearchFilter,
+    ) -> Result<TopK<i64>, IndexError> {
+        let (lo, hi): (i64, i64) = open_for_scan(path)?
+            .query_row(
+                &format!(
+                    "SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM {}",
+                    self.table
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(sqlite(path))?;
+        let threads = threads.max(1) as i64;
+        let span = (hi - lo + 1).max(0);
+        scan_in_parallel(threads as usize, k, |t| {
+            let t = t as i64;
+            let ids = lo + span * t / threads..lo + span * (t + 1) / threads;
+            scan_vectors(path, self.sql, query, k, ids, self.name, filter)
+        })
+    }
 }
 
 /// The `k` best of the (id, vector, norm, source, pts_ns) rows `sql` selects for

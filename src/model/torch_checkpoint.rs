@@ -231,34 +231,21 @@ impl TorchCheckpoint {
 
 impl TrainingArgs {
     fn from_namespace(args: Object) -> std::result::Result<Self, String> {
-        let fields = namespace_fields(args).ok_or("`args` is not an argparse.Namespace")?;
-        let mut fields: HashMap<String, Object> = fields
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.unicode().ok()?, v)))
-            .collect();
-        let teachers = match fields.remove("teachers") {
+        let mut fields =
+            Fields::of(namespace_fields(args).ok_or("`args` is not an argparse.Namespace")?);
+        let teachers = match fields.take("teachers") {
             Some(Object::List(list) | Object::Tuple(list)) => list
                 .into_iter()
                 .map(Teacher::from_object)
                 .collect::<std::result::Result<Vec<_>, _>>()?,
             _ => return Err("`args.teachers` is missing or not a list".into()),
         };
-        let text = |fields: &mut HashMap<String, Object>, key: &str| match fields.remove(key) {
-            Some(Object::Unicode(s)) => Some(s),
-            _ => None,
-        };
-        let flag = |fields: &mut HashMap<String, Object>, key: &str, default: bool| match fields
-            .remove(key)
-        {
-            Some(Object::Bool(b)) => b,
-            _ => default,
-        };
         Ok(Self {
             teachers,
-            mlp_version: text(&mut fields, "mlp_version").unwrap_or_else(|| "v1".into()),
-            spatial_mlp_version: text(&mut fields, "spatial_mlp_version"),
-            cls_token_per_teacher: flag(&mut fields, "cls_token_per_teacher", true),
-            spectral_heads: flag(&mut fields, "spectral_heads", false),
+            mlp_version: fields.text("mlp_version").unwrap_or_else(|| "v1".into()),
+            spatial_mlp_version: fields.text("spatial_mlp_version"),
+            cls_token_per_teacher: fields.flag("cls_token_per_teacher").unwrap_or(true),
+            spectral_heads: fields.flag("spectral_heads").unwrap_or(false),
         })
     }
 
@@ -273,29 +260,57 @@ impl TrainingArgs {
 
 impl Teacher {
     fn from_object(object: Object) -> std::result::Result<Self, String> {
-        let entries = as_dict(object).ok_or("an entry of `args.teachers` is not a dict")?;
-        let mut fields: HashMap<String, Object> = entries
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.unicode().ok()?, v)))
-            .collect();
-        let text = |fields: &mut HashMap<String, Object>, key: &str| match fields.remove(key) {
-            Some(Object::Unicode(s)) => Some(s),
-            _ => None,
-        };
-        let count = |fields: &mut HashMap<String, Object>, key: &str| match fields.remove(key) {
-            Some(Object::Int(i)) if i >= 0 => Some(i as usize),
-            Some(Object::Long(i)) if i >= 0 => Some(i as usize),
-            _ => None,
-        };
-        let name = text(&mut fields, "name").ok_or("a teacher has no `name`")?;
+        let mut fields =
+            Fields::of(as_dict(object).ok_or("an entry of `args.teachers` is not a dict")?);
+        let name = fields.text("name").ok_or("a teacher has no `name`")?;
         Ok(Self {
-            kind: text(&mut fields, "type").unwrap_or_else(|| name.clone()),
-            token_slot: count(&mut fields, "token_slot"),
-            feature_upsample: count(&mut fields, "fd_upsample_factor"),
-            mlp_version: text(&mut fields, "mlp_version"),
-            spatial_mlp_version: text(&mut fields, "spatial_mlp_version"),
+            kind: fields.text("type").unwrap_or_else(|| name.clone()),
+            token_slot: fields.count("token_slot"),
+            feature_upsample: fields.count("fd_upsample_factor"),
+            mlp_version: fields.text("mlp_version"),
+            spatial_mlp_version: fields.text("spatial_mlp_version"),
             name,
         })
+    }
+}
+
+/// The string-keyed entries of a pickled dict or Namespace, taken by type.
+struct Fields(HashMap<String, Object>);
+
+impl Fields {
+    fn of(entries: Vec<(Object, Object)>) -> Self {
+        Self(
+            entries
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.unicode().ok()?, v)))
+                .collect(),
+        )
+    }
+
+    fn take(&mut self, key: &str) -> Option<Object> {
+        self.0.remove(key)
+    }
+
+    fn text(&mut self, key: &str) -> Option<String> {
+        match self.take(key) {
+            Some(Object::Unicode(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn flag(&mut self, key: &str) -> Option<bool> {
+        match self.take(key) {
+            Some(Object::Bool(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn count(&mut self, key: &str) -> Option<usize> {
+        match self.take(key) {
+            Some(Object::Int(i)) => usize::try_from(i).ok(),
+            Some(Object::Long(i)) => usize::try_from(i).ok(),
+            _ => None,
+        }
     }
 }
 
