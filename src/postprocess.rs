@@ -55,13 +55,15 @@ pub fn embeddings(
         .iter()
         .map(|a| {
             let summary = to_host(&a.summary, options.dtype)?;
-            let spatial = if options.spatial {
-                let (pooled, _) = pool(&a.features, (h, w), options.spatial_pool)?;
-                Some(to_host(&pooled, options.dtype)?)
-            } else {
-                None
-            };
-            Ok((a.name.as_str(), summary, spatial, a.features.dim(2)?))
+            let features = a.features.as_ref().filter(|_| options.spatial);
+            let spatial = features
+                .map(|f| {
+                    let (pooled, _) = pool(f, (h, w), options.spatial_pool)?;
+                    to_host(&pooled, options.dtype)
+                })
+                .transpose()?;
+            let dim = features.map(|f| f.dim(2)).transpose()?.unwrap_or(0);
+            Ok((a.name.as_str(), summary, spatial, dim))
         })
         .collect::<Result<Vec<_>, ModelError>>()?;
     let frame = |all: &[f32], i: usize| {

@@ -34,7 +34,7 @@ fn check_siglip2g(model: &RadioModel) {
         let adaptor = out.adaptor("siglip2-g").expect("siglip2-g output");
         for (what, got) in [
             ("summary", &adaptor.summary),
-            ("features", &adaptor.features),
+            ("features", adaptor.features.as_ref().unwrap()),
         ] {
             let err = max_abs_diff(got, &cases[&format!("{id}.siglip2g_{what}")]);
             assert!(err <= OUTPUT_TOL, "{id} siglip2g_{what} off by {err}");
@@ -291,4 +291,37 @@ fn model_errors_keep_their_type() {
         .err()
         .unwrap();
     assert!(matches!(err, ModelError::Io { .. }), "{err}");
+}
+
+#[test]
+fn a_summary_only_forward_skips_the_feature_head_and_keeps_the_summary() {
+    let checkpoint = TorchCheckpoint::open(&checkpoint_path()).unwrap();
+    let model = backbone().with_adaptor(&checkpoint, "siglip2-g").unwrap();
+    let cases = cases("textsearch");
+    let input = &cases["case0.input"];
+    let normalized = input
+        .broadcast_sub(
+            &candle_core::Tensor::new(&model.info().dims.norm_mean, &Device::Cpu)
+                .unwrap()
+                .reshape((1, 3, 1, 1))
+                .unwrap(),
+        )
+        .unwrap()
+        .broadcast_div(
+            &candle_core::Tensor::new(&model.info().dims.norm_std, &Device::Cpu)
+                .unwrap()
+                .reshape((1, 3, 1, 1))
+                .unwrap(),
+        )
+        .unwrap();
+    let full = model.forward_normalized_with(&normalized, true).unwrap();
+    let lean = model.forward_normalized_with(&normalized, false).unwrap();
+    let (full, lean) = (
+        full.adaptor("siglip2-g").unwrap(),
+        lean.adaptor("siglip2-g").unwrap(),
+    );
+    assert!(full.features.is_some() && lean.features.is_none());
+    assert_eq!(max_abs_diff(&full.summary, &lean.summary), 0.0);
+    let err = max_abs_diff(&lean.summary, &cases["case0.siglip2g_summary"]);
+    assert!(err <= OUTPUT_TOL, "summary off by {err}");
 }

@@ -212,7 +212,13 @@ impl Engine {
         deadline: Option<Instant>,
     ) -> Result<(RadioOutput, usize), EngineError> {
         match &self.shared {
-            None => Ok((self.model.forward_normalized(&input)?, 1)),
+            // Adaptor patch features cost a head pass over every patch: only
+            // when the meta keeps spatial outputs.
+            None => Ok((
+                self.model
+                    .forward_normalized_with(&input, self.options.outputs.spatial)?,
+                1,
+            )),
             Some(stream) => {
                 let shared = stream.forward(input, deadline)?;
                 Ok((shared.output, shared.batch_streams))

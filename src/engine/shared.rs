@@ -241,14 +241,16 @@ fn concat(parts: &[(usize, RadioOutput)]) -> Result<RadioOutput, SharedError> {
     let adaptor_count = parts.first().map_or(0, |(_, o)| o.adaptors.len());
     let adaptors = (0..adaptor_count)
         .map(|i| {
-            let pick = |f: fn(&AdaptorOutput) -> &Tensor| {
-                let tensors: Vec<&Tensor> = parts.iter().map(|(_, o)| f(&o.adaptors[i])).collect();
+            let cat = |tensors: Vec<&Tensor>| {
                 Tensor::cat(&tensors, 0).map_err(|e| SharedError::Forward(e.to_string()))
             };
+            let adaptors: Vec<&AdaptorOutput> = parts.iter().map(|(_, o)| &o.adaptors[i]).collect();
+            let features: Option<Vec<&Tensor>> =
+                adaptors.iter().map(|a| a.features.as_ref()).collect();
             Ok(AdaptorOutput {
-                name: parts[0].1.adaptors[i].name.clone(),
-                summary: pick(|a| &a.summary)?,
-                features: pick(|a| &a.features)?,
+                name: adaptors[0].name.clone(),
+                summary: cat(adaptors.iter().map(|a| &a.summary).collect())?,
+                features: features.map(cat).transpose()?,
             })
         })
         .collect::<Result<_, SharedError>>()?;

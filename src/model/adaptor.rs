@@ -28,8 +28,9 @@ pub struct AdaptorOutput {
     pub name: String,
     /// The summary head on the teacher's cls token: (B, C), f32.
     pub summary: Tensor,
-    /// The feature head on the patch tokens: (B, T, C), f32.
-    pub features: Tensor,
+    /// The feature head on the patch tokens: (B, T, C), f32; `None` when the
+    /// forward was asked for summaries only.
+    pub features: Option<Tensor>,
 }
 
 impl AdaptorOutput {
@@ -38,7 +39,11 @@ impl AdaptorOutput {
         Ok(Self {
             name: self.name.clone(),
             summary: self.summary.narrow(0, start, len)?,
-            features: self.features.narrow(0, start, len)?,
+            features: self
+                .features
+                .as_ref()
+                .map(|f| f.narrow(0, start, len))
+                .transpose()?,
         })
     }
 }
@@ -140,15 +145,24 @@ impl Adaptor {
         self.feature_head.output_dim()
     }
 
-    /// Runs both heads on the model's final tokens (B, N, D) and its patch features
-    /// (B, T, D), both f32; the outputs are f32.
-    pub(crate) fn forward(&self, tokens: &Tensor, features: &Tensor) -> Result<AdaptorOutput> {
+    /// Runs the summary head on the model's final tokens (B, N, D) and, with
+    /// `features`, the feature head on its patch features (B, T, D), both f32; the
+    /// outputs are f32. The feature head runs on every patch, so a caller that
+    /// keeps summaries only skips it.
+    pub(crate) fn forward(
+        &self,
+        tokens: &Tensor,
+        features: Option<&Tensor>,
+    ) -> Result<AdaptorOutput> {
         let cls = tokens.i((.., self.token_slot, ..))?.to_dtype(self.dtype)?;
         let summary = self.summary_head.forward(&cls)?.to_dtype(DType::F32)?;
-        let features = self
-            .feature_head
-            .forward(&features.to_dtype(self.dtype)?)?
-            .to_dtype(DType::F32)?;
+        let features = features
+            .map(|f| {
+                self.feature_head
+                    .forward(&f.to_dtype(self.dtype)?)?
+                    .to_dtype(DType::F32)
+            })
+            .transpose()?;
         Ok(AdaptorOutput {
             name: self.name.clone(),
             summary,

@@ -262,6 +262,16 @@ impl RadioModel {
     /// [`ModelInfo::norm_mean`] / [`ModelInfo::norm_std`], so that preprocessing can
     /// fuse the normalisation into its own pass.
     pub fn forward_normalized(&self, x: &Tensor) -> Result<RadioOutput> {
+        self.forward_normalized_with(x, true)
+    }
+
+    /// [`RadioModel::forward_normalized`], running the adaptors' feature heads
+    /// (over every patch) only with `adaptor_features`; their summaries always.
+    pub fn forward_normalized_with(
+        &self,
+        x: &Tensor,
+        adaptor_features: bool,
+    ) -> Result<RadioOutput> {
         let (_, _, height, width) = self.check_input(x)?;
         let _one_at_a_time = self
             .gpu_forward
@@ -293,7 +303,7 @@ impl RadioModel {
         let adaptors = self
             .adaptors
             .iter()
-            .map(|a| a.forward(&tokens, &features))
+            .map(|a| a.forward(&tokens, adaptor_features.then_some(&features)))
             .collect::<Result<_>>()?;
         Ok(RadioOutput {
             summary,

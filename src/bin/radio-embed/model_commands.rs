@@ -122,10 +122,12 @@ impl Forward {
                     "{name}: {} summary {:?}, features {:?}",
                     adaptor.name,
                     adaptor.summary.dims(),
-                    adaptor.features.dims()
+                    adaptor.features.as_ref().map(Tensor::dims)
                 );
                 out.insert(format!("{prefix}{key}_summary"), adaptor.summary);
-                out.insert(format!("{prefix}{key}_features"), adaptor.features);
+                if let Some(features) = adaptor.features {
+                    out.insert(format!("{prefix}{key}_features"), features);
+                }
             }
             out.insert(format!("{prefix}summary"), result.summary);
             out.insert(format!("{prefix}features"), result.features);
