@@ -1174,6 +1174,15 @@ fn a_text_query_ranks_frames_by_their_siglip2g_vectors() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(stored.len(), 30, "one adaptor row per indexed frame");
+    // A query from a text model of another width is refused, not answered empty.
+    let err =
+        gstradio::index::search_adaptor(&db, "siglip2-g", &[1.0; 47], 3, 1, &Default::default())
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("a vector has 47 values but the index holds 48-dimensional"),
+        "{err}"
+    );
     let mut scores: Vec<f32> = stored.iter().map(|s| s.1).collect();
     scores.sort_by(|a, b| b.total_cmp(a));
     for (i, hit) in hits.iter().enumerate() {

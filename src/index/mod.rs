@@ -578,6 +578,15 @@ pub fn search_adaptor(
             adaptor: adaptor.to_string(),
         });
     }
+    // A query of another length would match no row: say so instead.
+    if let Some(dim) = sqlite::adaptor_dim(path, adaptor)?
+        && dim != query.len()
+    {
+        return Err(IndexError::Dimension {
+            expected: dim,
+            found: query.len(),
+        });
+    }
     sqlite::search_adaptor(path, adaptor, query, k, threads.max(1), filter)
 }
 

@@ -596,6 +596,19 @@ pub(super) fn adaptor_names(path: &Path) -> Result<Vec<String>, IndexError> {
     names.collect::<rusqlite::Result<_>>().map_err(err)
 }
 
+/// Length of the `adaptor` summaries the index holds, if it holds any.
+pub(super) fn adaptor_dim(path: &Path, adaptor: &str) -> Result<Option<usize>, IndexError> {
+    let bytes: Option<i64> = open_read_only(path)?
+        .query_row(
+            "SELECT length(summary) FROM adaptor_rows WHERE name = ?1 LIMIT 1",
+            [adaptor],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sqlite(path))?;
+    Ok(bytes.map(|b| b as usize / MetaDtype::F32.size()))
+}
+
 /// The `k` frames whose `adaptor` summary is most similar to `query`, best first,
 /// each with the patch whose adaptor feature is most similar (when stored).
 pub(super) fn search_adaptor(
