@@ -494,11 +494,9 @@ impl IndexWriter {
     }
 }
 
-/// Cosine similarity of two vectors (0 when one is zero).
+/// Cosine similarity of two vectors, with the search's vectorised kernels.
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (norm(a) * norm(b)).max(f32::MIN_POSITIVE)
+    topk::dot(a, b) / (topk::norm(a) * topk::norm(b))
 }
 
 /// The settings an index was built with.
@@ -561,6 +559,19 @@ pub fn adaptor_names(path: &Path) -> Result<Vec<String>, IndexError> {
     }
 }
 
+/// Fails with [`IndexError::NoAdaptor`] (saying how to build one) unless the
+/// index holds `adaptor` vectors; a caller checks it before costly work.
+pub fn require_adaptor(path: &Path, adaptor: &str) -> Result<(), IndexError> {
+    if adaptor_names(path)?.iter().any(|name| name == adaptor) {
+        Ok(())
+    } else {
+        Err(IndexError::NoAdaptor {
+            path: path.display().to_string(),
+            adaptor: adaptor.to_string(),
+        })
+    }
+}
+
 /// The `k` frames whose `adaptor` summary is most similar (cosine) to `query`,
 /// best first, each with its best-matching patch when the grid is stored.
 /// An index without that adaptor's vectors is refused with what builds one.
@@ -572,12 +583,7 @@ pub fn search_adaptor(
     threads: usize,
     filter: &SearchFilter,
 ) -> Result<Vec<AdaptorHit>, IndexError> {
-    if !adaptor_names(path)?.iter().any(|name| name == adaptor) {
-        return Err(IndexError::NoAdaptor {
-            path: path.display().to_string(),
-            adaptor: adaptor.to_string(),
-        });
-    }
+    require_adaptor(path, adaptor)?;
     // A query of another length would match no row: say so instead.
     if let Some(dim) = sqlite::adaptor_dim(path, adaptor)?
         && dim != query.len()

@@ -676,8 +676,7 @@ fn best_patch(bytes: &[u8], grid: (usize, usize), dim: usize, query: &[f32]) -> 
         .chunks_exact(dim)
         .enumerate()
         .map(|(i, patch)| {
-            let dot: f32 = patch.iter().zip(query).map(|(a, b)| a * b).sum();
-            let score = dot / (qnorm * norm(patch)).max(f32::MIN_POSITIVE);
+            let score = dot(patch, query) / (qnorm * norm(patch));
             (i, score)
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))

@@ -55,10 +55,8 @@ impl Default for Settings {
 struct State {
     writer: Option<IndexWriter>,
     stream_id: Option<String>,
-    /// Whether the user was told that this index drops objects.
-    warned_objects: bool,
-    /// Whether the user was told that a Parquet index drops adaptor vectors.
-    warned_adaptors: bool,
+    /// The warnings already posted about what this index drops.
+    warned: std::collections::HashSet<&'static str>,
 }
 
 /// The element.
@@ -80,17 +78,11 @@ impl RadioIndexSink {
             gst::warning!(CAT, imp = self, "unreadable region vector: {err}");
             Vec::new()
         });
-        let stores = state
-            .writer
-            .as_ref()
-            .is_some_and(IndexWriter::stores_objects);
-        if !found.is_empty() && !stores && !state.warned_objects {
-            state.warned_objects = true;
-            gst::element_imp_warning!(
-                self,
-                gst::ResourceError::Write,
-                ("frames carry object vectors, but a Parquet index keeps frames only; \
-                  index into *.sqlite to search objects")
+        if !found.is_empty() {
+            self.warn_unless_stored(
+                state,
+                "frames carry object vectors, but a Parquet index keeps frames only; index \
+                 into *.sqlite to search objects",
             );
         }
         found
@@ -104,6 +96,18 @@ impl RadioIndexSink {
             .collect()
     }
 
+    /// Posts `message` as a warning, once per stream and message, when the
+    /// index (Parquet) does not keep objects and adaptor vectors.
+    fn warn_unless_stored(&self, state: &mut State, message: &'static str) {
+        let stores = state
+            .writer
+            .as_ref()
+            .is_some_and(IndexWriter::stores_objects);
+        if !stores && state.warned.insert(message) {
+            gst::element_imp_warning!(self, gst::ResourceError::Write, ("{message}"));
+        }
+    }
+
     /// The frame's adaptor vectors as the index keeps them (the patch grid only
     /// with `spatial`); says once when the index (Parquet) does not keep them.
     fn adaptors(
@@ -113,17 +117,11 @@ impl RadioIndexSink {
         state: &mut State,
     ) -> Vec<AdaptorRow> {
         let found = std::mem::take(&mut embedding.adaptors);
-        let stores = state
-            .writer
-            .as_ref()
-            .is_some_and(IndexWriter::stores_objects);
-        if !found.is_empty() && !stores && !state.warned_adaptors {
-            state.warned_adaptors = true;
-            gst::element_imp_warning!(
-                self,
-                gst::ResourceError::Write,
-                ("frames carry adaptor vectors, but a Parquet index keeps the backbone's \
-                  only; index into *.sqlite to search by text")
+        if !found.is_empty() {
+            self.warn_unless_stored(
+                state,
+                "frames carry adaptor vectors, but a Parquet index keeps the backbone's \
+                 only; index into *.sqlite to search by text",
             );
         }
         let grid = embedding.grid;

@@ -137,9 +137,14 @@ impl TextEncoder {
 
     /// The [`TEXT_LENGTH`] token ids of `text` after [`canonicalize`].
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, TextError> {
+        self.tokenize_canonical(&canonicalize(text))
+    }
+
+    /// The token ids of an already canonical text.
+    fn tokenize_canonical(&self, canonical: &str) -> Result<Vec<u32>, TextError> {
         let encoding = self
             .tokenizer
-            .encode(canonicalize(text), true)
+            .encode(canonical, true)
             .map_err(|e| TextError::Tokenize(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }
@@ -149,22 +154,23 @@ impl TextEncoder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = texts
+        let canonical: Vec<String> = texts.iter().map(|t| canonicalize(t)).collect();
+        let ids = canonical
             .iter()
-            .map(|t| self.tokenize(t))
+            .map(|t| self.tokenize_canonical(t))
             .collect::<Result<Vec<_>, _>>()?;
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         let input = Tensor::from_vec(flat, (texts.len(), TEXT_LENGTH), &self.device)?;
         let pooled = self.tower.forward(&input)?;
         let normalized = l2_normalize(&pooled)?.to_vec2::<f32>()?;
         let pooled = pooled.to_vec2::<f32>()?;
-        Ok(texts
-            .iter()
+        Ok(canonical
+            .into_iter()
             .zip(ids)
             .zip(pooled.into_iter().zip(normalized))
             .map(
-                |((text, input_ids), (embedding, normalized))| TextEmbedding {
-                    canonical: canonicalize(text),
+                |((canonical, input_ids), (embedding, normalized))| TextEmbedding {
+                    canonical,
                     input_ids,
                     embedding,
                     normalized,

@@ -426,14 +426,7 @@ impl Search {
     /// `--text`: embeds the text and ranks the frames by their siglip2-g summary.
     fn run_text(&self, text: &str) -> anyhow::Result<()> {
         // Refused before the text model loads: an index without the vectors.
-        let adaptors = index::adaptor_names(&self.db)?;
-        if !adaptors.iter().any(|a| a == TEXT_ADAPTOR) {
-            return Err(index::IndexError::NoAdaptor {
-                path: self.db.display().to_string(),
-                adaptor: TEXT_ADAPTOR.into(),
-            }
-            .into());
-        }
+        index::require_adaptor(&self.db, TEXT_ADAPTOR)?;
         let folder = locate_text_model(&self.text_model)?;
         let encoder =
             TextEncoder::load(&folder, &candle_core::Device::Cpu, candle_core::DType::F32)
@@ -465,16 +458,15 @@ impl Search {
                 .collect();
             let mut moments = index::moments(hits.into_iter().map(|h| h.frame).collect());
             moments.truncate(self.k);
-            let with_patches: Vec<AdaptorHit> = moments
+            let best_patches: Vec<Option<index::PatchHit>> = moments
                 .iter()
-                .map(|m| AdaptorHit {
-                    best_patch: patches
+                .map(|m| {
+                    patches
                         .get(&(m.best.source.clone(), m.best.frame_index))
-                        .copied(),
-                    frame: m.best.clone(),
+                        .copied()
                 })
                 .collect();
-            print_text_moments(&moments, &with_patches, self.json);
+            print_moments_with(&moments, &best_patches, self.json);
         }
         Ok(())
     }
@@ -603,11 +595,6 @@ fn print_text_hits(hits: &[AdaptorHit], json: bool) {
 
 fn print_moments(moments: &[index::Moment], json: bool) {
     print_moments_with(moments, &vec![None; moments.len()], json);
-}
-
-fn print_text_moments(moments: &[index::Moment], hits: &[AdaptorHit], json: bool) {
-    let patches: Vec<_> = hits.iter().map(|h| h.best_patch).collect();
-    print_moments_with(moments, &patches, json);
 }
 
 fn print_moments_with(moments: &[index::Moment], patches: &[Option<index::PatchHit>], json: bool) {
