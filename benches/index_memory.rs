@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use gstradio::index::{IndexSettings, IndexWriter, Row};
+use gstradio::index::{Appended, IndexSettings, IndexWriter, Row};
 
 const ROWS: u64 = 3600;
 const DIM: usize = 2304;
@@ -41,7 +41,7 @@ fn write(path: &Path, spatial: bool) {
     let mut writer = IndexWriter::open(path, &settings, "hour", TRANSACTION_ROWS).unwrap();
     for i in 0..ROWS {
         let value = (i % 97) as f32 / 97.0;
-        writer
+        let appended = writer
             .append(Row {
                 pts_ns: Some(i * 1_000_000_000),
                 pts_end_ns: None,
@@ -57,8 +57,10 @@ fn write(path: &Path, spatial: bool) {
                 }),
                 objects: Vec::new(),
                 adaptors: Vec::new(),
+                thumbnail: None,
             })
             .unwrap();
+        assert_eq!(appended, Appended::Row);
     }
     writer.finish().unwrap();
     println!("{}", peak_rss_kb());

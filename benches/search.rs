@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use gstradio::index::{IndexSettings, IndexWriter, Row, count_rows, search};
+use gstradio::index::{Appended, IndexSettings, IndexWriter, Row, count_rows, search};
 
 const ROWS: usize = 100_000;
 const DIM: usize = 2304;
@@ -34,7 +34,7 @@ fn build(db: &Path) {
     };
     let mut writer = IndexWriter::open(db, &settings, "bench", 10_000).unwrap();
     for i in 0..ROWS {
-        writer
+        let appended = writer
             .append(Row {
                 pts_ns: Some(i as u64 * 1_000_000_000),
                 pts_end_ns: None,
@@ -44,8 +44,10 @@ fn build(db: &Path) {
                 spatial: None,
                 objects: Vec::new(),
                 adaptors: Vec::new(),
+                thumbnail: None,
             })
             .unwrap();
+        assert_eq!(appended, Appended::Row);
     }
     writer.finish().unwrap();
 }

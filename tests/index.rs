@@ -333,7 +333,7 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float32Type, Int64Type};
-    use gstradio::index::{IndexSettings, IndexWriter, Row};
+    use gstradio::index::{Appended, IndexSettings, IndexWriter, Row};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     let dir = TempDir::new("parquet-layout");
@@ -355,20 +355,21 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
             .then(|| (vec![i as f32; 2 * 3 * 4], (2, 3), 4)),
         objects: Vec::new(),
         adaptors: Vec::new(),
+        thumbnail: None,
     };
     let mut writer = IndexWriter::open(&path, &settings, "cam", 4).unwrap();
     for i in 0..4 {
-        writer.append(row(i)).unwrap();
+        assert_eq!(writer.append(row(i)).unwrap(), Appended::Row);
     }
     let after_one_group = std::fs::metadata(&partial).unwrap().len();
     for i in 4..8 {
-        writer.append(row(i)).unwrap();
+        assert_eq!(writer.append(row(i)).unwrap(), Appended::Row);
     }
     assert!(
         std::fs::metadata(&partial).unwrap().len() > after_one_group,
         "the second full row group was not written out"
     );
-    writer.append(row(8)).unwrap();
+    assert_eq!(writer.append(row(8)).unwrap(), Appended::Row);
     let wrong = Row {
         summary: vec![0.0; 7],
         ..row(9)
@@ -454,7 +455,7 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
     // A writer dropped before it finishes leaves the finished index as it was.
     let before = std::fs::read(&path).unwrap();
     let mut writer = IndexWriter::open(&path, &settings, "other", 4).unwrap();
-    writer.append(row(0)).unwrap();
+    assert_eq!(writer.append(row(0)).unwrap(), Appended::Row);
     drop(writer);
     assert!(std::fs::read(&path).unwrap() == before);
     assert!(!partial.exists());
@@ -580,7 +581,7 @@ fn the_sink_refuses_a_change_of_input_size_and_keeps_the_index() {
 
 #[test]
 fn two_indexers_share_one_sqlite_index() {
-    use gstradio::index::{IndexSettings, IndexWriter, Row};
+    use gstradio::index::{Appended, IndexSettings, IndexWriter, Row};
     let dir = TempDir::new("two-writers");
     let db = dir.join("idx.sqlite");
     let settings = IndexSettings {
@@ -597,13 +598,14 @@ fn two_indexers_share_one_sqlite_index() {
         spatial: None,
         objects: Vec::new(),
         adaptors: Vec::new(),
+        thumbnail: None,
     };
     // Writer A indexes slowly (a live camera): 6 s for its rows, in one
     // transaction's worth. Writer B opens, writes and completes meanwhile.
     let mut a = IndexWriter::open(&db, &settings, "cam-a", 256).unwrap();
     let slow = std::thread::spawn(move || {
         for i in 0..30 {
-            a.append(row(i)).unwrap();
+            assert_eq!(a.append(row(i)).unwrap(), Appended::Row);
             std::thread::sleep(Duration::from_millis(200));
         }
         a.finish().unwrap()
@@ -611,7 +613,7 @@ fn two_indexers_share_one_sqlite_index() {
     std::thread::sleep(Duration::from_millis(300));
     let mut b = IndexWriter::open(&db, &settings, "cam-b", 4).unwrap();
     for i in 0..40 {
-        b.append(row(i)).unwrap();
+        assert_eq!(b.append(row(i)).unwrap(), Appended::Row);
     }
     assert_eq!(b.finish().unwrap(), 40);
     assert_eq!(slow.join().unwrap(), 30);
@@ -621,7 +623,7 @@ fn two_indexers_share_one_sqlite_index() {
 
 #[test]
 fn eight_indexers_may_create_one_sqlite_index_at_once() {
-    use gstradio::index::{IndexSettings, IndexWriter, Row};
+    use gstradio::index::{Appended, IndexSettings, IndexWriter, Row};
     let dir = TempDir::new("eight-writers");
     let db = dir.join("idx.sqlite");
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
@@ -648,8 +650,9 @@ fn eight_indexers_may_create_one_sqlite_index_at_once() {
                         spatial: None,
                         objects: Vec::new(),
                         adaptors: Vec::new(),
+                        thumbnail: None,
                     };
-                    writer.append(row).unwrap();
+                    assert_eq!(writer.append(row).unwrap(), Appended::Row);
                 }
                 writer.finish().unwrap()
             })
@@ -686,7 +689,7 @@ fn a_second_parquet_writer_is_refused_clearly() {
 
 #[test]
 fn an_index_from_before_runs_is_migrated_with_its_rows() {
-    use gstradio::index::{IndexSettings, IndexWriter, Row, search};
+    use gstradio::index::{Appended, IndexSettings, IndexWriter, Row, search};
     let dir = TempDir::new("migrate");
     let db = dir.join("old.sqlite");
     // The layout of indexes written at 87cee2d: a `frames` table, no runs.
@@ -718,7 +721,7 @@ fn an_index_from_before_runs_is_migrated_with_its_rows() {
         summary_dim: 2,
     };
     let mut writer = IndexWriter::open(&db, &settings, "new-cam", 4).unwrap();
-    writer
+    let appended = writer
         .append(Row {
             pts_ns: Some(0),
             pts_end_ns: None,
@@ -728,8 +731,10 @@ fn an_index_from_before_runs_is_migrated_with_its_rows() {
             spatial: None,
             objects: Vec::new(),
             adaptors: Vec::new(),
+            thumbnail: None,
         })
         .unwrap();
+    assert_eq!(appended, Appended::Row);
     assert_eq!(
         count_rows(&db, None).unwrap(),
         2,
@@ -964,6 +969,59 @@ fn the_sink_keeps_objects_and_search_finds_them() {
         .query_row("SELECT count(*) FROM object_rows", [], |r| r.get(0))
         .unwrap();
     assert_eq!(stored, 2);
+}
+
+#[test]
+fn a_sink_asked_for_thumbnails_of_frames_that_are_not_video_says_so_and_indexes() {
+    let dir = TempDir::new("thumbnail-caps");
+    let db = dir.join("idx.sqlite");
+    let mut h = sink_harness(&db, "source-id=cam thumbnails=true");
+    let bus = gst::Bus::new();
+    h.element().unwrap().set_bus(Some(&bus));
+    h.push(embedded(0, (64, 48))).unwrap();
+    h.push(embedded(1, (64, 48))).unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+    let warnings: Vec<_> = bus
+        .iter_filtered(&[gst::MessageType::Warning])
+        .map(|m| match m.view() {
+            gst::MessageView::Warning(w) => format!("{} ({:?})", w.error(), w.debug()),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("Frames are indexed without thumbnails")
+            && warnings[0].contains("not raw video"),
+        "{warnings:?}"
+    );
+    assert_eq!(count_rows(&db, None).unwrap(), 2, "the frames are indexed");
+    assert_eq!(thumbnail_of(&db, &("cam".into(), 0)), None);
+}
+
+#[test]
+fn a_sink_fed_raw_video_stores_each_rows_thumbnail() {
+    let dir = TempDir::new("thumbnail-i420");
+    let db = dir.join("idx.parquet");
+    let mut h = sink_harness(&db, "source-id=cam thumbnails=true thumbnail-size=32");
+    // 64x48 I420, all pure blue (BT.601: Y 41, U 240, V 110).
+    h.set_src_caps_str("video/x-raw,format=I420,width=64,height=48,framerate=1/1");
+    for s in 0..3 {
+        let mut frame = embedded(s, (64, 48));
+        let b = frame.get_mut().unwrap();
+        let mut data = vec![41u8; 64 * 48];
+        data.extend(std::iter::repeat_n(240u8, 32 * 24));
+        data.extend(std::iter::repeat_n(110u8, 32 * 24));
+        b.append_memory(gst::Memory::from_mut_slice(data));
+        h.push(frame).unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(count_rows(&db, None).unwrap(), 3);
+    for frame in 0..3 {
+        let (width, height, [r, g, b]) =
+            thumbnail_of(&db, &("cam".into(), frame)).expect("a thumbnail");
+        assert_eq!((width, height), (32, 24));
+        assert!(b > 200.0 && r < 40.0 && g < 40.0, "not blue: {r} {g} {b}");
+    }
 }
 
 #[test]
@@ -1331,8 +1389,36 @@ fn row_ranges(db: &Path) -> Vec<(u64, Option<u64>)> {
     .unwrap()
 }
 
+/// (source, frame_index) of every stored row of an SQLite index, in time order.
+fn row_keys(db: &Path) -> Vec<(String, u64)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut st = conn
+        .prepare("SELECT source, frame_index FROM frames ORDER BY pts_ns")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The stored thumbnail of a row, decoded: (width, height, mean R, G, B).
+fn thumbnail_of(db: &Path, (source, frame): &(String, u64)) -> Option<(u32, u32, [f64; 3])> {
+    let jpeg = gstradio::index::thumbnail(db, source, *frame).unwrap()?;
+    let rgb = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
+        .expect("the thumbnail is a JPEG")
+        .to_rgb8();
+    let n = (rgb.width() * rgb.height()) as f64;
+    let mut mean = [0.0; 3];
+    for p in rgb.pixels() {
+        for c in 0..3 {
+            mean[c] += p[c] as f64 / n;
+        }
+    }
+    Some((rgb.width(), rgb.height(), mean))
+}
+
 #[test]
-fn dedup_keeps_one_row_per_still_scene_covering_the_clip() {
+fn dedup_keeps_one_row_per_still_scene_covering_the_clip_with_thumbnails() {
     let dir = TempDir::new("dedup");
     let (clip, png) = (dir.join("still.avi"), dir.join("query.png"));
     make_still_clip(&clip);
@@ -1358,8 +1444,9 @@ fn dedup_keeps_one_row_per_still_scene_covering_the_clip() {
 
     // Without dedup: one row per sampled frame (6 s at 5 frames/s).
     let all = dir.join("all.sqlite");
-    index_with(&all, &["--dedup-threshold", "0"]);
+    index_with(&all, &["--dedup-threshold", "0", "--no-thumbnails"]);
     assert_eq!(count_rows(&all, None).unwrap(), 30);
+    assert_eq!(thumbnail_of(&all, &row_keys(&all)[0]), None);
 
     // With the CLI's default (0.98): one row per scene (±1), whose time ranges
     // follow each other and cover the clip.
@@ -1383,11 +1470,26 @@ fn dedup_keeps_one_row_per_still_scene_covering_the_clip() {
     let last = ranges.last().unwrap();
     assert_eq!(last.1.unwrap_or(last.0), 5_800_000_000, "{ranges:?}");
 
+    // Every kept row has its frame's thumbnail (the CLI's default), at the
+    // frame's size when it is under thumbnail-size; the last scene is red.
+    let keys = row_keys(&deduped);
+    for key in &keys {
+        let (width, height, _) = thumbnail_of(&deduped, key).expect("a thumbnail");
+        assert_eq!((width, height), (160, 120), "{key:?}");
+    }
+    let (_, _, [r, g, b]) = thumbnail_of(&deduped, keys.last().unwrap()).unwrap();
+    assert!(r > 200.0 && g < 40.0 && b < 40.0, "not red: {r} {g} {b}");
+
     // Search still finds the smpte scene, now one row standing for its 2 s; the
-    // same from a Parquet index.
+    // same from a Parquet index, whose thumbnails are 64 pixels wide.
     let parquet = dir.join("dedup.parquet");
-    index_with(&parquet, &[]);
+    index_with(&parquet, &["--thumbnail-size", "64"]);
     assert_eq!(count_rows(&parquet, None).unwrap(), ranges.len() as u64);
+    for key in &keys {
+        let (width, height, _) = thumbnail_of(&parquet, key).expect("a thumbnail");
+        assert_eq!((width, height), (64, 48), "{key:?}");
+    }
+    assert_eq!(thumbnail_of(&parquet, &(keys[0].0.clone(), 12345)), None);
     for db in [&deduped, &parquet] {
         let hits = search_json(db, &png, &["-k", "1"]);
         let first = &hits[0];

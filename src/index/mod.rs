@@ -24,9 +24,11 @@
 mod filter;
 mod parquet;
 mod sqlite;
+mod thumbnail;
 mod topk;
 
 pub use filter::{Moment, SearchFilter, moments};
+pub use thumbnail::Thumbnail;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -212,7 +214,7 @@ impl IndexSettings {
 }
 
 /// One embedded frame.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Row {
     /// Stream timestamp in nanoseconds, if the buffer had one.
     pub pts_ns: Option<u64>,
@@ -232,6 +234,20 @@ pub struct Row {
     pub objects: Vec<ObjectRow>,
     /// The frame's adaptor vectors (kept by SQLite indexes).
     pub adaptors: Vec<AdaptorRow>,
+    /// A small JPEG of the frame, made only if the row is kept.
+    pub thumbnail: Option<Thumbnail>,
+}
+
+/// What [`IndexWriter::append`] did with a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Appended {
+    /// It is a new row of the index.
+    Row,
+    /// It extended the previous row's time range (a near-duplicate).
+    Merged,
+    /// Its stream time is stored already (a frame seen again after a seek).
+    Repeated,
 }
 
 /// One adaptor's vectors of a frame (`siglip2-g`: what a text query is compared with).
@@ -419,8 +435,10 @@ impl IndexWriter {
     }
 
     /// Adds one row; writes out a transaction or row group when one is full.
-    /// A row at a stream time this writer already stored is dropped.
-    pub fn append(&mut self, row: Row) -> Result<(), IndexError> {
+    /// A row at a stream time this writer already stored is dropped. A kept
+    /// row's thumbnail starts encoding now and is waited for when the row is
+    /// written out.
+    pub fn append(&mut self, mut row: Row) -> Result<Appended, IndexError> {
         let settings = self.settings();
         if row.summary.len() != settings.summary_dim {
             return Err(IndexError::Dimension {
@@ -439,22 +457,26 @@ impl IndexWriter {
         if let Some(pts) = row.pts_ns
             && !self.seen.insert(pts)
         {
-            return Ok(());
+            return Ok(Appended::Repeated);
         }
-        let Some(threshold) = self.dedup else {
-            return self.push(row);
-        };
-        if let Some(held) = &mut self.held
+        if let (Some(threshold), Some(held)) = (self.dedup, &mut self.held)
             && cosine(&held.summary, &row.summary) >= threshold
         {
             held.pts_end_ns = held.pts_end_ns.max(row.pts_ns);
             self.merged += 1;
-            return Ok(());
+            return Ok(Appended::Merged);
         }
-        match self.held.replace(row) {
-            Some(done) => self.push(done),
-            None => Ok(()),
+        if let Some(thumbnail) = &mut row.thumbnail {
+            thumbnail.start();
         }
+        let done = match self.dedup {
+            Some(_) => self.held.replace(row),
+            None => Some(row),
+        };
+        if let Some(done) = done {
+            self.push(done)?;
+        }
+        Ok(Appended::Row)
     }
 
     /// Queues a complete row; writes out a transaction or row group when full.
@@ -470,6 +492,11 @@ impl IndexWriter {
     fn write_pending(&mut self) -> Result<(), IndexError> {
         if self.pending.is_empty() {
             return Ok(());
+        }
+        for row in &mut self.pending {
+            if let Some(thumbnail) = &mut row.thumbnail {
+                thumbnail.wait();
+            }
         }
         match &mut self.store {
             Writer::Sqlite(w) => w.write_rows(&self.pending)?,
@@ -548,6 +575,19 @@ pub fn search_filtered(
     match StoreFormat::of(path)? {
         StoreFormat::Sqlite => sqlite::search(path, query, k, threads, filter),
         StoreFormat::Parquet => parquet::search(path, query, k, threads, filter),
+    }
+}
+
+/// The JPEG thumbnail of a source's frame (by its `frame_index`), if the index
+/// holds one.
+pub fn thumbnail(
+    path: &Path,
+    source: &str,
+    frame_index: u64,
+) -> Result<Option<Vec<u8>>, IndexError> {
+    match StoreFormat::of(path)? {
+        StoreFormat::Sqlite => sqlite::thumbnail(path, source, frame_index),
+        StoreFormat::Parquet => parquet::thumbnail(path, source, frame_index),
     }
 }
 

@@ -23,7 +23,7 @@ use arrow_array::{
 };
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
@@ -62,8 +62,14 @@ fn schema(dim: usize) -> SchemaRef {
         Field::new("spatial_dtype", DataType::Utf8, true),
         // The last frame a deduplicated row stands for (NULL: one frame).
         Field::new("pts_end_ns", DataType::Int64, true),
+        // A small JPEG of the frame, if the writer made one.
+        Field::new("thumbnail", DataType::Binary, true),
     ]))
 }
+
+/// The columns added at the end of the layout since its first version, in
+/// order: an older file's batches get them as nulls.
+const LATER_COLUMNS: [&str; 2] = ["pts_end_ns", "thumbnail"];
 
 fn pq(path: &Path) -> impl Fn(ParquetError) -> IndexError + '_ {
     move |source| IndexError::Parquet {
@@ -250,15 +256,20 @@ impl ParquetWriter {
     }
 
     /// A batch of an index written before grids were f16 bytes (a list of
-    /// float32 and no `spatial_dtype`) or before rows had `pts_end_ns`, in this
+    /// float32 and no `spatial_dtype`) or before the [`LATER_COLUMNS`], in this
     /// layout; others pass as they are.
     fn upgrade(&self, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
         let batch = self.upgrade_grids(batch)?;
-        if batch.schema().column_with_name("pts_end_ns").is_some() {
-            return RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec());
-        }
         let mut columns = batch.columns().to_vec();
-        columns.push(Arc::new(Int64Array::new_null(batch.num_rows())));
+        for name in LATER_COLUMNS {
+            if batch.schema().column_with_name(name).is_none() {
+                let field = self.schema.field_with_name(name)?;
+                columns.push(arrow_array::new_null_array(
+                    field.data_type(),
+                    batch.num_rows(),
+                ));
+            }
+        }
         RecordBatch::try_new(self.schema.clone(), columns)
     }
 
@@ -353,6 +364,10 @@ impl ParquetWriter {
             Arc::new(Int64Array::from_iter(
                 rows.iter().map(|r| r.pts_end_ns.map(|p| p as i64)),
             )),
+            Arc::new(BinaryArray::from_iter(
+                rows.iter()
+                    .map(|r| r.thumbnail.as_ref().and_then(|t| t.bytes())),
+            )),
         ];
         RecordBatch::try_new(self.schema.clone(), columns)
     }
@@ -375,6 +390,51 @@ impl Drop for ParquetWriter {
             let _ = std::fs::remove_file(&self.partial);
         }
     }
+}
+
+/// The thumbnail of the source's frame `frame_index`: found by reading the
+/// `source` and `frame_index` columns, then only that row of `thumbnail`; none
+/// in a file from before thumbnails.
+pub(super) fn thumbnail(
+    path: &Path,
+    source: &str,
+    frame_index: u64,
+) -> Result<Option<Vec<u8>>, IndexError> {
+    let builder = reader(path)?;
+    if builder.schema().column_with_name("thumbnail").is_none() {
+        return Ok(None);
+    }
+    let mask = columns(&builder, &["source", "frame_index"], path)?;
+    let mut at = None;
+    let mut offset = 0;
+    for batch in builder.with_projection(mask).build().map_err(pq(path))? {
+        let batch = batch.map_err(arrow(path))?;
+        let sources = batch.column(0).as_string::<i32>();
+        let frames = batch.column(1).as_primitive::<Int64Type>();
+        if let Some(row) = (0..batch.num_rows())
+            .find(|&r| sources.value(r) == source && frames.value(r) == frame_index as i64)
+        {
+            at = Some(offset + row);
+            break;
+        }
+        offset += batch.num_rows();
+    }
+    let Some(at) = at else {
+        return Ok(None);
+    };
+    let builder = reader(path)?;
+    let mask = columns(&builder, &["thumbnail"], path)?;
+    let only = RowSelection::from(vec![RowSelector::skip(at), RowSelector::select(1)]);
+    let mut batches = builder
+        .with_projection(mask)
+        .with_row_selection(only)
+        .build()
+        .map_err(pq(path))?;
+    let Some(batch) = batches.next().transpose().map_err(arrow(path))? else {
+        return Ok(None);
+    };
+    let jpegs = batch.column(0).as_binary::<i32>();
+    Ok((batch.num_rows() == 1 && jpegs.is_valid(0)).then(|| jpegs.value(0).to_vec()))
 }
 
 /// The `k` rows most similar (cosine) to `query`, best first, with `threads`

@@ -32,6 +32,11 @@ use crate::meta::{MetaDtype, RegionKind};
 /// How long a writer waits for another one's transaction to end.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The tables whose rows belong to a frame row and go with its run. Thumbnails
+/// have a table of their own so that a search's scan of `frame_rows` does not
+/// page through them.
+const FRAME_PARTS: [&str; 3] = ["object_rows", "adaptor_rows", "thumbnails"];
+
 /// The columns of a row as `frames` shows them (besides `id`).
 const COLUMNS: &str = "source, pts_ns, frame_index, input_width, input_height, summary, \
                        summary_norm, spatial, grid_height, grid_width, spatial_dim, spatial_dtype, \
@@ -114,6 +119,12 @@ const VIEW: &str = "
         spatial_dtype TEXT
     );
     CREATE INDEX IF NOT EXISTS adaptor_rows_by_run ON adaptor_rows (run);
+    CREATE TABLE IF NOT EXISTS thumbnails (
+        frame_row INTEGER PRIMARY KEY,
+        run INTEGER NOT NULL,
+        jpeg BLOB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS thumbnails_by_run ON thumbnails (run);
     CREATE VIEW IF NOT EXISTS adaptor_frames AS
         SELECT a.id, a.name, f.source, f.pts_ns, f.frame_index, a.summary, a.summary_norm,
                a.spatial, a.grid_height, a.grid_width, a.spatial_dim, a.spatial_dtype
@@ -309,7 +320,7 @@ impl SqliteWriter {
                 }
             }
         }
-        for table in ["frame_rows", "object_rows", "adaptor_rows"] {
+        for table in std::iter::once("frame_rows").chain(FRAME_PARTS) {
             conn.execute(
                 &format!(
                     "DELETE FROM {table}
@@ -362,6 +373,9 @@ impl SqliteWriter {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(&err)?;
+            let mut thumbnails = tx
+                .prepare_cached("INSERT INTO thumbnails (frame_row, run, jpeg) VALUES (?1, ?2, ?3)")
+                .map_err(&err)?;
             for row in rows {
                 let norm = norm_of(&row.summary);
                 let spatial = row.spatial.as_ref();
@@ -383,6 +397,11 @@ impl SqliteWriter {
                 ])
                 .map_err(&err)?;
                 let frame_row = tx.last_insert_rowid();
+                if let Some(jpeg) = row.thumbnail.as_ref().and_then(|t| t.bytes()) {
+                    thumbnails
+                        .execute(params![frame_row, self.run, jpeg])
+                        .map_err(&err)?;
+                }
                 for o in &row.objects {
                     objects
                         .execute(params![
@@ -435,7 +454,7 @@ impl SqliteWriter {
             [&self.source],
         )
         .map_err(&err)?;
-        for table in ["object_rows", "adaptor_rows"] {
+        for table in FRAME_PARTS {
             tx.execute(
                 &format!(
                     "DELETE FROM {table}
@@ -470,17 +489,45 @@ impl Drop for SqliteWriter {
     /// rows along (a killed one's go with the source's next run).
     fn drop(&mut self) {
         if self.open {
+            let run = self.run;
+            let deletes: String = std::iter::once("frame_rows")
+                .chain(FRAME_PARTS)
+                .map(|table| format!("DELETE FROM {table} WHERE run = {run};"))
+                .collect();
             let _ = self.conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE;
-                 DELETE FROM frame_rows WHERE run = {run};
-                 DELETE FROM object_rows WHERE run = {run};
-                 DELETE FROM adaptor_rows WHERE run = {run};
-                 DELETE FROM runs WHERE id = {run};
-                 COMMIT;",
-                run = self.run
+                "BEGIN IMMEDIATE; {deletes} DELETE FROM runs WHERE id = {run}; COMMIT;"
             ));
         }
     }
+}
+
+/// The thumbnail of the source's frame `frame_index`; none in an index from
+/// before thumbnails.
+pub(super) fn thumbnail(
+    path: &Path,
+    source: &str,
+    frame_index: u64,
+) -> Result<Option<Vec<u8>>, IndexError> {
+    let err = sqlite(path);
+    let conn = open_read_only(path)?;
+    let has_table: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'thumbnails'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&err)?;
+    if !has_table {
+        return Ok(None);
+    }
+    conn.query_row(
+        "SELECT t.jpeg FROM frames f JOIN thumbnails t ON t.frame_row = f.id
+         WHERE f.source = ?1 AND f.frame_index = ?2",
+        params![source, frame_index as i64],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(&err)
 }
 
 /// The `k` rows most similar (cosine) to `query`, best first, scanning every

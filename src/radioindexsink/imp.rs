@@ -15,13 +15,14 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::DEFAULT_TRANSACTION_ROWS;
+use super::thumbnail::ThumbnailEncoder;
+use super::{DEFAULT_THUMBNAIL_SIZE, DEFAULT_TRANSACTION_ROWS};
 use crate::index::{
     AdaptorRow, IndexError, IndexSettings, IndexWriter, ObjectRow, Row, StoreFormat,
 };
 use crate::meta::{Embedding, regions};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "radioindexsink",
         gst::DebugColorFlags::empty(),
@@ -37,6 +38,8 @@ struct Settings {
     spatial: bool,
     /// Cosine at or above which a frame extends the last row; 0: off.
     dedup_threshold: f64,
+    thumbnails: bool,
+    thumbnail_size: u32,
 }
 
 impl Default for Settings {
@@ -47,6 +50,8 @@ impl Default for Settings {
             transaction_rows: DEFAULT_TRANSACTION_ROWS,
             spatial: false,
             dedup_threshold: 0.0,
+            thumbnails: false,
+            thumbnail_size: DEFAULT_THUMBNAIL_SIZE,
         }
     }
 }
@@ -54,6 +59,10 @@ impl Default for Settings {
 #[derive(Default)]
 struct State {
     writer: Option<IndexWriter>,
+    /// The frames' layout, when the caps are raw video.
+    video: Option<gst_video::VideoInfo>,
+    /// With `thumbnails`, the open run's encoder.
+    thumbnails: Option<ThumbnailEncoder>,
     stream_id: Option<String>,
     /// The warnings already posted about what this index drops.
     warned: std::collections::HashSet<&'static str>,
@@ -170,9 +179,34 @@ impl RadioIndexSink {
         })
     }
 
+    /// The open run's encoder of `size` thumbnails, for frames of raw video;
+    /// says why there is none otherwise.
+    fn thumbnail_encoder(&self, state: &State, size: u32) -> Option<ThumbnailEncoder> {
+        let started = match state.video {
+            Some(_) => ThumbnailEncoder::start(size, self.obj().upcast_ref())
+                .map_err(|e| format!("cannot start the thumbnail encoder: {e}")),
+            None => Err("the sink's caps are not raw video".to_string()),
+        };
+        started
+            .inspect_err(|why| {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Encode,
+                    ("Frames are indexed without thumbnails"),
+                    ["{why}"]
+                );
+            })
+            .ok()
+    }
+
     /// Completes the open run: its rows replace the source's old ones.
     fn finish(&self) -> Result<(), gst::ErrorMessage> {
-        if let Some(writer) = lock(&self.state).writer.take() {
+        let writer = {
+            let mut state = lock(&self.state);
+            state.thumbnails = None;
+            state.writer.take()
+        };
+        if let Some(writer) = writer {
             let merged = writer.merged_frames();
             let rows = writer
                 .finish()
@@ -260,6 +294,23 @@ impl ObjectImpl for RadioIndexSink {
                     .default_value(0.0)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("thumbnails")
+                    .nick("Thumbnails")
+                    .blurb(
+                        "Store a small JPEG of each stored row's frame in the index \
+                         (radio-embed index turns this on)",
+                    )
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("thumbnail-size")
+                    .nick("Thumbnail size")
+                    .blurb("Longest side of the thumbnails in pixels (smaller frames keep their size)")
+                    .minimum(16)
+                    .maximum(4096)
+                    .default_value(DEFAULT_THUMBNAIL_SIZE)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -273,6 +324,8 @@ impl ObjectImpl for RadioIndexSink {
             "transaction-rows" => s.transaction_rows = value.get().expect("type checked upstream"),
             "spatial" => s.spatial = value.get().expect("type checked upstream"),
             "dedup-threshold" => s.dedup_threshold = value.get().expect("type checked upstream"),
+            "thumbnails" => s.thumbnails = value.get().expect("type checked upstream"),
+            "thumbnail-size" => s.thumbnail_size = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -285,6 +338,8 @@ impl ObjectImpl for RadioIndexSink {
             "transaction-rows" => s.transaction_rows.to_value(),
             "spatial" => s.spatial.to_value(),
             "dedup-threshold" => s.dedup_threshold.to_value(),
+            "thumbnails" => s.thumbnails.to_value(),
+            "thumbnail-size" => s.thumbnail_size.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -341,6 +396,11 @@ impl BaseSinkImpl for RadioIndexSink {
         Ok(())
     }
 
+    fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        lock(&self.state).video = gst_video::VideoInfo::from_caps(caps).ok();
+        self.parent_set_caps(caps)
+    }
+
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         // Stopped before EOS (an error, a stop): the run is incomplete.
         if lock(&self.state).writer.take().is_some() {
@@ -367,7 +427,10 @@ impl BaseSinkImpl for RadioIndexSink {
     }
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let spatial = lock(&self.settings).spatial;
+        let (spatial, thumbnail_size) = {
+            let s = lock(&self.settings);
+            (s.spatial, s.thumbnails.then_some(s.thumbnail_size))
+        };
         let mut embedding = match Embedding::from_buffer(buffer) {
             Ok(Some(e)) => e,
             Ok(None) => return Ok(gst::FlowSuccess::Ok),
@@ -395,6 +458,9 @@ impl BaseSinkImpl for RadioIndexSink {
                 })?;
             state = lock(&self.state);
             state.writer = Some(writer);
+            if let Some(size) = thumbnail_size {
+                state.thumbnails = self.thumbnail_encoder(&state, size);
+            }
         }
         let objects = self.objects(buffer, &mut state);
         let adaptors = self.adaptors(&mut embedding, spatial, &mut state);
@@ -411,9 +477,14 @@ impl BaseSinkImpl for RadioIndexSink {
                 .map(|s| (s, embedding.grid, embedding.spatial_dim)),
             objects,
             adaptors,
+            thumbnail: state
+                .thumbnails
+                .as_ref()
+                .zip(state.video.clone())
+                .map(|(encoder, info)| encoder.thumbnail(buffer.clone(), info)),
         };
         let writer = state.writer.as_mut().expect("opened above");
-        writer.append(row).map_err(|e| {
+        writer.append(row).map(drop).map_err(|e| {
             match e {
                 IndexError::InputSize { .. } => {
                     gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e))

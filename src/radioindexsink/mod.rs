@@ -11,15 +11,22 @@
 //! One row per embedded frame (buffers without meta are skipped): source, stream
 //! timestamp, frame index, model input size, summary and, when radioembed attached
 //! it, the (pooled) spatial grid. Rows are committed every `transaction-rows`
-//! rows and at EOS; indexing a source again replaces its rows.
+//! rows and at EOS; indexing a source again replaces its rows. With
+//! `thumbnails=true` each row also keeps a small JPEG of its frame (longest
+//! side `thumbnail-size`), encoded off the streaming thread, in the index
+//! itself.
 
 use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod thumbnail;
 
 /// The `transaction-rows` property's default: rows per write transaction.
 pub const DEFAULT_TRANSACTION_ROWS: u32 = 256;
+
+/// The `thumbnail-size` property's default: the thumbnails' longest side in pixels.
+pub const DEFAULT_THUMBNAIL_SIZE: u32 = 256;
 
 glib::wrapper! {
     /// The `radioindexsink` element.

@@ -53,6 +53,8 @@ pub struct IndexSettings {
     pub adaptor: Option<(String, Option<String>)>,
     /// radioindexsink `dedup-threshold` (0: off).
     pub dedup_threshold: f64,
+    /// radioindexsink `thumbnail-size`; `None`: no thumbnails.
+    pub thumbnail_size: Option<u32>,
 }
 
 /// `uridecodebin ! videoconvert ! videorate ! capsfilter ! radioembed ! radioindexsink`
@@ -82,6 +84,10 @@ pub fn index(uri: &str, db: &str, settings: &IndexSettings) -> anyhow::Result<gs
     sink.set_property("source-id", uri);
     sink.set_property("transaction-rows", settings.transaction_rows);
     sink.set_property("dedup-threshold", settings.dedup_threshold);
+    if let Some(size) = settings.thumbnail_size {
+        sink.set_property("thumbnails", true);
+        sink.set_property("thumbnail-size", size);
+    }
     match settings.spatial_pool {
         Some(k) => {
             embed.set_property("outputs", Outputs::Both);

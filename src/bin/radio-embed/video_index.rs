@@ -12,7 +12,7 @@ use gstradio::index::{self, AdaptorHit, Hit, ObjectHit};
 use gstradio::meta::{Embedding, RegionKind};
 use gstradio::model_store::locate_text_model;
 use gstradio::radioembed::{DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION, Outputs};
-use gstradio::radioindexsink::DEFAULT_TRANSACTION_ROWS;
+use gstradio::radioindexsink::{DEFAULT_THUMBNAIL_SIZE, DEFAULT_TRANSACTION_ROWS};
 use gstradio::text::{DEFAULT_TEXT_MODEL, TEXT_ADAPTOR, TextEncoder};
 
 use crate::pipeline::{self, IndexSettings, QuerySource};
@@ -60,6 +60,14 @@ pub struct Index {
     /// instead of adding one (fixed cameras repeat the same picture); 0 = off.
     #[arg(long, default_value_t = DEFAULT_DEDUP_THRESHOLD, value_parser = unit_interval)]
     dedup_threshold: f64,
+    /// Longest side of the JPEG thumbnail stored with each row (what `serve`
+    /// shows).
+    #[arg(long, default_value_t = DEFAULT_THUMBNAIL_SIZE,
+          value_parser = clap::value_parser!(u32).range(16..=4096))]
+    thumbnail_size: u32,
+    /// Store no thumbnails (a smaller index).
+    #[arg(long)]
+    no_thumbnails: bool,
 }
 
 /// `radio-embed index`'s near-duplicate threshold: high enough that a person
@@ -241,6 +249,7 @@ impl Index {
             spatial_pool: self.spatial_pool,
             rate: gst::Fraction::approximate_f64(self.fps).context("--fps is out of range")?,
             dedup_threshold: self.dedup_threshold,
+            thumbnail_size: (!self.no_thumbnails).then_some(self.thumbnail_size),
             adaptor: self.adaptor.clone().map(|name| {
                 let checkpoint = self.adaptor_checkpoint.as_ref();
                 (name, checkpoint.map(|p| p.display().to_string()))
