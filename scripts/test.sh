@@ -17,11 +17,14 @@ trap 'rm -f "$results"' EXIT
 tests() { "$@" 2>&1 | tee -a "$results"; }
 
 # The MQTT tests start Debian's mosquitto broker themselves (on 127.0.0.1), with
-# certificates they make with openssl.
-if [ ! -x /usr/sbin/mosquitto ] || ! command -v openssl >/dev/null; then
+# certificates they make with openssl; the search page's test drives Debian's
+# chromium, headless, through chromedriver.
+if [ ! -x /usr/sbin/mosquitto ] || ! command -v openssl >/dev/null ||
+  [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends mosquitto openssl >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    mosquitto openssl chromium chromium-driver >/dev/null
 fi
 
 step "cargo fmt --check"

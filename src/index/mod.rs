@@ -591,6 +591,27 @@ pub fn thumbnail(
     }
 }
 
+/// The summary vector stored for a source's frame (by its `frame_index`):
+/// what "more like this" searches with.
+pub fn summary(
+    path: &Path,
+    source: &str,
+    frame_index: u64,
+) -> Result<Option<Vec<f32>>, IndexError> {
+    match StoreFormat::of(path)? {
+        StoreFormat::Sqlite => sqlite::summary(path, source, frame_index),
+        StoreFormat::Parquet => parquet::summary(path, source, frame_index),
+    }
+}
+
+/// The sources the index holds rows of, in name order.
+pub fn sources(path: &Path) -> Result<Vec<String>, IndexError> {
+    match StoreFormat::of(path)? {
+        StoreFormat::Sqlite => sqlite::sources(path),
+        StoreFormat::Parquet => parquet::sources(path),
+    }
+}
+
 /// The adaptors whose vectors the index holds (`siglip2-g`, …).
 pub fn adaptor_names(path: &Path) -> Result<Vec<String>, IndexError> {
     match StoreFormat::of(path)? {

@@ -392,20 +392,11 @@ impl Drop for ParquetWriter {
     }
 }
 
-/// The thumbnail of the source's frame `frame_index`: found by reading the
-/// `source` and `frame_index` columns, then only that row of `thumbnail`; none
-/// in a file from before thumbnails.
-pub(super) fn thumbnail(
-    path: &Path,
-    source: &str,
-    frame_index: u64,
-) -> Result<Option<Vec<u8>>, IndexError> {
+/// The position in the file of the source's frame `frame_index`, found by
+/// reading the `source` and `frame_index` columns only.
+fn find_row(path: &Path, source: &str, frame_index: u64) -> Result<Option<usize>, IndexError> {
     let builder = reader(path)?;
-    if builder.schema().column_with_name("thumbnail").is_none() {
-        return Ok(None);
-    }
     let mask = columns(&builder, &["source", "frame_index"], path)?;
-    let mut at = None;
     let mut offset = 0;
     for batch in builder.with_projection(mask).build().map_err(pq(path))? {
         let batch = batch.map_err(arrow(path))?;
@@ -414,27 +405,83 @@ pub(super) fn thumbnail(
         if let Some(row) = (0..batch.num_rows())
             .find(|&r| sources.value(r) == source && frames.value(r) == frame_index as i64)
         {
-            at = Some(offset + row);
-            break;
+            return Ok(Some(offset + row));
         }
         offset += batch.num_rows();
     }
-    let Some(at) = at else {
-        return Ok(None);
-    };
+    Ok(None)
+}
+
+/// Column `name` of the row at position `at`, decoding that row only.
+fn read_cell(path: &Path, name: &str, at: usize) -> Result<Option<ArrayRef>, IndexError> {
     let builder = reader(path)?;
-    let mask = columns(&builder, &["thumbnail"], path)?;
+    let mask = columns(&builder, &[name], path)?;
     let only = RowSelection::from(vec![RowSelector::skip(at), RowSelector::select(1)]);
     let mut batches = builder
         .with_projection(mask)
         .with_row_selection(only)
         .build()
         .map_err(pq(path))?;
-    let Some(batch) = batches.next().transpose().map_err(arrow(path))? else {
+    let batch = batches.next().transpose().map_err(arrow(path))?;
+    Ok(batch
+        .filter(|b| b.num_rows() == 1)
+        .map(|b| b.column(0).clone()))
+}
+
+/// The thumbnail of the source's frame `frame_index`; none in a file from
+/// before thumbnails.
+pub(super) fn thumbnail(
+    path: &Path,
+    source: &str,
+    frame_index: u64,
+) -> Result<Option<Vec<u8>>, IndexError> {
+    if reader(path)?
+        .schema()
+        .column_with_name("thumbnail")
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let Some(at) = find_row(path, source, frame_index)? else {
         return Ok(None);
     };
-    let jpegs = batch.column(0).as_binary::<i32>();
-    Ok((batch.num_rows() == 1 && jpegs.is_valid(0)).then(|| jpegs.value(0).to_vec()))
+    let cell = read_cell(path, "thumbnail", at)?;
+    Ok(cell.and_then(|c| {
+        let jpegs = c.as_binary::<i32>();
+        jpegs.is_valid(0).then(|| jpegs.value(0).to_vec())
+    }))
+}
+
+/// The summary of the source's frame `frame_index`.
+pub(super) fn summary(
+    path: &Path,
+    source: &str,
+    frame_index: u64,
+) -> Result<Option<Vec<f32>>, IndexError> {
+    let Some(at) = find_row(path, source, frame_index)? else {
+        return Ok(None);
+    };
+    let cell = read_cell(path, "summary", at)?;
+    Ok(cell.map(|c| {
+        let list = c.as_fixed_size_list();
+        list.value(0)
+            .as_primitive::<Float32Type>()
+            .values()
+            .to_vec()
+    }))
+}
+
+/// The sources the file holds rows of, in name order.
+pub(super) fn sources(path: &Path) -> Result<Vec<String>, IndexError> {
+    let builder = reader(path)?;
+    let mask = columns(&builder, &["source"], path)?;
+    let mut sources = std::collections::BTreeSet::new();
+    for batch in builder.with_projection(mask).build().map_err(pq(path))? {
+        let batch = batch.map_err(arrow(path))?;
+        let names = batch.column(0).as_string::<i32>();
+        sources.extend(names.iter().flatten().map(str::to_string));
+    }
+    Ok(sources.into_iter().collect())
 }
 
 /// The `k` rows most similar (cosine) to `query`, best first, with `threads`

@@ -530,6 +530,35 @@ pub(super) fn thumbnail(
     .map_err(&err)
 }
 
+/// The summary of the source's frame `frame_index`.
+pub(super) fn summary(
+    path: &Path,
+    source: &str,
+    frame_index: u64,
+) -> Result<Option<Vec<f32>>, IndexError> {
+    let conn = open_read_only(path)?;
+    let bytes: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT summary FROM frames WHERE source = ?1 AND frame_index = ?2",
+            params![source, frame_index as i64],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sqlite(path))?;
+    Ok(bytes.map(|b| MetaDtype::F32.values(&b)))
+}
+
+/// The sources the index holds complete rows of, in name order.
+pub(super) fn sources(path: &Path) -> Result<Vec<String>, IndexError> {
+    let conn = open_read_only(path)?;
+    let mut st = conn
+        .prepare("SELECT DISTINCT source FROM frames ORDER BY source")
+        .map_err(sqlite(path))?;
+    st.query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(sqlite(path))
+}
+
 /// The `k` rows most similar (cosine) to `query`, best first, scanning every
 /// row with `threads` readers over disjoint row-id ranges.
 pub(super) fn search(

@@ -75,6 +75,21 @@ impl MetaDtype {
         }
     }
 
+    /// The values of little-endian `bytes` of this type: the inverse of
+    /// [`MetaDtype::le_bytes`] (a trailing partial value is ignored).
+    pub fn values(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Self::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Self::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        }
+    }
+
     /// Bytes per stored value.
     pub fn size(self) -> usize {
         match self {
@@ -206,16 +221,7 @@ fn decode_as(
             found: map.len(),
         });
     }
-    Ok(Some(match dtype {
-        MetaDtype::F32 => map
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        MetaDtype::F16 => map
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-    }))
+    Ok(Some(dtype.values(&map)))
 }
 
 impl Embedding {

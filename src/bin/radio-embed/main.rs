@@ -6,6 +6,8 @@ mod args;
 mod model_commands;
 mod pipeline;
 mod preprocess_command;
+mod search;
+mod serve;
 mod text_command;
 mod video_index;
 
@@ -37,7 +39,10 @@ enum Command {
     /// Embed videos frame by frame into an index (one row per sampled frame).
     Index(video_index::Index),
     /// Find the indexed frames most similar to an image or a video frame.
-    Search(video_index::Search),
+    Search(search::Search),
+    /// A web page over an index: search by image, text or "more like this",
+    /// thumbnails, and the videos played from each moment.
+    Serve(serve::Serve),
     /// Embed texts with a SigLIP text tower, in the siglip2-g adaptor's space.
     EmbedText(text_command::EmbedText),
 }
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
         Command::Preprocess(command) => command.run(),
         Command::Index(command) => command.run(),
         Command::Search(command) => command.run(),
+        Command::Serve(command) => command.run(),
         Command::EmbedText(command) => command.run(),
     };
     match result {

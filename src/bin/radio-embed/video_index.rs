@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
-//! `radio-embed index` and `radio-embed search`: GStreamer pipelines around
-//! radioembed and radioindexsink, with progress and result printing.
+//! `radio-embed index`: a GStreamer pipeline around radioembed and
+//! radioindexsink per input, with progress printing; and the pipeline helpers
+//! `search` and `serve` share.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,14 +9,11 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use gst::prelude::*;
-use gstradio::index::{self, AdaptorHit, Hit, ObjectHit};
-use gstradio::meta::{Embedding, RegionKind};
-use gstradio::model_store::locate_text_model;
-use gstradio::radioembed::{DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION, Outputs};
+use gstradio::index;
+use gstradio::radioembed::{DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION};
 use gstradio::radioindexsink::{DEFAULT_THUMBNAIL_SIZE, DEFAULT_TRANSACTION_ROWS};
-use gstradio::text::{DEFAULT_TEXT_MODEL, TEXT_ADAPTOR, TextEncoder};
 
-use crate::pipeline::{self, IndexSettings, QuerySource};
+use crate::pipeline::{self, IndexSettings};
 
 /// `radio-embed index`.
 #[derive(Debug, Args)]
@@ -82,114 +80,14 @@ fn unit_interval(text: &str) -> Result<f64, String> {
     }
 }
 
-/// `radio-embed search`.
-#[derive(Debug, Args)]
-pub struct Search {
-    /// Index file made by `radio-embed index`.
-    #[arg(long)]
-    db: PathBuf,
-    /// Query image (PNG/JPEG).
-    #[arg(long, conflicts_with_all = ["frame", "text"], required_unless_present_any = ["frame", "text"])]
-    image: Option<PathBuf>,
-    /// Query text ("a red car"), embedded by the SigLIP text tower and compared
-    /// with the frames' siglip2-g vectors (an index built with --adaptor
-    /// siglip2-g); prints the best-matching patch too when the index has the
-    /// adaptor's grid.
-    #[arg(long, conflicts_with_all = ["frame", "objects"])]
-    text: Option<String>,
-    /// The SigLIP text model for --text: a folder or a repo id in the
-    /// Hugging Face cache.
-    #[arg(long, default_value = DEFAULT_TEXT_MODEL)]
-    text_model: String,
-    /// Query frame as VIDEO@SECONDS.
-    #[arg(long, value_parser = video_at)]
-    frame: Option<(String, f64)>,
-    /// Number of results.
-    #[arg(short, default_value_t = 10)]
-    k: usize,
-    /// Print a JSON array instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Search the objects the index keeps (regions embedded by radioembed
-    /// roi-mode, SQLite indexes) instead of whole frames; the query image is
-    /// taken as the object.
-    #[arg(long)]
-    objects: bool,
-    /// One result per matching frame; by default hits of one source on
-    /// consecutive indexed frames merge into one moment (start, end, best frame).
-    #[arg(long)]
-    frames: bool,
-    #[command(flatten)]
-    filter: FilterArgs,
-}
-
-/// The filters of `radio-embed search`.
-#[derive(Debug, Args)]
-pub struct FilterArgs {
-    /// Only sources matching this glob (`*`, `?`, `[...]`), as the index names them
-    /// (file URIs for `radio-embed index`): `--source '*gate*'`.
-    #[arg(long, value_name = "GLOB", value_parser = source_glob)]
-    source: Option<glob::Pattern>,
-    /// Only frames at or after this stream time (seconds or HH:MM:SS[.mmm]).
-    #[arg(long, value_name = "TIME", value_parser = stream_time)]
-    after: Option<u64>,
-    /// Only frames before this stream time (seconds or HH:MM:SS[.mmm]).
-    #[arg(long, value_name = "TIME", value_parser = stream_time)]
-    before: Option<u64>,
-    /// Only hits scoring at least this cosine.
-    #[arg(long, value_name = "COSINE")]
-    min_score: Option<f32>,
-}
-
-impl FilterArgs {
-    fn filter(&self) -> index::SearchFilter {
-        index::SearchFilter {
-            source: self.source.clone(),
-            after_ns: self.after,
-            before_ns: self.before,
-            min_score: self.min_score,
-        }
-    }
-}
-
-fn source_glob(text: &str) -> Result<glob::Pattern, String> {
-    glob::Pattern::new(text).map_err(|e| format!("`{text}` is not a glob: {e}"))
-}
-
-/// Seconds (`12.5`) or `[HH:]MM:SS[.mmm]` as nanoseconds.
-fn stream_time(text: &str) -> Result<u64, String> {
-    let fail = || format!("`{text}` is not a time: give seconds (12.5) or HH:MM:SS[.mmm]");
-    let seconds = text
-        .split(':')
-        .try_fold(0f64, |total, part| {
-            Ok::<_, ()>(total * 60.0 + part.parse::<f64>().map_err(|_| ())?)
-        })
-        .map_err(|()| fail())?;
-    if !seconds.is_finite() || seconds < 0.0 || text.split(':').count() > 3 {
-        return Err(fail());
-    }
-    Ok((seconds * 1e9).round() as u64)
-}
-
-/// Candidates fetched per result when hits merge into moments: a moment of
-/// many frames takes that many hits.
-const CANDIDATES_PER_MOMENT: usize = 20;
-
-fn init() -> anyhow::Result<()> {
+pub(crate) fn init() -> anyhow::Result<()> {
     gst::init()?;
     gstradio::plugin_register_static()?;
     Ok(())
 }
 
-/// Parses VIDEO@SECONDS.
-fn video_at(text: &str) -> Result<(String, f64), String> {
-    text.rsplit_once('@')
-        .and_then(|(v, s)| Some((v.to_string(), s.parse::<f64>().ok()?)))
-        .ok_or_else(|| format!("`{text}` is not VIDEO@SECONDS"))
-}
-
 /// A file path or URI as a URI.
-fn to_uri(input: &str) -> anyhow::Result<String> {
+pub(crate) fn to_uri(input: &str) -> anyhow::Result<String> {
     if input.contains("://") {
         return Ok(input.to_string());
     }
@@ -210,7 +108,7 @@ fn model_id(model: &str) -> String {
     }
 }
 
-fn bus_error(msg: &gst::Message) -> Option<String> {
+pub(crate) fn bus_error(msg: &gst::Message) -> Option<String> {
     match msg.view() {
         gst::MessageView::Error(e) => Some(format!(
             "{}{}",
@@ -221,7 +119,7 @@ fn bus_error(msg: &gst::Message) -> Option<String> {
     }
 }
 
-fn hms(ns: u64) -> String {
+pub(crate) fn hms(ns: u64) -> String {
     let ms = ns / 1_000_000;
     format!(
         "{:02}:{:02}:{:02}.{:03}",
@@ -333,7 +231,7 @@ fn run_with_progress(pipeline: &gst::Pipeline, name: &str) -> anyhow::Result<u64
 
 /// Waits for the pipeline to preroll (the model loads meanwhile): its
 /// ASYNC_DONE, or the error that stops it.
-fn preroll(bus: &gst::Bus) -> Result<(), String> {
+pub(crate) fn preroll(bus: &gst::Bus) -> Result<(), String> {
     let msg = bus.timed_pop_filtered(
         gst::ClockTime::from_seconds(600),
         &[gst::MessageType::AsyncDone, gst::MessageType::Error],
@@ -344,322 +242,7 @@ fn preroll(bus: &gst::Bus) -> Result<(), String> {
     }
 }
 
-fn pop_error(bus: &gst::Bus) -> Option<String> {
+pub(crate) fn pop_error(bus: &gst::Bus) -> Option<String> {
     bus.timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Error])
         .and_then(|m| bus_error(&m))
-}
-
-impl Search {
-    /// Embeds the query with the index's model and input size and prints the top k.
-    pub fn run(self) -> anyhow::Result<()> {
-        if let Some(text) = &self.text {
-            return self.run_text(text);
-        }
-        init()?;
-        let settings = index::read_settings(&self.db)?;
-        let size = settings
-            .input
-            .split_once('x')
-            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
-            .with_context(|| format!("index input size `{}` is malformed", settings.input))?;
-        let (source, seek, uri);
-        match (&self.image, &self.frame) {
-            (Some(image), _) => (source, seek) = (QuerySource::Image(image), None),
-            (None, Some((video, secs))) => {
-                uri = to_uri(video)?;
-                source = QuerySource::Video(&uri);
-                seek = Some(gst::ClockTime::from_nseconds((secs * 1e9) as u64));
-            }
-            (None, None) => bail!("give --image FILE or --frame VIDEO@SECONDS"),
-        }
-        let kind = if self.objects {
-            let kind = index::object_kind(&self.db)?;
-            Some(kind.with_context(|| {
-                format!(
-                    "{} holds no objects; index into SQLite with radioembed roi-mode=pool or \
-                     crop on frames that carry GstVideoRegionOfInterestMeta",
-                    self.db.display()
-                )
-            })?)
-        } else {
-            None
-        };
-        let outputs = match kind {
-            Some(RegionKind::Pool) => Outputs::Spatial,
-            _ => Outputs::Summary,
-        };
-        let pipeline = pipeline::query(source, &settings.model, size, outputs)?;
-        let embedding = embed_query(pipeline, seek)?;
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        if let Some(kind) = kind {
-            let query = object_query(embedding, kind)?;
-            let filter = self.filter.filter();
-            let hits = index::search_objects(&self.db, &query, self.k, threads, &filter)?;
-            print_object_hits(&hits, self.json);
-            return Ok(());
-        }
-        let query = embedding
-            .summary
-            .context("the query frame has no summary")?;
-        if query.len() != settings.summary_dim {
-            bail!(
-                "the query has {} values but the index holds {}; was the index built with \
-                 another model?",
-                query.len(),
-                settings.summary_dim
-            );
-        }
-        let filter = self.filter.filter();
-        let hits = index::search_filtered(&self.db, &query, self.candidates(), threads, &filter)?;
-        if self.frames {
-            print_hits(&hits, self.json);
-        } else {
-            let mut moments = index::moments(hits);
-            moments.truncate(self.k);
-            print_moments(&moments, self.json);
-        }
-        Ok(())
-    }
-
-    /// Hits to fetch: `k`, or enough to form `k` moments.
-    fn candidates(&self) -> usize {
-        if self.frames {
-            self.k
-        } else {
-            self.k.saturating_mul(CANDIDATES_PER_MOMENT)
-        }
-    }
-}
-
-impl Search {
-    /// `--text`: embeds the text and ranks the frames by their siglip2-g summary.
-    fn run_text(&self, text: &str) -> anyhow::Result<()> {
-        // Refused before the text model loads: an index without the vectors.
-        index::require_adaptor(&self.db, TEXT_ADAPTOR)?;
-        let folder = locate_text_model(&self.text_model)?;
-        let encoder =
-            TextEncoder::load(&folder, &candle_core::Device::Cpu, candle_core::DType::F32)
-                .with_context(|| format!("cannot load text model {}", self.text_model))?;
-        let query = encoder
-            .embed(&[text])?
-            .pop()
-            .context("no embedding for the text")?
-            .normalized;
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let filter = self.filter.filter();
-        let hits = index::search_adaptor(
-            &self.db,
-            TEXT_ADAPTOR,
-            &query,
-            self.candidates(),
-            threads,
-            &filter,
-        )?;
-        if self.frames {
-            print_text_hits(&hits, self.json);
-        } else {
-            // Each moment keeps the best patch of its best frame.
-            let patches: std::collections::HashMap<(String, u64), index::PatchHit> = hits
-                .iter()
-                .filter_map(|h| {
-                    Some(((h.frame.source.clone(), h.frame.frame_index), h.best_patch?))
-                })
-                .collect();
-            let mut moments = index::moments(hits.into_iter().map(|h| h.frame).collect());
-            moments.truncate(self.k);
-            let best_patches: Vec<Option<index::PatchHit>> = moments
-                .iter()
-                .map(|m| {
-                    patches
-                        .get(&(m.best.source.clone(), m.best.frame_index))
-                        .copied()
-                })
-                .collect();
-            print_moments_with(&moments, &best_patches, self.json);
-        }
-        Ok(())
-    }
-}
-
-/// The vector an object of `kind` is compared with: the query's summary
-/// (`crop`), or the mean of its patch features (`pool`: the query image is
-/// one box over the whole frame).
-fn object_query(query: Embedding, kind: RegionKind) -> anyhow::Result<Vec<f32>> {
-    match kind {
-        RegionKind::Crop => query.summary.context("the query frame has no summary"),
-        RegionKind::Pool => {
-            let grid = query
-                .spatial
-                .context("the query frame has no patch features")?;
-            let dim = query.spatial_dim.max(1);
-            let patches = (grid.len() / dim).max(1) as f32;
-            let mut mean = vec![0f32; dim];
-            for patch in grid.chunks_exact(dim) {
-                mean.iter_mut()
-                    .zip(patch)
-                    .for_each(|(m, v)| *m += v / patches);
-            }
-            Ok(mean)
-        }
-    }
-}
-
-/// Prerolls a query pipeline (seeking first if asked) and returns its embeddings.
-fn embed_query(pipeline: gst::Pipeline, seek: Option<gst::ClockTime>) -> anyhow::Result<Embedding> {
-    let bus = pipeline.bus().context("pipeline without bus")?;
-    let prerolled = if pipeline.set_state(gst::State::Paused).is_err() {
-        Err(pop_error(&bus).unwrap_or_else(|| "query pipeline failed".into()))
-    } else {
-        preroll(&bus)
-    };
-    let sought = prerolled.and_then(|()| match seek {
-        Some(at) => pipeline
-            .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, at)
-            .map_err(|_| format!("cannot seek to {}", hms(at.nseconds())))
-            .and_then(|()| preroll(&bus)),
-        None => Ok(()),
-    });
-    if let Err(err) = sought {
-        let _ = pipeline.set_state(gst::State::Null);
-        bail!(err);
-    }
-    let sink = pipeline.by_name("sink").context("no appsink")?;
-    let sample = sink.emit_by_name::<Option<gst::Sample>>("pull-preroll", &[]);
-    let _ = pipeline.set_state(gst::State::Null);
-    let buffer = sample
-        .and_then(|s| s.buffer_owned())
-        .context("the query produced no frame")?;
-    Embedding::from_buffer(&buffer)?.context("the query frame was not embedded")
-}
-
-fn print_hits(hits: &[Hit], json: bool) {
-    if json {
-        let rows = hits.iter().map(|h| hit_json(h, None)).collect();
-        println!("{}", serde_json::Value::Array(rows));
-    } else {
-        for h in hits {
-            println!("{:.4}  {}  {}", h.score, time_of(h.pts_ns), h.source);
-        }
-    }
-}
-
-/// A hit as JSON: its frame, and its best patch when it has one.
-fn hit_json(hit: &Hit, patch: Option<index::PatchHit>) -> serde_json::Value {
-    let mut row = serde_json::json!({
-        "source": hit.source,
-        "pts_ns": hit.pts_ns,
-        "timestamp": hit.pts_ns.map(hms),
-        "frame_index": hit.frame_index,
-        "score": hit.score,
-    });
-    if let Some(p) = patch {
-        let (x0, y0, x1, y1) = p.bounds();
-        row["patch"] = serde_json::json!({
-            "row": p.row, "column": p.column,
-            "grid": [p.grid.0, p.grid.1],
-            "box": [x0, y0, x1, y1],
-            "score": p.score,
-        });
-    }
-    row
-}
-
-/// A moment as JSON: its best frame's fields, its time range and size.
-fn moment_json(moment: &index::Moment, patch: Option<index::PatchHit>) -> serde_json::Value {
-    let mut row = hit_json(&moment.best, patch);
-    row["start_ns"] = moment.start_ns.into();
-    row["end_ns"] = moment.end_ns.into();
-    row["frames"] = moment.frames.into();
-    row
-}
-
-fn time_of(pts_ns: Option<u64>) -> String {
-    pts_ns.map(hms).unwrap_or_else(|| "--:--:--.---".into())
-}
-
-fn patch_text(patch: Option<index::PatchHit>) -> String {
-    patch.map_or(String::new(), |p| {
-        let (x0, y0, x1, y1) = p.bounds();
-        format!(
-            "  best patch {x0:.2},{y0:.2}-{x1:.2},{y1:.2} ({:.4})",
-            p.score
-        )
-    })
-}
-
-fn print_text_hits(hits: &[AdaptorHit], json: bool) {
-    if json {
-        let rows = hits
-            .iter()
-            .map(|h| hit_json(&h.frame, h.best_patch))
-            .collect();
-        println!("{}", serde_json::Value::Array(rows));
-    } else {
-        for h in hits {
-            let (f, patch) = (&h.frame, patch_text(h.best_patch));
-            println!("{:.4}  {}  {}{patch}", f.score, time_of(f.pts_ns), f.source);
-        }
-    }
-}
-
-fn print_moments(moments: &[index::Moment], json: bool) {
-    print_moments_with(moments, &vec![None; moments.len()], json);
-}
-
-fn print_moments_with(moments: &[index::Moment], patches: &[Option<index::PatchHit>], json: bool) {
-    if json {
-        let rows = moments
-            .iter()
-            .zip(patches)
-            .map(|(m, p)| moment_json(m, *p))
-            .collect();
-        println!("{}", serde_json::Value::Array(rows));
-    } else {
-        for (m, patch) in moments.iter().zip(patches) {
-            println!(
-                "{:.4}  {} - {} (best {}, {} frames)  {}{}",
-                m.best.score,
-                time_of(m.start_ns),
-                time_of(m.end_ns),
-                time_of(m.best.pts_ns),
-                m.frames,
-                m.best.source,
-                patch_text(*patch)
-            );
-        }
-    }
-}
-
-fn print_object_hits(hits: &[ObjectHit], json: bool) {
-    if json {
-        let rows: Vec<serde_json::Value> = hits
-            .iter()
-            .map(|h| {
-                let (x, y, width, height) = h.rect;
-                serde_json::json!({
-                    "source": h.frame.source,
-                    "pts_ns": h.frame.pts_ns,
-                    "timestamp": h.frame.pts_ns.map(hms),
-                    "score": h.frame.score,
-                    "type": h.roi_type,
-                    "box": { "x": x, "y": y, "width": width, "height": height },
-                })
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(rows));
-    } else {
-        for h in hits {
-            let (x, y, w, hh) = h.rect;
-            println!(
-                "{:.4}  {}  {}  {} {w}x{hh}+{x}+{y}",
-                h.frame.score,
-                h.frame
-                    .pts_ns
-                    .map(hms)
-                    .unwrap_or_else(|| "--:--:--.---".into()),
-                h.frame.source,
-                h.roi_type,
-            );
-        }
-    }
 }
