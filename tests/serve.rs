@@ -335,6 +335,77 @@ fn the_api_ranks_like_search_json_parquet() {
 }
 
 #[test]
+fn a_text_query_ranks_like_search_text_json() {
+    let dir = TempDir::new("serve-text");
+    let clip = dir.join("scenes.webm");
+    make_webm(&clip);
+    let db = dir.join("idx.sqlite");
+    let checkpoint = fixture("textsearch/c-radio_v4-tiny_half.pth.tar");
+    let text_model = fixture("textsearch/siglip-text");
+    let model = fixture("tiny-so400m");
+    let out = run_cli(&[
+        "index",
+        clip.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--fps",
+        "5",
+        "--model",
+        model.to_str().unwrap(),
+        "--resolution",
+        "64",
+        "--dedup-threshold",
+        "0",
+        "--adaptor",
+        "siglip2-g",
+        "--adaptor-checkpoint",
+        checkpoint.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let server = Server::start(&db, &["--text-model", text_model.to_str().unwrap()]);
+    assert_eq!(server.json("/api/info")["text"], true);
+    for params in ["k=5", "k=4&frames=true&after=1"] {
+        let api = server.json(&format!("/api/search?text={}&{params}", form("a RED car")));
+        let mut args = vec![
+            "--text",
+            "a RED car",
+            "--text-model",
+            text_model.to_str().unwrap(),
+        ];
+        args.extend(
+            params
+                .split('&')
+                .flat_map(|p| match p.split_once('=').unwrap() {
+                    ("k", k) => vec!["-k", k],
+                    ("frames", _) => vec!["--frames"],
+                    ("after", t) => vec!["--after", t],
+                    other => panic!("{other:?}"),
+                }),
+        );
+        let out = cli()
+            .args(["search", "--db", db.to_str().unwrap(), "--json"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(!cli.as_array().unwrap().is_empty());
+        assert_eq!(ranking(&api), ranking(&cli), "{params}");
+    }
+    // An index without the vectors says how to build one.
+    let plain = dir.join("plain.sqlite");
+    index(&plain, &[&clip]);
+    let server = Server::start(&plain, &[]);
+    let (status, _, body) = server.get("/api/search?text=car");
+    assert_eq!(status, 400);
+    assert!(
+        text(&body).contains("--adaptor siglip2-g"),
+        "{}",
+        text(&body)
+    );
+}
+
+#[test]
 fn the_server_opens_only_the_index_sources_and_refuses_big_uploads() {
     let idx = indexed("serve-security", "idx.sqlite");
     // A second source that is gone by the time the page asks for it.
