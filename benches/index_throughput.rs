@@ -43,26 +43,31 @@ fn main() {
                 .unwrap()
         }
     };
-    let db = Path::new("target/bench/throughput.sqlite");
-    let _ = std::fs::remove_file(db);
     let model = Path::new("tests/fixtures/tiny-so400m")
         .canonicalize()
         .unwrap();
-    let started = Instant::now();
-    let pipeline = run(&format!(
-        "uridecodebin uri=file://{} caps=video/x-raw ! videoconvert ! \
-         radioembed name=embed model={} device=cpu batch-size=4 ! \
-         radioindexsink location={}",
-        clip.display(),
-        model.display(),
-        db.display()
-    ));
-    let wall = started.elapsed().as_secs_f64();
-    let stats = pipeline
-        .by_name("embed")
-        .unwrap()
-        .property::<gst::Structure>("stats");
-    pipeline.set_state(gst::State::Null).unwrap();
+    let index = |resolution: u32, sink: &str| -> (f64, gst::Structure, u64) {
+        let db = Path::new("target/bench/throughput.sqlite");
+        let _ = std::fs::remove_file(db);
+        let started = Instant::now();
+        let pipeline = run(&format!(
+            "uridecodebin uri=file://{} caps=video/x-raw ! videoconvert ! \
+             radioembed name=embed model={} device=cpu batch-size=4 resolution={resolution} ! \
+             radioindexsink location={} {sink}",
+            clip.display(),
+            model.display(),
+            db.display()
+        ));
+        let wall = started.elapsed().as_secs_f64();
+        let stats = pipeline
+            .by_name("embed")
+            .unwrap()
+            .property::<gst::Structure>("stats");
+        pipeline.set_state(gst::State::Null).unwrap();
+        (wall, stats, gstradio::index::count_rows(db, None).unwrap())
+    };
+
+    let (wall, stats, _) = index(512, "");
     let frames = stats.get::<u64>("frames-embedded").unwrap();
     let batches = stats.get::<u64>("batches").unwrap() as f64;
     let embedding = stats.get::<f64>("mean-inference-ms").unwrap() * batches / 1000.0;
@@ -73,4 +78,36 @@ fn main() {
         100.0 * embedding / wall,
         100.0 * (1.0 - embedding / wall)
     );
+
+    // Thumbnails and dedup against the plain sink, each measured here, in
+    // alternation, best of five; the model at 128 px so that the sink's share
+    // shows.
+    let variants = [
+        ("plain", ""),
+        ("thumbnails", "thumbnails=true"),
+        ("dedup 0.98", "dedup-threshold=0.98"),
+        (
+            "thumbnails + dedup 0.98",
+            "thumbnails=true dedup-threshold=0.98",
+        ),
+    ];
+    let mut best = [(f64::INFINITY, 0u64); 4];
+    for _ in 0..5 {
+        for (i, (_, sink)) in variants.iter().enumerate() {
+            let (wall, _, rows) = index(128, sink);
+            best[i] = (best[i].0.min(wall), rows);
+        }
+    }
+    let (base, _) = best[0];
+    println!("the same at 128 px, 1080p frames, best of 5 runs each:");
+    for ((name, _), (wall, rows)) in variants.iter().zip(best) {
+        println!(
+            "{name:>24}: {:6.1} frames/s, {rows:2} rows; {:.3} x the plain sink's time, \
+             {:+6.2} ms per frame, {:+6.2} ms per stored row",
+            frames as f64 / wall,
+            wall / base,
+            1000.0 * (wall - base) / frames as f64,
+            1000.0 * (wall - base) / rows.max(1) as f64
+        );
+    }
 }

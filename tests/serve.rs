@@ -4,12 +4,14 @@
 //! driven through chromedriver's WebDriver protocol).
 
 mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
 use common::{TempDir, cli, fixture, run_cli, text};
 use gst::prelude::*;
@@ -460,121 +462,13 @@ fn the_server_opens_only_the_index_sources_and_refuses_big_uploads() {
     assert_eq!(status, 404);
 }
 
-/// A chromedriver session of headless chromium, ended when dropped.
-struct Browser {
-    driver: Child,
-    session: String,
-    base: String,
-}
-
-impl Browser {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver) runs; .ci/run installs it");
-        let base = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while ureq::get(&format!("{base}/status")).call().is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "chromedriver did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let session: Value = ureq::post(&format!("{base}/session"))
-            .send_json(json!({ "capabilities": { "alwaysMatch": {
-                "browserName": "chrome",
-                "goog:chromeOptions": {
-                    "binary": "/usr/bin/chromium",
-                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                             "--disable-dev-shm-usage", "--window-size=1200,900",
-                             "--autoplay-policy=no-user-gesture-required"]
-                }
-            }}}))
-            .expect("chromium starts under chromedriver")
-            .into_json()
-            .unwrap();
-        let session = session["value"]["sessionId"].as_str().unwrap().to_string();
-        Self {
-            driver,
-            session,
-            base,
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Value) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let response = match method {
-            "GET" => ureq::get(&url).call(),
-            _ => ureq::post(&url).send_json(body),
-        };
-        let response = match response {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => panic!("{path}: {}", r.into_string().unwrap()),
-            Err(e) => panic!("{path}: {e}"),
-        };
-        response.into_json::<Value>().unwrap()["value"].take()
-    }
-
-    fn script(&self, script: &str) -> Value {
-        self.call(
-            "POST",
-            "/execute/sync",
-            json!({ "script": script, "args": [] }),
-        )
-    }
-
-    fn element(&self, css: &str) -> String {
-        let found = self.call(
-            "POST",
-            "/element",
-            json!({ "using": "css selector", "value": css }),
-        );
-        found
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
-            .unwrap()
-            .to_string()
-    }
-
-    /// Polls `script` until it returns true, for up to `secs` seconds.
-    fn wait_for(&self, script: &str, secs: u64) {
-        let started = Instant::now();
-        while self.script(script) != Value::Bool(true) {
-            assert!(
-                started.elapsed() < Duration::from_secs(secs),
-                "timed out waiting for: {script}; status: {}",
-                self.script("return document.getElementById('status').textContent")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
 #[test]
 fn a_browser_finds_the_scene_of_an_uploaded_frame_and_plays_it_from_there() {
     let idx = indexed("serve-browser", "idx.sqlite");
     let png = idx.dir.join("checkers.png");
     pattern_png("checkers-8", &png);
     let server = Server::start(&idx.db, &[]);
-    let browser = Browser::start();
+    let browser = webdriver::Browser::start();
     browser.call("POST", "/url", json!({ "url": format!("{}/", server.url) }));
     browser.wait_for(
         "return document.getElementById('index-info').textContent.includes('3 rows')",

@@ -548,12 +548,26 @@ pub(super) fn summary(
     Ok(bytes.map(|b| MetaDtype::F32.values(&b)))
 }
 
-/// The sources the index holds complete rows of, in name order.
+/// The sources the index holds complete rows of, in name order: from the
+/// runs table (and rows from before runs) rather than a scan of every row.
 pub(super) fn sources(path: &Path) -> Result<Vec<String>, IndexError> {
     let conn = open_read_only(path)?;
-    let mut st = conn
-        .prepare("SELECT DISTINCT source FROM frames ORDER BY source")
+    let has_runs: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'frame_rows'",
+            [],
+            |r| r.get(0),
+        )
         .map_err(sqlite(path))?;
+    let sql = if has_runs {
+        "SELECT source FROM runs WHERE complete AND EXISTS
+             (SELECT 1 FROM frame_rows f WHERE f.run = runs.id)
+         UNION SELECT DISTINCT source FROM frame_rows WHERE run IS NULL
+         ORDER BY source"
+    } else {
+        "SELECT DISTINCT source FROM frames ORDER BY source"
+    };
+    let mut st = conn.prepare(sql).map_err(sqlite(path))?;
     st.query_map([], |r| r.get(0))
         .and_then(|rows| rows.collect())
         .map_err(sqlite(path))

@@ -63,6 +63,8 @@ impl Serve {
     /// Serves the page and the API until interrupted.
     pub fn run(self) -> anyhow::Result<()> {
         init()?;
+        // Each query runs a pipeline of its own; the weights load once.
+        let _keep = gstradio::model_store::keep_loaded();
         // Refused at once rather than at the first query: a file that is not an index.
         let settings = index::read_settings(&self.db)?;
         let app = Arc::new(App {
