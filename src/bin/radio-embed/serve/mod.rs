@@ -136,10 +136,22 @@ fn router(app: Arc<App>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: Serve,
+    }
 
     #[test]
-    fn serve_listens_on_loopback_by_default() {
-        let addr: SocketAddr = DEFAULT_ADDR.parse().unwrap();
-        assert!(addr.ip().is_loopback());
+    fn serve_listens_on_loopback_unless_told_otherwise() {
+        let cli = Cli::try_parse_from(["serve", "--db", "x.sqlite"]).unwrap();
+        assert!(cli.serve.addr.ip().is_loopback());
+        assert_eq!(cli.serve.addr.port(), 8080);
+        assert_eq!(cli.serve.max_upload_mib, 16);
+        let cli =
+            Cli::try_parse_from(["serve", "--db", "x.sqlite", "--addr", "0.0.0.0:80"]).unwrap();
+        assert!(!cli.serve.addr.ip().is_loopback());
     }
 }
