@@ -6,6 +6,8 @@
 //!
 //!     cargo bench --bench search      (writes two ~0.9 GB indexes to target/bench/)
 
+mod common;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -15,15 +17,7 @@ const ROWS: usize = 100_000;
 const DIM: usize = 2304;
 
 fn vector(seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..DIM)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    common::random_vector(seed, DIM)
 }
 
 fn build(db: &Path) {
@@ -53,6 +47,7 @@ fn build(db: &Path) {
 }
 
 fn main() {
+    println!("CPU: {}", common::cpu_model());
     std::fs::create_dir_all("target/bench").unwrap();
     let query = vector(12_345_678);
     // Brute force over the same vectors (regenerated) for the exact top 10.

@@ -8,12 +8,13 @@
 //!     cargo bench --bench serve
 
 mod common;
+#[path = "../tests/common/serve_process.rs"]
+mod serve_process;
 #[path = "../tests/common/webdriver.rs"]
 mod webdriver;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use gstradio::index::{Appended, IndexSettings, IndexWriter, Row, Thumbnail};
@@ -22,19 +23,6 @@ use serde_json::json;
 const SOURCES: u64 = 100;
 const ROWS_PER_SOURCE: u64 = 1000;
 const RUNS: usize = 5;
-
-/// A pseudo-random unit-ish vector, the same for the same seed.
-fn vector(seed: u64, dim: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
 
 fn main() {
     common::start();
@@ -82,7 +70,7 @@ fn main() {
                 pts_end_ns: None,
                 frame_index: f,
                 input_size: (80, 64),
-                summary: vector(s * ROWS_PER_SOURCE + f, 128),
+                summary: common::random_vector(s * ROWS_PER_SOURCE + f, 128),
                 spatial: None,
                 objects: Vec::new(),
                 adaptors: Vec::new(),
@@ -119,29 +107,8 @@ fn main() {
         cli.push(started.elapsed().as_secs_f64() * 1000.0);
     }
 
-    let mut server = Command::new(bin)
-        .args([
-            "serve",
-            "--db",
-            db.to_str().unwrap(),
-            "--addr",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    let mut stdout = server.stdout.take().unwrap();
-    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
-    let line = String::from_utf8(line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("serve did not start: {line}"))
-        .to_string();
+    let server = serve_process::Server::start(&db, &[]);
+    let url = format!("{}/", server.url);
 
     let browser = webdriver::Browser::start();
     let query = png.canonicalize().unwrap().display().to_string();
@@ -179,8 +146,7 @@ fn main() {
         thumbnail.push(times[1].as_f64().unwrap());
     }
     drop(browser);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);

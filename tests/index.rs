@@ -1123,28 +1123,7 @@ fn searching_objects_of_an_index_without_any_says_so() {
 /// The clip indexed with the siglip2-g adaptor (and its grid) from the text-search
 /// fixture's checkpoint.
 fn index_with_adaptor(clip: &Path, db: &Path) {
-    let checkpoint = fixture("textsearch/c-radio_v4-tiny_half.pth.tar");
-    let out = run_cli(&[
-        "index",
-        clip.to_str().unwrap(),
-        "--db",
-        db.to_str().unwrap(),
-        "--fps",
-        "5",
-        "--model",
-        &tiny(),
-        "--resolution",
-        "64",
-        "--spatial-pool",
-        "1",
-        "--dedup-threshold",
-        "0",
-        "--adaptor",
-        "siglip2-g",
-        "--adaptor-checkpoint",
-        checkpoint.to_str().unwrap(),
-    ]);
-    assert_succeeded(&out);
+    common::index_with_siglip2g(clip, db, &["--spatial-pool", "1"]);
 }
 
 /// Little-endian f32 (4 bytes) or f16 (2 bytes) values.

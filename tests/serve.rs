@@ -4,18 +4,17 @@
 //! driven through chromedriver's WebDriver protocol).
 
 mod common;
+#[path = "common/serve_process.rs"]
+mod serve_process;
 #[path = "common/webdriver.rs"]
 mod webdriver;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::Duration;
 
 use common::{TempDir, cli, fixture, run_cli, text};
 use gst::prelude::*;
 use serde_json::{Value, json};
+use serve_process::Server;
 
 /// Runs a gst-launch line to EOS.
 fn play(launch: &str) {
@@ -76,109 +75,6 @@ fn index(db: &Path, clips: &[&Path]) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run_cli(&args);
     assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
-/// A running `radio-embed serve`, stopped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(db: &Path, extra: &[&str]) -> Self {
-        let mut child = cli()
-            .args([
-                "serve",
-                "--db",
-                db.to_str().unwrap(),
-                "--addr",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = Vec::new();
-        let mut stdout = child.stdout.take().unwrap();
-        let mut byte = [0u8; 1];
-        while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let line = String::from_utf8(line).unwrap();
-        let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) else {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("serve did not start: {line} {err}");
-        };
-        Self {
-            child,
-            url: url.trim_end_matches('/').to_string(),
-        }
-    }
-
-    /// The status, content type and body of a request.
-    fn request(&self, request: ureq::Request) -> (u16, String, Vec<u8>) {
-        let response = match request.call() {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{e}"),
-        };
-        let (status, kind) = (response.status(), response.content_type().to_string());
-        let mut body = Vec::new();
-        response.into_reader().read_to_end(&mut body).unwrap();
-        (status, kind, body)
-    }
-
-    fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
-        self.request(ureq::get(&format!("{}{path}", self.url)))
-    }
-
-    fn json(&self, path: &str) -> Value {
-        let (status, _, body) = self.get(path);
-        assert_eq!(status, 200, "{path}: {}", text(&body));
-        serde_json::from_slice(&body).unwrap()
-    }
-
-    fn search_image(&self, png: &Path, query: &str) -> Value {
-        let response = ureq::post(&format!("{}/api/search?{query}", self.url))
-            .set("Content-Type", "image/png")
-            .send_bytes(&std::fs::read(png).unwrap())
-            .unwrap();
-        response.into_json().unwrap()
-    }
-
-    /// The status line of a request sent byte for byte, as no client library
-    /// would send it (a path with `..` in it).
-    fn raw_status(&self, path: &str) -> String {
-        self.raw(&format!("GET {path} HTTP/1.1\r\n"))
-    }
-
-    /// The status line of the response to a request line and headers sent as
-    /// they are.
-    fn raw(&self, head: &str) -> String {
-        let addr = self.url.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        write!(stream, "{head}Host: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response.lines().next().unwrap_or_default().to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `radio-embed search --json` with `args`.
@@ -342,28 +238,8 @@ fn a_text_query_ranks_like_search_text_json() {
     let clip = dir.join("scenes.webm");
     make_webm(&clip);
     let db = dir.join("idx.sqlite");
-    let checkpoint = fixture("textsearch/c-radio_v4-tiny_half.pth.tar");
+    common::index_with_siglip2g(&clip, &db, &[]);
     let text_model = fixture("textsearch/siglip-text");
-    let model = fixture("tiny-so400m");
-    let out = run_cli(&[
-        "index",
-        clip.to_str().unwrap(),
-        "--db",
-        db.to_str().unwrap(),
-        "--fps",
-        "5",
-        "--model",
-        model.to_str().unwrap(),
-        "--resolution",
-        "64",
-        "--dedup-threshold",
-        "0",
-        "--adaptor",
-        "siglip2-g",
-        "--adaptor-checkpoint",
-        checkpoint.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
     let server = Server::start(&db, &["--text-model", text_model.to_str().unwrap()]);
     assert_eq!(server.json("/api/info")["text"], true);
     for params in ["k=5", "k=4&frames=true&after=1"] {

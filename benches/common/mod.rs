@@ -64,3 +64,17 @@ pub fn model_dir(arg: Option<&String>) -> std::path::PathBuf {
         }
     })
 }
+
+/// A pseudo-random vector of `dim` values in [-0.5, 0.5), the same for the
+/// same seed (xorshift): rows and queries for the search benchmarks.
+pub fn random_vector(seed: u64, dim: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..dim)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}

@@ -180,6 +180,42 @@ pub fn cli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_radio-embed"))
 }
 
+/// `radio-embed index` of `clip` into `db` at 5 frames/s with the tiny model at
+/// 64 px, no dedup, storing the siglip2-g adaptor's vectors from the
+/// textsearch fixture's checkpoint; `extra` arguments added. Fails with its
+/// stderr unless it succeeded.
+pub fn index_with_siglip2g(clip: &Path, db: &Path, extra: &[&str]) {
+    let model = fixture("tiny-so400m");
+    let checkpoint = fixture("textsearch/c-radio_v4-tiny_half.pth.tar");
+    let out = cli()
+        .args([
+            "index",
+            clip.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .args([
+            "--fps",
+            "5",
+            "--model",
+            model.to_str().unwrap(),
+            "--resolution",
+            "64",
+        ])
+        .args([
+            "--dedup-threshold",
+            "0",
+            "--adaptor",
+            "siglip2-g",
+            "--adaptor-checkpoint",
+        ])
+        .arg(checkpoint)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 /// Runs `radio-embed` with `args` to the end.
 pub fn run_cli(args: &[&str]) -> Output {
     cli().args(args).output().unwrap()
