@@ -5,6 +5,7 @@
 # the real SO400M and ViT-B dimensions, side by side in one run.
 #
 #   benches/model-vs-pytorch.sh [ROUNDS] [SIZE] [THREADS]     (defaults: 3 224x224 2)
+#   FEATURES=openblas benches/model-vs-pytorch.sh             (linear layers through OpenBLAS)
 #
 # Each round runs both implementations (10 timed forwards after warm-up, batch 1)
 # back to back, so machine noise hits both; the report is the median over rounds
@@ -23,8 +24,11 @@ fi
 if [ ! -f "$work/models/vitb-bench/model.safetensors" ]; then
   "$venv/bin/python" benches/pytorch/make_bench_model.py "$work/models" --which so400m vitb
 fi
-cargo build --release --bin radio-embed
+cargo build --release --bin radio-embed ${FEATURES:+--features "$FEATURES"}
 bin=target/release/radio-embed
+# OpenBLAS keeps threads of its own; it gets as many as rayon.
+export OPENBLAS_NUM_THREADS="$threads"
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); features: ${FEATURES:-default}"
 h="${size%x*}" w="${size#*x}"
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

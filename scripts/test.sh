@@ -18,13 +18,15 @@ tests() { "$@" 2>&1 | tee -a "$results"; }
 
 # The MQTT tests start Debian's mosquitto broker themselves (on 127.0.0.1), with
 # certificates they make with openssl; the search page's test drives Debian's
-# chromium, headless, through chromedriver.
+# chromium, headless, through chromedriver; the openblas feature links Debian's
+# libopenblas.
 if [ ! -x /usr/sbin/mosquitto ] || ! command -v openssl >/dev/null ||
-  [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null; then
+  [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null ||
+  ! dpkg -s libopenblas-dev >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    mosquitto openssl chromium chromium-driver >/dev/null
+    mosquitto openssl chromium chromium-driver libopenblas-dev >/dev/null
 fi
 
 step "cargo fmt --check"
@@ -41,12 +43,14 @@ step "cargo test"
 cargo build --lib
 tests cargo test
 
-step "kafka feature: radiometapublish method=kafka (librdkafka built from source)"
-# Only the targets the feature changes: checking every target again with it
-# would cost CI minutes and check nothing new.
-kafka_targets=(--lib --test publish --test publish_kafka)
-cargo clippy --features kafka "${kafka_targets[@]}" -- -D warnings
-tests cargo test --features kafka "${kafka_targets[@]}"
+step "optional features: kafka (librdkafka built from source), openblas (Debian's libopenblas)"
+# One build with both, and only the targets they change: checking every target
+# again would cost CI minutes and check nothing new. openblas takes the model's
+# and the text tower's linear layers: the fixtures' numerics must hold through it.
+feature_targets=(--lib --test publish --test publish_kafka --test model_fixtures --test adaptor
+  --test text_tower)
+cargo clippy --features kafka,openblas "${feature_targets[@]}" -- -D warnings
+tests cargo test --features kafka,openblas "${feature_targets[@]}"
 
 step "gst-inspect-1.0 radioembed from the build tree"
 scripts/check-plugin.sh target/debug/libgstradio.so

@@ -10,6 +10,8 @@
 //! native transformers layout. Nothing here knows about GStreamer.
 
 mod adaptor;
+#[cfg(feature = "openblas")]
+mod blas;
 mod block;
 mod checkpoint;
 mod config;
@@ -27,5 +29,6 @@ pub use config::{Config, ConfigLayout};
 pub use device::{parse_device, parse_dtype};
 pub use dims::Dims;
 pub use error::{ModelError, Result};
+pub(crate) use fused::{Activation, FusedLinear};
 pub use radio::{ModelInfo, RadioModel, RadioOutput};
 pub use torch_checkpoint::{Teacher, TorchCheckpoint, TrainingArgs};
