@@ -38,12 +38,10 @@ impl Thumbnail {
 
     /// Starts making the thumbnail, if it is not started yet.
     pub(super) fn start(&mut self) {
-        if matches!(self.0, Stage::Deferred(_)) {
-            let Stage::Deferred(start) = std::mem::replace(&mut self.0, Stage::Done(None)) else {
-                unreachable!("matched above");
-            };
-            self.0 = Stage::Encoding(start());
-        }
+        self.0 = match std::mem::replace(&mut self.0, Stage::Done(None)) {
+            Stage::Deferred(start) => Stage::Encoding(start()),
+            stage => stage,
+        };
     }
 
     /// Waits for the JPEG (starting it if needed) and returns it; `None` when

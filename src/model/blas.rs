@@ -78,14 +78,7 @@ mod tests {
         let w = Tensor::randn(0f32, 1.0, (3, 7), &Device::Cpu).unwrap();
         let ours = matmul_t(&x, &w).unwrap().expect("taken by BLAS");
         let candle = x.broadcast_matmul(&w.t().unwrap()).unwrap();
-        let diff = (ours - candle)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::model::fused::tests::max_err(&ours, &candle);
         assert!(diff < 1e-5, "{diff}");
         // A strided input is left to candle.
         assert!(matmul_t(&x.transpose(1, 2).unwrap(), &w).unwrap().is_none());

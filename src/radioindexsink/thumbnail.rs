@@ -63,12 +63,7 @@ fn encode_all(queue: Receiver<Job>, size: u32, element: glib::WeakRef<gst::Eleme
     let mut scaler: Option<Scaler> = None;
     let mut warned = false;
     for job in queue {
-        let scaled = match &scaler {
-            Some(s) if s.input == job.info => Ok(()),
-            _ => Scaler::new(&job.info, size).map(|s| scaler = Some(s)),
-        };
-        let jpeg = scaled.and_then(|()| scaler.as_ref().expect("made above").jpeg(&job.buffer));
-        match jpeg {
+        match encode(&mut scaler, &job, size) {
             Ok(jpeg) => {
                 let _ = job.done.send(jpeg);
             }
@@ -86,6 +81,18 @@ fn encode_all(queue: Receiver<Job>, size: u32, element: glib::WeakRef<gst::Eleme
             }
         }
     }
+}
+
+/// The JPEG of a job's frame, with `scaler` made again when the frames'
+/// format changed.
+fn encode(scaler: &mut Option<Scaler>, job: &Job, size: u32) -> Result<Vec<u8>, String> {
+    let current = match scaler.take() {
+        Some(s) if s.input == job.info => s,
+        _ => Scaler::new(&job.info, size)?,
+    };
+    current
+        .jpeg(&job.buffer)
+        .inspect(|_| *scaler = Some(current))
 }
 
 /// Scales frames of one format to RGB thumbnails.

@@ -34,13 +34,13 @@ pub(super) async fn serve(
         return not_found("no such source");
     };
     let db = app.db.clone();
-    let found = tokio::task::spawn_blocking(move || index::sources(&db)).await;
+    let found = tokio::task::spawn_blocking(move || index::sources(&db).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|sources| sources);
     let source = match found {
-        Ok(Ok(sources)) => sources.into_iter().nth(id),
-        Ok(Err(err)) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response();
-        }
-        Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        Ok(sources) => sources.into_iter().nth(id),
+        Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err).into_response(),
     };
     let Some(source) = source else {
         return not_found("no such source");
