@@ -45,7 +45,7 @@ export http_proxy="${http_proxy:-$apt_proxy}"
 # .bootstrapped marks a finished debootstrap; .ready holds the package list
 # installed, so a changed list installs again.
 packages="pkg-config gcc libc6-dev libgstreamer-plugins-bad1.0-dev gstreamer1.0-plugins-base
-  gstreamer1.0-plugins-good"
+  gstreamer1.0-plugins-good libopenblas-dev"
 if [ ! -e "$root/.bootstrapped" ]; then
   mirror="${DEBIAN_MIRROR:-$(host_mirror)}"
   if [ -z "$mirror" ]; then

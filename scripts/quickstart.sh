@@ -9,12 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-if ! dpkg -s libgstreamer-plugins-base1.0-dev python3-gst-1.0 gstreamer1.0-plugins-base >/dev/null 2>&1; then
+if ! dpkg -s libgstreamer-plugins-base1.0-dev python3-gst-1.0 gstreamer1.0-plugins-base \
+  libopenblas-dev >/dev/null 2>&1; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools \
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good python3-gst-1.0 python3-gi \
-    pkg-config gcc curl ca-certificates >/dev/null
+    pkg-config gcc curl ca-certificates libopenblas-dev >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
   echo "Installing Rust with rustup (https://rustup.rs)..."

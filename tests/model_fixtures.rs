@@ -102,6 +102,13 @@ fn info_derived_from_weights_and_config() {
         [0.481_454_67, 0.457_827_5, 0.408_210_73]
     );
     assert_eq!(info.config.version.as_deref(), Some("c-radio_v4-so400m"));
+    // 64×64 px: 16 patches of 16×16×3 and 10 prefix tokens, so T = 26; per block
+    // 2·T·(4·64² + 2·64·239) for the projections and 4·T²·64 for attention;
+    // 2·16·768·64 for the patch embedding.
+    let expected =
+        2 * 16 * 768 * 64 + 2 * (2 * 26 * (4 * 64 * 64 + 2 * 64 * 239) + 4 * 26 * 26 * 64);
+    assert_eq!(expected, 6_804_480);
+    assert_eq!(info.forward_flops(64, 64), expected as f64);
 
     let native = RadioModel::load(&fixture("tiny-h-native"), &Device::Cpu, DType::F32).unwrap();
     let info = native.info();

@@ -23,18 +23,9 @@ pub fn play_to_eos(pipeline: &gst::Element) {
     }
 }
 
-/// The CPU's model name, printed with every result: a speed holds only for the
-/// CPU it was measured on.
+/// The CPU's model name, printed with every result.
 pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, name)| name.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+    gstradio::cpu::model_name()
 }
 
 /// The start of a pipeline benchmark: prints the CPU, initialises GStreamer with

@@ -8,6 +8,36 @@
 //! time (the answer is cached by std), as `candle-core/src/cpu/` does for its own
 //! kernels.
 
+/// A field of the first processor in `/proc/cpuinfo`.
+fn cpuinfo(field: &str) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim() == field)
+        .map(|(_, value)| value.trim().to_string())
+}
+
+/// The CPU's model name, printed with every benchmark result: a speed holds only
+/// for the CPU it was measured on.
+pub fn model_name() -> String {
+    cpuinfo("model name").unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The clock the kernel reports for the first core, in GHz (under a hypervisor,
+/// usually the nominal one).
+pub fn clock_ghz() -> Option<f64> {
+    Some(cpuinfo("cpu MHz")?.parse::<f64>().ok()? / 1000.0)
+}
+
+/// Whether this CPU splits each 512-bit instruction over two 256-bit halves:
+/// AMD's Zen 4 (family 25, the only one of that family with AVX-512) does, so
+/// its AVX-512 peak equals its AVX2 peak; Intel's server cores and Zen 5 have
+/// full-width units.
+pub fn avx512_half_rate() -> bool {
+    cpuinfo("vendor_id").as_deref() == Some("AuthenticAMD")
+        && cpuinfo("cpu family").as_deref() == Some("25")
+}
+
 /// Whether this CPU runs AVX2 and FMA code.
 #[inline]
 pub fn avx2_fma() -> bool {

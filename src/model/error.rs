@@ -83,6 +83,9 @@ pub enum ModelError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// The environment asks for a CPU matmul path this build has not.
+    #[error(transparent)]
+    CpuMatmul(#[from] super::CpuMatmulError),
     /// A tensor operation failed (out of memory, a backend error, …).
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),

@@ -58,10 +58,13 @@ impl FusedLinear {
             .filter(|_| y.is_contiguous() && y.dtype() == DType::F32)
     }
 
-    /// `x · Wᵀ`: through OpenBLAS when built with it and the tensors suit it.
+    /// `x · Wᵀ`: through OpenBLAS when it is this process's
+    /// [`CpuMatmul`](super::CpuMatmul) and the tensors suit it.
     fn matmul(&self, x: &Tensor) -> Result<Tensor> {
         #[cfg(feature = "openblas")]
-        if let Some(y) = super::blas::matmul_t(x, self.matmul.weight())? {
+        if matches!(super::CpuMatmul::current(), Ok(super::CpuMatmul::OpenBlas))
+            && let Some(y) = super::blas::matmul_t(x, self.matmul.weight())?
+        {
             return Ok(y);
         }
         self.matmul.forward(x)

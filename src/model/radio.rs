@@ -15,6 +15,7 @@ use super::adaptor::{Adaptor, AdaptorOutput};
 use super::block::{Block, BlockDims};
 use super::checkpoint::{Checkpoint, WeightsBackend};
 use super::config::Config;
+use super::cpu_matmul::CpuMatmul;
 use super::dims::Dims;
 use super::error::{ModelError, Result, classify_load_error};
 use super::patch_generator::{PatchGenerator, PatchGeneratorKeys};
@@ -39,6 +40,24 @@ impl ModelInfo {
     pub fn grid(&self, height: usize, width: usize) -> (usize, usize) {
         let patch = self.config.patch_size;
         (height / patch, width / patch)
+    }
+
+    /// Floating-point operations of one image's backbone forward at `height` ×
+    /// `width`, a multiply-add counting 2: the patch embedding, and per block the
+    /// qkv, output and MLP projections and the two attention products. Norms,
+    /// softmax and GELU (under 1 % of it) are left out, as FLOP counts of ViTs
+    /// usually do.
+    pub fn forward_flops(&self, height: usize, width: usize) -> f64 {
+        let (rows, cols) = self.grid(height, width);
+        let patches = (rows * cols) as f64;
+        let tokens = patches + self.dims.num_prefix_tokens as f64;
+        let d = self.dims.width as f64;
+        let hidden = self.dims.mlp_hidden as f64;
+        let patch_pixels = (3 * self.config.patch_size * self.config.patch_size) as f64;
+        let embed = 2.0 * patches * patch_pixels * d;
+        let projections = 2.0 * tokens * (4.0 * d * d + 2.0 * d * hidden);
+        let attention = 2.0 * 2.0 * tokens * tokens * d;
+        embed + self.dims.depth as f64 * (projections + attention)
     }
 
     /// Fails unless the model can take a `height` × `width` input as it is.
@@ -141,6 +160,9 @@ impl RadioModel {
             return Err(ModelError::Input(format!(
                 "dtype {dtype:?} is not supported; use f32, f16 or bf16"
             )));
+        }
+        if device.is_cpu() {
+            CpuMatmul::current()?;
         }
         let config = Config::from_file(&dir.join("config.json"))?;
         let checkpoint = Checkpoint::open(&dir.join("model.safetensors"))?;

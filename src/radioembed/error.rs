@@ -9,7 +9,8 @@ use crate::preprocess::PreprocessError;
 ///
 /// A model that is not there is `ResourceError::NotFound`, a model file that
 /// cannot be opened `OpenRead` and one whose content is not a usable checkpoint
-/// `Read`; a device or GPU kernel that cannot be set up is `LibraryError::Init`, a
+/// `Read`; a device, GPU kernel or CPU matmul path that cannot be set up is
+/// `LibraryError::Init`, a
 /// fixed size the model refuses `LibraryError::Settings`; caps and frames the
 /// model cannot take are `StreamError::Format`; a failing forward is
 /// `StreamError::Failed`.
@@ -39,7 +40,7 @@ pub(super) fn error_message(err: &EngineError, context: Option<&str>) -> gst::Er
             | M::MissingTensor { .. }
             | M::ShapeMismatch { .. },
         ) => message!(gst::ResourceError::Read),
-        E::Model(M::Device { .. }) | E::Preprocess(PreprocessError::Gpu(_)) => {
+        E::Model(M::Device { .. } | M::CpuMatmul(_)) | E::Preprocess(PreprocessError::Gpu(_)) => {
             message!(gst::LibraryError::Init)
         }
         E::Model(M::Resolution { .. }) => message!(gst::LibraryError::Settings),

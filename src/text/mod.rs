@@ -13,6 +13,7 @@ mod siglip;
 
 use std::path::{Path, PathBuf};
 
+use crate::model::CpuMatmul;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
@@ -51,6 +52,9 @@ pub enum TextError {
     /// Tokenizing failed.
     #[error("cannot tokenize: {0}")]
     Tokenize(String),
+    /// The environment asks for a CPU matmul path this build has not.
+    #[error(transparent)]
+    CpuMatmul(#[from] crate::model::CpuMatmulError),
     /// Building or running the tower failed (a missing tensor, a shape, memory).
     #[error("text tower: {0}")]
     Tensor(#[from] candle_core::Error),
@@ -83,6 +87,9 @@ impl TextEncoder {
     /// `model.safetensors.index.json` lists). The vision tower's tensors are never
     /// read: the weights are memory-mapped and only the text tower's are touched.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, TextError> {
+        if device.is_cpu() {
+            CpuMatmul::current()?;
+        }
         let config = read_config(&dir.join("config.json"))?;
         let tokenizer_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| TextError::Read {

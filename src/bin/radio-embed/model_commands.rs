@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use gstradio::model::{RadioModel, TorchCheckpoint};
+use gstradio::model::{CPU_MATMUL_ENV, CpuMatmul, RadioModel, TorchCheckpoint};
 
 use crate::args::{ModelArgs, resolve, size};
 
@@ -50,6 +50,7 @@ impl Info {
         );
         let params = d.parameter_count;
         println!("parameters        {params} ({:.1} M)", params as f64 / 1e6);
+        println!("cpu matmul        {}", CpuMatmul::current()?);
         Ok(())
     }
 }
@@ -169,6 +170,19 @@ impl Bench {
         let folder = self.model.folder()?;
         let model = self.model.load(&folder)?;
         print_resident(&folder)?;
+        let threads = rayon::current_num_threads();
+        println!(
+            "CPU: {} ({threads} threads used)",
+            gstradio::cpu::model_name()
+        );
+        let matmul = model
+            .device()
+            .is_cpu()
+            .then(CpuMatmul::current)
+            .transpose()?;
+        if let Some(matmul) = matmul {
+            println!("CPU matmul: {matmul} (override: {CPU_MATMUL_ENV}=gemm|openblas)");
+        }
         let (h, w) = self.size;
         let input = Tensor::rand(0f32, 1f32, (self.batch, 3, h, w), model.device())?;
         for _ in 0..2 {
@@ -179,15 +193,26 @@ impl Bench {
             .collect::<anyhow::Result<Vec<f64>>>()?;
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
+        let gflops = model.info().forward_flops(h, w) * self.batch as f64 / median / 1e6;
         println!(
-            "{h}x{w} batch {} {} on {} ({} threads): median {median:.2} ms/forward, {:.2} images/s",
+            "{h}x{w} batch {} {} on {} ({threads} threads): median {median:.2} ms/forward, \
+             {:.2} images/s, {gflops:.1} GFLOP/s",
             self.batch,
             self.model.dtype,
             self.model.device.name,
-            self.threads
-                .map_or_else(|| "all".to_string(), |n| n.to_string()),
             self.batch as f64 * 1000.0 / median
         );
+        if let (Some(matmul), Some(ghz)) = (matmul, gstradio::cpu::clock_ghz()) {
+            let isa = matmul.isa();
+            let peak = isa.peak_gflops(threads, ghz);
+            println!(
+                "{:.0} % of the {isa} peak, {peak:.0} GFLOP/s = {threads} cores x {} FMA/cycle \
+                 x {} lanes x 2 x {ghz:.2} GHz",
+                100.0 * gflops / peak,
+                isa.fma_per_cycle(),
+                isa.f32_lanes()
+            );
+        }
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ use super::super::error::error_message;
 use super::super::load_slot::Ticket;
 use super::{CAT, RadioEmbed, Settings, State, lock};
 use crate::engine::{Engine, SharedBatcher};
+use crate::model::CpuMatmul;
 use crate::model_store::{
     AdaptorRequest, DownloadProgress, adaptor_checkpoint, locate, shared_model,
 };
@@ -217,6 +218,11 @@ impl RadioEmbed {
             let context = format!("Failed to load model {}", settings.model);
             error_message(&e.into(), Some(&context))
         })?;
+        if model.device().is_cpu()
+            && let Ok(matmul) = CpuMatmul::current()
+        {
+            gst::info!(CAT, imp = self, "CPU matrix products: {matmul}");
+        }
         let shared = if settings.model_instance_id.is_empty() {
             None
         } else {

@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Which code multiplies the CPU forward's matrices, chosen once per process and
+//! named, so that every benchmark number says what ran.
+//!
+//! Two paths exist. The `gemm` crate, which candle calls, is built here with its
+//! AVX2 + FMA kernels only: its AVX-512 kernels (the crate's `x86-v4` feature)
+//! cannot be switched off at run time, and they made ViT-B 26 % slower on an AMD
+//! EPYC (Zen 4) while speeding Intel Xeons up (README: Performance). OpenBLAS
+//! (cargo feature `openblas`, on by default) builds every x86 kernel into one
+//! library and picks one per CPU when it loads: AVX-512 on Intel Xeons and Zen 4
+//! (`SkylakeX`, `Cooperlake`, `SapphireRapids`), AVX2 + FMA on older ones
+//! (`Haswell`, `Zen`). Its own `OPENBLAS_CORETYPE` forces a kernel family, which
+//! is how the tests run both on one AVX-512 machine.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+/// [`CPU_MATMUL_ENV`] asks for a path this build or this value cannot give.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CpuMatmulError(String);
+
+/// The environment variable that overrides the choice: `gemm` or `openblas`.
+pub const CPU_MATMUL_ENV: &str = "RADIOEMBED_CPU_MATMUL";
+
+/// The code that runs the CPU forward's linear layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuMatmul {
+    /// The `gemm` crate, through candle's matmul.
+    Gemm,
+    /// OpenBLAS's `sgemm`, kernels chosen per CPU by OpenBLAS.
+    OpenBlas,
+}
+
+/// The vector instructions a path's kernels use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// SSE2 (baseline x86-64), 4 f32 lanes, no FMA.
+    Sse2,
+    /// AVX, 8 f32 lanes, no FMA.
+    Avx,
+    /// AVX2 + FMA, 8 f32 lanes.
+    Avx2Fma,
+    /// AVX-512, 16 f32 lanes.
+    Avx512,
+}
+
+impl Isa {
+    /// f32 values per vector register.
+    pub fn f32_lanes(self) -> usize {
+        match self {
+            Isa::Sse2 => 4,
+            Isa::Avx | Isa::Avx2Fma => 8,
+            Isa::Avx512 => 16,
+        }
+    }
+
+    /// Floating-point operations one vector instruction does per lane: 2 for a
+    /// fused multiply-add, 1 otherwise.
+    fn flops_per_lane(self) -> usize {
+        match self {
+            Isa::Sse2 | Isa::Avx => 1,
+            Isa::Avx2Fma | Isa::Avx512 => 2,
+        }
+    }
+
+    /// Vector multiply-add instructions one core starts per cycle: two pipes on
+    /// every x86 server core since Haswell and Zen 2, but Zen 4 spends both of
+    /// its 256-bit pipes on one AVX-512 instruction.
+    pub fn fma_per_cycle(self) -> usize {
+        match self {
+            Isa::Avx512 if crate::cpu::avx512_half_rate() => 1,
+            _ => 2,
+        }
+    }
+
+    /// Peak f32 GFLOP/s of `cores` cores at `ghz`.
+    pub fn peak_gflops(self, cores: usize, ghz: f64) -> f64 {
+        (cores * self.fma_per_cycle() * self.f32_lanes() * self.flops_per_lane()) as f64 * ghz
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Isa::Sse2 => "SSE2",
+            Isa::Avx => "AVX",
+            Isa::Avx2Fma => "AVX2+FMA",
+            Isa::Avx512 => "AVX-512",
+        })
+    }
+}
+
+impl CpuMatmul {
+    /// The path of this process: [`CPU_MATMUL_ENV`] when set, else OpenBLAS when
+    /// built in, else `gemm`. Read once; an unknown or unavailable value is an
+    /// error every time it is asked for.
+    pub fn current() -> Result<Self, CpuMatmulError> {
+        static CHOICE: OnceLock<Result<CpuMatmul, CpuMatmulError>> = OnceLock::new();
+        CHOICE
+            .get_or_init(|| Self::from_env(std::env::var(CPU_MATMUL_ENV).ok().as_deref()))
+            .clone()
+    }
+
+    /// The path `value` (the environment variable's value) asks for.
+    fn from_env(value: Option<&str>) -> Result<Self, CpuMatmulError> {
+        match value.map(str::trim) {
+            None | Some("") if cfg!(feature = "openblas") => Ok(CpuMatmul::OpenBlas),
+            None | Some("") | Some("gemm") => Ok(CpuMatmul::Gemm),
+            Some("openblas") if cfg!(feature = "openblas") => Ok(CpuMatmul::OpenBlas),
+            Some("openblas") => Err(CpuMatmulError(format!(
+                "{CPU_MATMUL_ENV}=openblas, but this build has no OpenBLAS \
+                 (build with the `openblas` cargo feature)"
+            ))),
+            Some(other) => Err(CpuMatmulError(format!(
+                "{CPU_MATMUL_ENV}={other:?} is not a CPU matmul path; use gemm or openblas"
+            ))),
+        }
+    }
+
+    /// The kernels this path runs on this CPU.
+    pub fn isa(self) -> Isa {
+        match self {
+            CpuMatmul::Gemm if crate::cpu::avx2_fma() => Isa::Avx2Fma,
+            CpuMatmul::Gemm => Isa::Sse2,
+            CpuMatmul::OpenBlas => openblas_isa(&self.kernels()),
+        }
+    }
+
+    /// The kernel family by the library's own name (OpenBLAS's core name).
+    fn kernels(self) -> String {
+        match self {
+            CpuMatmul::Gemm => "gemm".to_string(),
+            #[cfg(feature = "openblas")]
+            CpuMatmul::OpenBlas => super::blas::core_name(),
+            #[cfg(not(feature = "openblas"))]
+            CpuMatmul::OpenBlas => unreachable!("OpenBLAS is only chosen when built in"),
+        }
+    }
+}
+
+/// The instructions of an OpenBLAS x86-64 kernel family (its
+/// `openblas_get_corename`); older and unknown families count as SSE2.
+fn openblas_isa(core: &str) -> Isa {
+    match core.to_ascii_lowercase().as_str() {
+        "skylakex" | "cooperlake" | "sapphirerapids" => Isa::Avx512,
+        "haswell" | "zen" => Isa::Avx2Fma,
+        "sandybridge" | "bulldozer" | "piledriver" | "steamroller" | "excavator" => Isa::Avx,
+        _ => Isa::Sse2,
+    }
+}
+
+impl fmt::Display for CpuMatmul {
+    /// E.g. `OpenBLAS 0.3.21, Cooperlake kernels (AVX-512)` or
+    /// `gemm crate, AVX2+FMA kernels`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CpuMatmul::Gemm => write!(f, "gemm crate, {} kernels", self.isa()),
+            #[cfg(feature = "openblas")]
+            CpuMatmul::OpenBlas => write!(
+                f,
+                "{}, {} kernels ({})",
+                super::blas::version(),
+                self.kernels(),
+                self.isa()
+            ),
+            #[cfg(not(feature = "openblas"))]
+            CpuMatmul::OpenBlas => f.write_str("OpenBLAS (not built in)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_choices() {
+        let default = if cfg!(feature = "openblas") {
+            CpuMatmul::OpenBlas
+        } else {
+            CpuMatmul::Gemm
+        };
+        assert_eq!(CpuMatmul::from_env(None), Ok(default));
+        assert_eq!(CpuMatmul::from_env(Some(" ")), Ok(default));
+        assert_eq!(CpuMatmul::from_env(Some("gemm")), Ok(CpuMatmul::Gemm));
+        let openblas = CpuMatmul::from_env(Some("openblas"));
+        if cfg!(feature = "openblas") {
+            assert_eq!(openblas, Ok(CpuMatmul::OpenBlas));
+        } else {
+            assert!(openblas.unwrap_err().0.contains("`openblas` cargo feature"));
+        }
+        let err = CpuMatmul::from_env(Some("mkl")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "RADIOEMBED_CPU_MATMUL=\"mkl\" is not a CPU matmul path; use gemm or openblas"
+        );
+    }
+
+    #[test]
+    fn openblas_families() {
+        assert_eq!(openblas_isa("Cooperlake"), Isa::Avx512);
+        assert_eq!(openblas_isa("SkylakeX"), Isa::Avx512);
+        assert_eq!(openblas_isa("Haswell"), Isa::Avx2Fma);
+        assert_eq!(openblas_isa("Zen"), Isa::Avx2Fma);
+        assert_eq!(openblas_isa("Sandybridge"), Isa::Avx);
+        assert_eq!(openblas_isa("Prescott"), Isa::Sse2);
+    }
+
+    #[test]
+    fn peaks() {
+        // 2 cores × 2 pipes × 16 lanes × 2 (FMA) × 2.5 GHz, halved on Zen 4.
+        let avx512 = if crate::cpu::avx512_half_rate() {
+            160.0
+        } else {
+            320.0
+        };
+        assert_eq!(Isa::Avx512.peak_gflops(2, 2.5), avx512);
+        assert_eq!(Isa::Avx2Fma.peak_gflops(2, 2.5), 160.0);
+        assert_eq!(Isa::Sse2.peak_gflops(1, 1.0), 8.0);
+    }
+}
