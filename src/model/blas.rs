@@ -83,8 +83,99 @@ fn sgemm_nt_split(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], out: &mut 
     });
 }
 
+/// Multi-head self-attention `softmax(q·kᵀ)·v` (the scale is already folded
+/// into q) read straight from the qkv projection's output `(B, N, 3·D)`,
+/// q, k and v side by side in each row and heads side by side in each, and
+/// returned as `(B, N, D)`, heads side by side: the layout the output
+/// projection reads. Each (image, head) is one task on rayon's pool: two
+/// single-threaded `sgemm`s on strided views (no copy of q, k or v, no
+/// transpose of the result) around a softmax of its N×N scores, which stay
+/// in the task's cache. `None` when the tensor does not suit (candle's path
+/// takes it).
+pub(crate) fn attention(qkv: &Tensor, heads: usize) -> Result<Option<Tensor>> {
+    use rayon::prelude::*;
+    if !qkv.device().is_cpu() || qkv.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let (b, n, width3) = qkv.dims3()?;
+    let d = width3 / 3;
+    if heads == 0 || width3 % 3 != 0 || d % heads != 0 || n == 0 {
+        return Ok(None);
+    }
+    let fits = |v: usize| i32::try_from(v).is_ok();
+    if !fits(n * n) || !fits(width3) {
+        return Ok(None);
+    }
+    let hd = d / heads;
+    single_threaded_blas();
+    let mut out = vec![0f32; b * n * d];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let done = with_f32(qkv, |src| {
+        (0..b * heads).into_par_iter().for_each_init(
+            || vec![0f32; n * n],
+            |scores, task| {
+                let (image, head) = (task / heads, task % heads);
+                let rows = &src[image * n * width3..];
+                let (q, k, v) = (
+                    &rows[head * hd..],
+                    &rows[d + head * hd..],
+                    &rows[2 * d + head * hd..],
+                );
+                let out_ptr = &out_ptr;
+                let (n_, hd_, ld) = (n as i32, hd as i32, width3 as i32);
+                // SAFETY: q, k and v are n rows of hd values at row stride
+                // 3·D inside this image's slice; scores is n×n; the task
+                // writes only its head's hd columns of its image's n output
+                // rows (stride D), which no other task writes.
+                unsafe {
+                    cblas_sys::cblas_sgemm(
+                        cblas_sys::CblasRowMajor,
+                        cblas_sys::CblasNoTrans,
+                        cblas_sys::CblasTrans,
+                        n_,
+                        n_,
+                        hd_,
+                        1.0,
+                        q.as_ptr(),
+                        ld,
+                        k.as_ptr(),
+                        ld,
+                        0.0,
+                        scores.as_mut_ptr(),
+                        n_,
+                    );
+                }
+                super::fused::softmax_rows(scores, n);
+                unsafe {
+                    cblas_sys::cblas_sgemm(
+                        cblas_sys::CblasRowMajor,
+                        cblas_sys::CblasNoTrans,
+                        cblas_sys::CblasNoTrans,
+                        n_,
+                        hd_,
+                        n_,
+                        1.0,
+                        scores.as_ptr(),
+                        n_,
+                        v.as_ptr(),
+                        ld,
+                        0.0,
+                        out_ptr.0.add(image * n * d + head * hd),
+                        d as i32,
+                    );
+                }
+            },
+        )
+    });
+    if done.is_none() {
+        return Ok(None);
+    }
+    Tensor::from_vec(out, (b, n, d), qkv.device()).map(Some)
+}
+
 struct SendPtr(*mut f32);
-// SAFETY: the bands written through it are disjoint (see sgemm_nt_split).
+// SAFETY: what each task writes through it is disjoint from every other task's
+// (see sgemm_nt_split and attention).
 unsafe impl Sync for SendPtr {}
 
 unsafe extern "C" {
@@ -147,5 +238,31 @@ mod tests {
         assert!(diff < 1e-4, "{diff}");
         // A strided input is left to candle.
         assert!(matmul_t(&x.transpose(1, 2).unwrap(), &w).unwrap().is_none());
+    }
+
+    #[test]
+    fn attention_matches_candles_ops() {
+        let (b, n, heads, hd) = (2, 23, 3, 8);
+        let d = heads * hd;
+        let qkv = Tensor::randn(0f32, 1.0, (b, n, 3 * d), &Device::Cpu).unwrap();
+        let ours = attention(&qkv, heads).unwrap().expect("taken by BLAS");
+        let split = qkv
+            .reshape((b, n, 3, heads, hd))
+            .unwrap()
+            .permute((2, 0, 3, 1, 4))
+            .unwrap();
+        let part = |i| split.get(i).unwrap().contiguous().unwrap();
+        let (q, k, v) = (part(0), part(1), part(2));
+        let weights = q.matmul(&k.t().unwrap()).unwrap();
+        let weights = candle_nn::ops::softmax_last_dim(&weights).unwrap();
+        let candle = weights
+            .matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, n, d))
+            .unwrap();
+        let diff = crate::model::fused::tests::max_err(&ours, &candle);
+        assert!(diff < 1e-5, "{diff}");
     }
 }

@@ -62,9 +62,14 @@ impl Attention {
     fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let (b, n, d) = x.dims3()?;
         let head_dim = d / self.heads;
-        let qkv = self
-            .qkv
-            .forward(x, Activation::None)?
+        let qkv = self.qkv.forward(x, Activation::None)?;
+        #[cfg(feature = "openblas")]
+        if matches!(super::CpuMatmul::current(), Ok(super::CpuMatmul::OpenBlas))
+            && let Some(out) = super::blas::attention(&qkv, self.heads)?
+        {
+            return self.proj.forward_residual(&out, residual);
+        }
+        let qkv = qkv
             .reshape((b, n, 3, self.heads, head_dim))?
             .permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;

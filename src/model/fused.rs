@@ -239,7 +239,7 @@ impl InplaceOp1 for Softmax {
 
 avx2_fma_dispatch! {
     /// `softmax(row)` for each `n`-wide row of `chunk`.
-    fn softmax_rows(chunk: &mut [f32], n: usize) {
+    pub(crate) fn softmax_rows(chunk: &mut [f32], n: usize) {
         for row in chunk.chunks_exact_mut(n) {
             let max = lane_reduce(row, f32::NEG_INFINITY, |a, b| if a > b { a } else { b });
             row.iter_mut().for_each(|v| *v = exp(*v - max));
