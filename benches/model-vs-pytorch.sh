@@ -1,50 +1,63 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MPL-2.0
-# The model benchmark of issue "C-RADIOv4 in candle": the Rust forward (f32, CPU)
-# against PyTorch (transformers' RadioModel, f32, CPU) on random-weight models with
-# the real SO400M and ViT-B dimensions, side by side in one run.
+# The model benchmark of issues "C-RADIOv4 in candle" and "CPU speed on every x86
+# server": the Rust forward (f32, CPU) against PyTorch (transformers' RadioModel,
+# f32, CPU) on random-weight models with the real ViT-B and SO400M dimensions,
+# side by side in one run.
 #
-#   benches/model-vs-pytorch.sh [ROUNDS] [SIZE] [THREADS]     (defaults: 3 224x224 2)
-#   FEATURES=openblas benches/model-vs-pytorch.sh             (linear layers through OpenBLAS)
+#   benches/model-vs-pytorch.sh [ROUNDS] [THREADS]            (defaults: 3 2)
+#   CASES="so400m-bench:512x512:1" benches/model-vs-pytorch.sh 1
+#   RADIOEMBED_CPU_MATMUL=gemm benches/model-vs-pytorch.sh    (the gemm crate's path)
+#   OPENBLAS_CORETYPE=Haswell benches/model-vs-pytorch.sh     (OpenBLAS's AVX2 kernels)
 #
-# Each round runs both implementations (10 timed forwards after warm-up, batch 1)
-# back to back, so machine noise hits both; the report is the median over rounds
-# of each side's median and their ratio (below 1.0 = Rust faster). It also prints
-# the Rust process's resident memory after loading SO400M against the file size.
-# Needs ~4 GB of disk for torch and the models (under target/bench/).
+# CASES lists MODEL:HxW:BATCH (default: ViT-B and SO400M at 224x224, batch 1 and 8,
+# and SO400M at 512x512, batch 1). Each round runs both implementations back to
+# back (ITERS timed forwards after 2 warm-ups: 10 for batch 1, 3 above), so machine
+# noise hits both; the report is the median over rounds of each side's median and
+# their ratio (below 1.0 = Rust faster), with the CPU, the matmul path and the
+# GFLOP/s reached against the CPU's peak. Needs ~4 GB of disk for torch and the
+# models (under target/bench/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds="${1:-3}" size="${2:-224x224}" threads="${3:-2}"
+rounds="${1:-3}" threads="${2:-2}"
+cases="${CASES:-vitb-bench:224x224:1 vitb-bench:224x224:8 so400m-bench:224x224:1 so400m-bench:224x224:8 so400m-bench:512x512:1}"
 work=target/bench
 venv="$work/venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q torch transformers safetensors
 fi
-if [ ! -f "$work/models/vitb-bench/model.safetensors" ]; then
-  "$venv/bin/python" benches/pytorch/make_bench_model.py "$work/models" --which so400m vitb
-fi
-cargo build --release --bin radio-embed ${FEATURES:+--features "$FEATURES"}
+for model in vitb so400m; do
+  if [ ! -f "$work/models/$model-bench/model.safetensors" ]; then
+    "$venv/bin/python" benches/pytorch/make_bench_model.py "$work/models" --which "$model"
+  fi
+done
+cargo build --release --bin radio-embed
 bin=target/release/radio-embed
-# OpenBLAS keeps threads of its own; it gets as many as rayon.
-export OPENBLAS_NUM_THREADS="$threads"
-echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); features: ${FEATURES:-default}"
-h="${size%x*}" w="${size#*x}"
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-for model in vitb-bench so400m-bench; do
-  dir="$work/models/$model"
+first=1
+for case in $cases; do
+  IFS=: read -r model size batch <<<"$case"
+  h="${size%x*}" w="${size#*x}" dir="$work/models/$model"
+  iters="${ITERS:-$([ "$batch" = 1 ] && echo 10 || echo 3)}"
   : > "$work/rust.txt"; : > "$work/torch.txt"
   for _ in $(seq "$rounds"); do
-    "$bin" bench --model "$dir" --size "$size" --batch 1 --iters 10 --threads "$threads" \
-      | tee "$work/last.txt" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' >> "$work/rust.txt"
-    "$venv/bin/python" benches/pytorch/torch_reference.py "$dir" --input "1x3x${h}x${w}" \
-      --threads "$threads" --warmup 2 --runs 10 \
+    "$bin" bench --model "$dir" --size "$size" --batch "$batch" --iters "$iters" \
+      --threads "$threads" > "$work/last.txt"
+    sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' "$work/last.txt" >> "$work/rust.txt"
+    "$venv/bin/python" benches/pytorch/torch_reference.py "$dir" --input "${batch}x3x${h}x${w}" \
+      --threads "$threads" --warmup 2 --runs "$iters" \
       | sed -n 's/.*median_forward_ms=\([0-9.]*\).*/\1/p' >> "$work/torch.txt"
   done
+  if [ "$first" = 1 ]; then
+    grep -E '^CPU' "$work/last.txt"
+    first=0
+  fi
   rust="$(median < "$work/rust.txt")" torch="$(median < "$work/torch.txt")"
-  printf '%-13s %s batch 1, %s threads: rust %8.1f ms  pytorch %8.1f ms  ratio %.2f\n' \
-    "$model" "$size" "$threads" "$rust" "$torch" "$(echo "$rust / $torch" | bc -l)"
-  grep "resident after load" "$work/last.txt" | sed "s/^/$model /"
+  printf '%-13s %-8s batch %s, %s threads: rust %8.1f ms  pytorch %8.1f ms  ratio %.2f\n' \
+    "$model" "$size" "$batch" "$threads" "$rust" "$torch" "$(echo "$rust / $torch" | bc -l)"
+  # The last round's throughput against the peak, and the memory after load.
+  grep -E '% of the|resident after load' "$work/last.txt" | sed 's/^/    /'
 done

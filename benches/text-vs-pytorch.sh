@@ -5,7 +5,7 @@
 # (about 53 GFLOP for 64 tokens), f32 on the CPU, side by side in one run.
 #
 #   benches/text-vs-pytorch.sh [ROUNDS] [THREADS]     (defaults: 3 2)
-#   FEATURES=openblas benches/text-vs-pytorch.sh      (the linear layers through OpenBLAS)
+#   RADIOEMBED_CPU_MATMUL=gemm benches/text-vs-pytorch.sh   (the gemm crate's path)
 #
 # Each round runs both (10 timed queries after a warm-up); the report is the median
 # of each side's medians and their ratio (below 1.0 = ours faster), with the CPU
@@ -24,10 +24,10 @@ fi
 if [ ! -f "$model/model.safetensors" ]; then
   "$venv/bin/python" benches/pytorch/make_text_bench_model.py "$model"
 fi
-cargo build --release --bin radio-embed ${FEATURES:+--features "$FEATURES"}
+cargo build --release --bin radio-embed
 # OpenBLAS keeps threads of its own; it gets as many as rayon.
 export OPENBLAS_NUM_THREADS="$threads"
-echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); features: ${FEATURES:-default}"
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); CPU matmul: ${RADIOEMBED_CPU_MATMUL:-default (openblas)}"
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 : > "$work/text-rust.txt"; : > "$work/text-torch.txt"
