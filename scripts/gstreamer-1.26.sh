@@ -28,6 +28,13 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# A run killed without its exit trap (SIGKILL, a machine's session ending) leaves
+# the host's repo, Rust toolchain and cargo home bind-mounted under the chroot,
+# where deleting the chroot folder would delete them too. Undo such mounts first,
+# deepest first.
+findmnt -rn -o TARGET | awk -v root="$root/" 'index($0, root) == 1' | sort -r |
+  while read -r stale; do umount "$stale" 2>/dev/null || umount --lazy "$stale"; done
+
 # The first Debian archive (not the security one) the host's apt reads, in either
 # source format.
 host_mirror() {
