@@ -325,3 +325,41 @@ fn a_summary_only_forward_skips_the_feature_head_and_keeps_the_summary() {
     let err = max_abs_diff(&lean.summary, &cases["case0.siglip2g_summary"]);
     assert!(err <= OUTPUT_TOL, "summary off by {err}");
 }
+
+#[test]
+fn cli_bench_prices_the_adaptor_heads() {
+    let model = fixture("tiny-so400m");
+    let checkpoint = fixture("textsearch/c-radio_v4-tiny_half.pth.tar");
+    for (extra, heads) in [
+        (None, "adaptor summary and feature heads: "),
+        (Some("--adaptor-summary-only"), "adaptor summary heads: "),
+    ] {
+        let mut args = vec![
+            "bench",
+            "--model",
+            model.to_str().unwrap(),
+            "--size",
+            "64x64",
+            "--iters",
+            "3",
+            "--adaptor",
+            "siglip2-g",
+            "--adaptor-checkpoint",
+            checkpoint.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let out = run_cli(&args);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(heads))
+            .unwrap_or_else(|| {
+                panic!("no `{heads}` line in:\n{stdout}");
+            });
+        assert!(
+            line.contains("% of the backbone's time (median of 3 paired forwards: backbone "),
+            "{line}"
+        );
+    }
+}

@@ -13,9 +13,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::{LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{LayerNorm, Module, VarBuilder};
 
 use super::error::{ModelError, Result};
+use super::fused::{Activation, FusedLinear};
 use super::torch_checkpoint::TorchCheckpoint;
 
 /// RADIO's LayerNorm eps in the heads (PyTorch's default).
@@ -159,7 +160,7 @@ impl Adaptor {
         let features = features
             .map(|f| {
                 self.feature_head
-                    .forward(&f.to_dtype(self.dtype)?)?
+                    .forward(&f.to_dtype(self.dtype)?.contiguous()?)?
                     .to_dtype(DType::F32)
             })
             .transpose()?;
@@ -196,17 +197,17 @@ fn head_tensors(
 enum Mlp {
     /// `MLP`: fc1 → LayerNorm → ReLU → fc2.
     V1 {
-        fc1: Linear,
+        fc1: FusedLinear,
         norm: LayerNorm,
-        fc2: Linear,
+        fc2: FusedLinear,
     },
     /// `MLP2`: fc1 → residual blocks x + Linear(GELU(LayerNorm(x))) → LayerNorm →
     /// GELU → Linear (exact, erf GELU).
     V2 {
-        fc1: Linear,
-        blocks: Vec<(LayerNorm, Linear)>,
+        fc1: FusedLinear,
+        blocks: Vec<(LayerNorm, FusedLinear)>,
         final_norm: LayerNorm,
-        final_fc: Linear,
+        final_fc: FusedLinear,
     },
 }
 
@@ -267,7 +268,8 @@ impl Mlp {
         }
         let output = shape(last)[0];
         let vb = VarBuilder::from_tensors(tensors, dtype, device);
-        let linear = |m: &str, i: usize, o: usize| candle_nn::linear(i, o, vb.pp(m));
+        let linear =
+            |m: &str, i: usize, o: usize| FusedLinear::new(candle_nn::linear(i, o, vb.pp(m))?);
         let norm = |m: &str| candle_nn::layer_norm(hidden, HEAD_LAYER_NORM_EPS, vb.pp(m));
         let built = if version == "v1" {
             (|| {
@@ -300,25 +302,28 @@ impl Mlp {
             Self::V1 { fc2, .. } => fc2,
             Self::V2 { final_fc, .. } => final_fc,
         };
-        fc.weight().dim(0).unwrap_or(0)
+        fc.out_dim()
     }
 }
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Self::V1 { fc1, norm, fc2 } => fc2.forward(&norm.forward(&fc1.forward(x)?)?.relu()?),
+            Self::V1 { fc1, norm, fc2 } => {
+                let x = norm.forward(&fc1.forward(x, Activation::None)?)?.relu()?;
+                fc2.forward(&x, Activation::None)
+            }
             Self::V2 {
                 fc1,
                 blocks,
                 final_norm,
                 final_fc,
             } => {
-                let mut x = fc1.forward(x)?;
+                let mut x = fc1.forward(x, Activation::None)?;
                 for (norm, fc) in blocks {
-                    x = (&x + fc.forward(&norm.forward(&x)?.gelu_erf()?)?)?;
+                    x = fc.forward_residual(&norm.forward(&x)?.gelu_erf()?, &x)?;
                 }
-                final_fc.forward(&final_norm.forward(&x)?.gelu_erf()?)
+                final_fc.forward(&final_norm.forward(&x)?.gelu_erf()?, Activation::None)
             }
         }
     }

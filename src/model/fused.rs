@@ -51,6 +51,11 @@ impl FusedLinear {
         })
     }
 
+    /// Output width: the rows of the weight.
+    pub fn out_dim(&self) -> usize {
+        self.matmul.weight().dim(0).unwrap_or(0)
+    }
+
     /// Whether the fused CPU passes apply to the matmul output `y`.
     fn fused_bias(&self, y: &Tensor) -> Option<&[f32]> {
         self.host_bias

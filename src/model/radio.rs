@@ -271,13 +271,19 @@ impl RadioModel {
     /// Runs the model on a (B, 3, H, W) batch of RGB values in 0..1, exactly as the
     /// official `model(pixel_values)` does (the conditioner normalises first).
     pub fn forward(&self, pixels: &Tensor) -> Result<RadioOutput> {
+        self.forward_with(pixels, true)
+    }
+
+    /// [`RadioModel::forward`], running the adaptors' feature heads only with
+    /// `adaptor_features` (see [`RadioModel::forward_normalized_with`]).$
+    pub fn forward_with(&self, pixels: &Tensor, adaptor_features: bool) -> Result<RadioOutput> {
         self.check_input(pixels)?;
         let x = pixels
             .to_device(&self.device)?
             .to_dtype(DType::F32)?
             .broadcast_sub(&self.norm_mean)?
             .broadcast_div(&self.norm_std)?;
-        self.forward_normalized(&x)
+        self.forward_normalized_with(&x, adaptor_features)
     }
 
     /// Runs the model on a batch that is already normalised with

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Arguments several subcommands share, parsed into types by clap.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
-use gstradio::model::{RadioModel, parse_device};
+use gstradio::model::{RadioModel, TorchCheckpoint, parse_device};
 use gstradio::model_store::{DownloadProgress, locate};
 
 /// The precision a model computes in.
@@ -80,6 +80,36 @@ impl ModelArgs {
     pub fn load(&self, folder: &std::path::Path) -> anyhow::Result<RadioModel> {
         RadioModel::load(folder, &self.device.device, self.dtype.dtype())
             .with_context(|| format!("cannot load model {}", self.model))
+    }
+}
+
+/// Adaptor heads to run besides the backbone.
+#[derive(Debug, Args)]
+pub struct AdaptorArgs {
+    /// Also run this adaptor's heads (a teacher of the checkpoint: `siglip2-g`).
+    #[arg(long)]
+    pub adaptor: Vec<String>,
+    /// The torch.hub checkpoint with the adaptor heads; by default the one
+    /// `*.pth.tar` in the model's folder.
+    #[arg(long)]
+    pub adaptor_checkpoint: Option<PathBuf>,
+}
+
+impl AdaptorArgs {
+    /// `model` (loaded from `folder`) with the adaptors asked for.
+    pub fn attach(&self, mut model: RadioModel, folder: &Path) -> anyhow::Result<RadioModel> {
+        if self.adaptor.is_empty() {
+            return Ok(model);
+        }
+        let path = match &self.adaptor_checkpoint {
+            Some(path) => path.clone(),
+            None => gstradio::model_store::adaptor_checkpoint(folder)?,
+        };
+        let checkpoint = TorchCheckpoint::open(&path)?;
+        for name in &self.adaptor {
+            model = model.with_adaptor(&checkpoint, name)?;
+        }
+        Ok(model)
     }
 }
 

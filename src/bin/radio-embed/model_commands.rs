@@ -8,9 +8,9 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use gstradio::model::{CPU_MATMUL_ENV, CpuMatmul, RadioModel, TorchCheckpoint};
+use gstradio::model::{CPU_MATMUL_ENV, CpuMatmul, RadioModel};
 
-use crate::args::{ModelArgs, resolve, size};
+use crate::args::{AdaptorArgs, ModelArgs, resolve, size};
 
 /// `radio-embed info`.
 #[derive(Debug, Args)]
@@ -68,29 +68,14 @@ pub struct Forward {
     /// (its name without punctuation: `siglip2g_summary`).
     #[arg(long)]
     output: PathBuf,
-    /// Also run this adaptor's heads (a teacher of the checkpoint: `siglip2-g`).
-    #[arg(long)]
-    adaptor: Vec<String>,
-    /// The torch.hub checkpoint with the adaptor heads; by default the one
-    /// `*.pth.tar` in the model's folder.
-    #[arg(long)]
-    adaptor_checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    adaptors: AdaptorArgs,
 }
 
 impl Forward {
     pub fn run(self) -> anyhow::Result<()> {
         let folder = self.model.folder()?;
-        let mut model = self.model.load(&folder)?;
-        if !self.adaptor.is_empty() {
-            let path = match &self.adaptor_checkpoint {
-                Some(path) => path.clone(),
-                None => gstradio::model_store::adaptor_checkpoint(&folder)?,
-            };
-            let checkpoint = TorchCheckpoint::open(&path)?;
-            for name in &self.adaptor {
-                model = model.with_adaptor(&checkpoint, name)?;
-            }
-        }
+        let model = self.adaptors.attach(self.model.load(&folder)?, &folder)?;
         let input = &self.input;
         let tensors = candle_core::safetensors::load(input, &Device::Cpu)
             .with_context(|| format!("cannot read {}", input.display()))?;
@@ -155,6 +140,12 @@ pub struct Bench {
     /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    #[command(flatten)]
+    adaptors: AdaptorArgs,
+    /// Run the adaptors' summary heads only, not their feature heads over every
+    /// patch (as `radioembed outputs=summary` does).
+    #[arg(long)]
+    adaptor_summary_only: bool,
 }
 
 impl Bench {
@@ -168,7 +159,7 @@ impl Bench {
                 .build_global()?;
         }
         let folder = self.model.folder()?;
-        let model = self.model.load(&folder)?;
+        let model = self.adaptors.attach(self.model.load(&folder)?, &folder)?;
         print_resident(&folder)?;
         let threads = rayon::current_num_threads();
         println!(
@@ -185,11 +176,12 @@ impl Bench {
         }
         let (h, w) = self.size;
         let input = Tensor::rand(0f32, 1f32, (self.batch, 3, h, w), model.device())?;
+        let adaptor_features = !self.adaptor_summary_only;
         for _ in 0..2 {
-            time_forward(&model, &input)?;
+            time_forward(&model, &input, adaptor_features)?;
         }
         let mut times = (0..self.iters.max(1))
-            .map(|_| time_forward(&model, &input))
+            .map(|_| time_forward(&model, &input, adaptor_features))
             .collect::<anyhow::Result<Vec<f64>>>()?;
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
@@ -202,6 +194,9 @@ impl Bench {
             self.model.device.name,
             self.batch as f64 * 1000.0 / median
         );
+        if !self.adaptors.adaptor.is_empty() {
+            self.print_adaptor_cost(&folder, &model, &input)?;
+        }
         if let (Some(matmul), Some(ghz)) = (matmul, gstradio::cpu::clock_ghz()) {
             let isa = matmul.isa();
             let peak = isa.peak_gflops(threads, ghz);
@@ -217,10 +212,54 @@ impl Bench {
     }
 }
 
-/// One forward in milliseconds, waiting for asynchronous (GPU) work to finish.
-fn time_forward(model: &RadioModel, input: &Tensor) -> anyhow::Result<f64> {
+impl Bench {
+    /// What the adaptor heads add to a forward: the same backbone loaded a
+    /// second time without them, the two run in turn, and the median of the
+    /// paired differences (this machine's drift hits both sides of a pair).
+    fn print_adaptor_cost(
+        &self,
+        folder: &Path,
+        model: &RadioModel,
+        input: &Tensor,
+    ) -> anyhow::Result<()> {
+        let backbone = self.model.load(folder)?;
+        let features = !self.adaptor_summary_only;
+        time_forward(&backbone, input, false)?;
+        let mut shares = Vec::new();
+        let (mut alone, mut with_heads) = (Vec::new(), Vec::new());
+        for _ in 0..self.iters.max(1) {
+            let a = time_forward(&backbone, input, false)?;
+            let b = time_forward(model, input, features)?;
+            shares.push((b - a) / a * 100.0);
+            alone.push(a);
+            with_heads.push(b);
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let heads = if features {
+            "summary and feature"
+        } else {
+            "summary"
+        };
+        println!(
+            "adaptor {heads} heads: {:+.1} % of the backbone's time (median of {} paired \
+             forwards: backbone {:.2} ms, with the heads {:.2} ms)",
+            median(shares),
+            self.iters.max(1),
+            median(alone),
+            median(with_heads)
+        );
+        Ok(())
+    }
+}
+
+/// One forward in milliseconds, waiting for asynchronous (GPU) work to finish;
+/// the adaptors' feature heads run only with `adaptor_features`.
+fn time_forward(model: &RadioModel, input: &Tensor, adaptor_features: bool) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let out = model.forward(input)?;
+    let out = model.forward_with(input, adaptor_features)?;
     // Reading a value back waits for the device.
     out.summary.sum_all()?.to_scalar::<f32>()?;
     Ok(started.elapsed().as_secs_f64() * 1000.0)
