@@ -106,3 +106,164 @@ fn offline_and_unknown_repos_are_clear_errors() {
     assert!(err.contains("404"), "{err}");
     assert!(err.contains("hf download test-org/other"), "{err}");
 }
+
+/// The repo id the text-model tests serve the SigLIP fixture as.
+const TEXT_REPO: &str = "test-org/tiny-siglip";
+
+/// `radio-embed embed-text --text-model MODEL` of one text into `output`, with
+/// only the given hub settings.
+fn embed_text(model: &str, cache: &Path, endpoint: &str, output: &Path) -> Output {
+    let mut cmd = common::cli();
+    cmd.args(["embed-text", "--text-model", model, "--output"])
+        .arg(output)
+        .arg("a red car")
+        .env("HF_HUB_CACHE", cache)
+        .env("HF_ENDPOINT", endpoint)
+        .env_remove("HF_HUB_OFFLINE");
+    for proxy in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
+        cmd.env_remove(proxy);
+    }
+    cmd.output().unwrap()
+}
+
+/// A file of the SigLIP text fixture, to serve.
+fn siglip_file(name: &str) -> (String, Vec<u8>) {
+    let bytes = std::fs::read(fixture("textsearch/siglip-text").join(name)).unwrap();
+    (name.to_string(), bytes)
+}
+
+/// The embedding `embed-text` writes for the fixture folder itself.
+fn direct_embedding(dir: &TempDir) -> Vec<u8> {
+    let output = dir.join("direct.safetensors");
+    let model = fixture("textsearch/siglip-text");
+    let out = embed_text(
+        model.to_str().unwrap(),
+        &dir.join("unused"),
+        "http://127.0.0.1:9",
+        &output,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(output).unwrap()
+}
+
+#[test]
+fn a_text_model_is_downloaded_by_repo_id() {
+    let hub = Hub::serving(
+        TEXT_REPO,
+        ["config.json", "tokenizer.json", "model.safetensors"]
+            .map(siglip_file)
+            .into(),
+    );
+    let (dir, cache) = scratch("text");
+    let output = dir.join("out.safetensors");
+    let out = embed_text(TEXT_REPO, &cache, &hub.endpoint, &output);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("downloading {TEXT_REPO} model.safetensors: 100 %")),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&output).unwrap(), direct_embedding(&dir));
+    // No index on the hub: the single file was fetched after the index's 404.
+    let paths = hub.paths.lock().unwrap().clone();
+    let asked = |file: &str| {
+        paths
+            .iter()
+            .any(|p| p.ends_with(&format!("/resolve/main/{file}")))
+    };
+    assert!(
+        asked("model.safetensors.index.json") && asked("model.safetensors"),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn a_sharded_text_model_downloads_only_the_text_shards() {
+    // The fixture's tensors in two shards: text_model.* and the rest (the vision
+    // tower and the logit scale), with the index the hub would serve.
+    let tensors = candle_core::safetensors::load(
+        fixture("textsearch/siglip-text/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let (text, rest): (Vec<_>, Vec<_>) = tensors
+        .into_iter()
+        .partition(|(k, _)| k.starts_with("text_model."));
+    assert!(
+        !rest.is_empty(),
+        "the fixture has no non-text tensors to leave out"
+    );
+    let dir = TempDir::new("hub-shards");
+    let mut files = vec![siglip_file("config.json"), siglip_file("tokenizer.json")];
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in [
+        ("model-00001-of-00002.safetensors", text),
+        ("model-00002-of-00002.safetensors", rest),
+    ] {
+        for (name, _) in &part {
+            weight_map.insert(name.clone(), shard.into());
+        }
+        let map: std::collections::HashMap<_, _> = part.into_iter().collect();
+        candle_core::safetensors::save(&map, dir.join(shard)).unwrap();
+        files.push((shard.to_string(), std::fs::read(dir.join(shard)).unwrap()));
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    files.push((
+        "model.safetensors.index.json".into(),
+        index.to_string().into_bytes(),
+    ));
+    let hub = Hub::serving(TEXT_REPO, files);
+
+    let cache = dir.join("cache");
+    let output = dir.join("out.safetensors");
+    let out = embed_text(TEXT_REPO, &cache, &hub.endpoint, &output);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&output).unwrap(), direct_embedding(&dir));
+    let paths = hub.paths.lock().unwrap().clone();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.ends_with("model-00001-of-00002.safetensors")),
+        "{paths:?}"
+    );
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.ends_with("model-00002-of-00002.safetensors")),
+        "the vision shard was downloaded: {paths:?}"
+    );
+}
+
+#[test]
+fn a_text_model_the_hub_lacks_is_a_clear_error() {
+    let hub = Hub::serving(TEXT_REPO, Vec::new());
+    let (dir, cache) = scratch("text-missing");
+    let out = embed_text(
+        "test-org/no-such-siglip",
+        &cache,
+        &hub.endpoint,
+        &dir.join("x"),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("text model `test-org/no-such-siglip` not found"),
+        "{err}"
+    );
+    assert!(
+        err.contains("downloading it failed: config.json: "),
+        "{err}"
+    );
+    assert!(
+        err.contains("hf download test-org/no-such-siglip --include"),
+        "{err}"
+    );
+}

@@ -37,18 +37,21 @@ pub enum LocateError {
         /// Why it was not downloaded either.
         download: String,
     },
-    /// A text model that is neither a folder nor in the Hugging Face cache.
+    /// A text model that is neither a folder nor in (nor downloadable into) the
+    /// Hugging Face cache.
     #[error(
         "text model `{name}` not found: it is not a folder with config.json, tokenizer.json \
-         and model.safetensors, and the Hugging Face cache ({cache}) has no snapshot of it. \
-         Download it with `hf download {name} --include '*.json' '*.safetensors'`, or pass \
-         a folder"
+         and model.safetensors, and the Hugging Face cache ({cache}) has no snapshot of it; \
+         {download}. Download it with `hf download {name} --include '*.json' \
+         '*.safetensors'`, or pass a folder"
     )]
     TextModelNotFound {
         /// The name as given.
         name: String,
         /// The cache folder searched.
         cache: String,
+        /// Why it was not downloaded either.
+        download: String,
     },
     /// A model folder without the torch.hub checkpoint that holds the adaptor heads.
     #[error(
@@ -69,10 +72,10 @@ pub enum LocateError {
 
 /// How far a model download has come, reported once per whole percent of
 /// each file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownloadProgress {
     /// The file being downloaded (`config.json`, `model.safetensors`).
-    pub file: &'static str,
+    pub file: String,
     /// Percent of it downloaded so far (0..=100).
     pub percent: u32,
     /// Its size in bytes.
@@ -80,21 +83,40 @@ pub struct DownloadProgress {
 }
 
 /// Resolves a SigLIP text model (a folder with config.json, tokenizer.json and
-/// model.safetensors or its index) by folder or by repo id in the Hugging Face
-/// cache. It is not downloaded: the real one is large, and a user fetches it once
-/// with the command the error gives.
-pub fn locate_text_model(name: &str) -> Result<PathBuf, LocateError> {
+/// model.safetensors or its index) by folder, by repo id in the Hugging Face
+/// cache, or (as [`locate`] does for models) downloaded into that cache: only the
+/// files and shards the text tower needs, with progress to `report`.
+pub fn locate_text_model(
+    name: &str,
+    report: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, LocateError> {
     let cache = hf_cache_dir();
-    let is_text_model = |dir: &Path| {
-        dir.join("config.json").is_file()
-            && dir.join("tokenizer.json").is_file()
-            && (dir.join("model.safetensors").is_file()
-                || dir.join("model.safetensors.index.json").is_file())
-    };
-    find_where(name, &cache, is_text_model).ok_or_else(|| LocateError::TextModelNotFound {
+    if let Some(dir) = find_where(name, &cache, is_text_model_dir) {
+        return Ok(dir);
+    }
+    let not_found = |download: String| LocateError::TextModelNotFound {
         name: name.to_string(),
         cache: cache.display().to_string(),
-    })
+        download,
+    };
+    if !is_repo_id(name) {
+        return Err(not_found(format!(
+            "`{name}` is not a Hugging Face repo id (org/name) to download either"
+        )));
+    }
+    if offline() {
+        return Err(not_found(
+            "HF_HUB_OFFLINE is set, so it was not downloaded".into(),
+        ));
+    }
+    download_text_model(name, &cache, report).map_err(not_found)
+}
+
+fn is_text_model_dir(dir: &Path) -> bool {
+    dir.join("config.json").is_file()
+        && dir.join("tokenizer.json").is_file()
+        && (dir.join("model.safetensors").is_file()
+            || dir.join("model.safetensors.index.json").is_file())
 }
 
 /// The torch.hub checkpoint (`*.pth.tar`) in a model folder or snapshot, which holds
@@ -184,6 +206,24 @@ fn download(
 
 #[cfg(not(feature = "hf-hub"))]
 fn download(
+    _name: &str,
+    _cache: &Path,
+    _report: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, String> {
+    Err("this build cannot download (it was built without the `hf-hub` feature)".into())
+}
+
+#[cfg(feature = "hf-hub")]
+fn download_text_model(
+    name: &str,
+    cache: &Path,
+    report: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, String> {
+    hub::download_text_model(name, cache, report).map_err(|e| format!("downloading it failed: {e}"))
+}
+
+#[cfg(not(feature = "hf-hub"))]
+fn download_text_model(
     _name: &str,
     _cache: &Path,
     _report: &mut dyn FnMut(DownloadProgress),

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
-//! A local stand-in for huggingface.co serving the tiny fixture as [`REPO`]
-//! through the same `resolve` URLs and headers, on 127.0.0.1. It can hold the
+//! A local stand-in for huggingface.co serving the tiny fixture as [`REPO`] (or
+//! any files as any repo) through the same `resolve` URLs and headers, on
+//! 127.0.0.1. It can hold the
 //! requests for one file until released, to make a download that takes as long
 //! as a test needs.
 
@@ -26,42 +27,60 @@ struct Hold {
     waiting: AtomicUsize,
 }
 
-/// A hub serving `REPO`'s files; counts the requests it answers.
+/// A hub serving one repo's files; counts the requests it answers.
 pub struct Hub {
     /// Its address, for `HF_ENDPOINT`.
     pub endpoint: String,
     /// Requests answered so far.
     pub requests: Arc<AtomicUsize>,
+    /// The paths asked for, in order.
+    pub paths: Arc<Mutex<Vec<String>>>,
     hold: Arc<Hold>,
 }
 
 impl Hub {
-    /// Starts the hub on a free loopback port.
+    /// Starts the hub on a free loopback port, serving the tiny fixture as [`REPO`].
     pub fn start() -> Self {
-        let mut files = HashMap::new();
-        for (i, name) in ["config.json", "model.safetensors"].iter().enumerate() {
-            let bytes = std::fs::read(fixture("tiny-so400m").join(name)).unwrap();
-            files.insert(
-                format!("/{REPO}/resolve/main/{name}"),
-                (format!("etag{i}"), bytes),
-            );
-        }
+        let files = ["config.json", "model.safetensors"].map(|name| {
+            (
+                name.to_string(),
+                std::fs::read(fixture("tiny-so400m").join(name)).unwrap(),
+            )
+        });
+        Self::serving(REPO, files.into())
+    }
+
+    /// Starts the hub on a free loopback port, serving `files` (name, bytes) as
+    /// `repo`; any other file is a 404, as on the hub.
+    pub fn serving(repo: &str, files: Vec<(String, Vec<u8>)>) -> Self {
+        let files: HashMap<String, (String, Vec<u8>)> = files
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, bytes))| {
+                (
+                    format!("/{repo}/resolve/main/{name}"),
+                    (format!("etag{i}"), bytes),
+                )
+            })
+            .collect();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(AtomicUsize::new(0));
+        let paths = Arc::new(Mutex::new(Vec::new()));
         let hold = Arc::new(Hold::default());
         let files = Arc::new(files);
-        let (count, held) = (requests.clone(), hold.clone());
+        let (count, asked, held) = (requests.clone(), paths.clone(), hold.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 count.fetch_add(1, Ordering::SeqCst);
-                let (files, held) = (files.clone(), held.clone());
-                std::thread::spawn(move || answer(stream, &files, &held));
+                let (files, asked, held) = (files.clone(), asked.clone(), held.clone());
+                std::thread::spawn(move || answer(stream, &files, &asked, &held));
             }
         });
         Self {
             endpoint,
             requests,
+            paths,
             hold,
         }
     }
@@ -84,7 +103,12 @@ impl Hub {
 }
 
 /// Answers one GET with the requested byte range, as the hub's `resolve` does.
-fn answer(mut stream: TcpStream, files: &HashMap<String, (String, Vec<u8>)>, hold: &Hold) {
+fn answer(
+    mut stream: TcpStream,
+    files: &HashMap<String, (String, Vec<u8>)>,
+    asked: &Mutex<Vec<String>>,
+    hold: &Hold,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut head = Vec::new();
     loop {
@@ -98,6 +122,7 @@ fn answer(mut stream: TcpStream, files: &HashMap<String, (String, Vec<u8>)>, hol
         .first()
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("");
+    asked.lock().unwrap().push(path.to_string());
     wait_while_held(path, hold);
     let range_start = head
         .iter()

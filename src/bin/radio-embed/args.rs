@@ -7,7 +7,7 @@ use anyhow::Context;
 use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
 use gstradio::model::{RadioModel, TorchCheckpoint, parse_device};
-use gstradio::model_store::{DownloadProgress, locate};
+use gstradio::model_store::{DownloadProgress, locate, locate_text_model};
 
 /// The precision a model computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,11 +116,23 @@ impl AdaptorArgs {
 /// The folder of a model named by folder or repo id, downloading it (with a
 /// progress line on stderr) when it is in neither place.
 pub fn resolve(model: &str) -> anyhow::Result<PathBuf> {
+    Ok(with_progress(model, |report| locate(model, report))?)
+}
+
+/// [`resolve`] for a SigLIP text model: only the text tower's files download.
+pub fn resolve_text_model(model: &str) -> anyhow::Result<PathBuf> {
+    Ok(with_progress(model, |report| {
+        locate_text_model(model, report)
+    })?)
+}
+
+/// `find`, with a progress line on stderr for what it downloads of `name`.
+fn with_progress<T>(name: &str, find: impl FnOnce(&mut dyn FnMut(DownloadProgress)) -> T) -> T {
     let mut shown = false;
-    let dir = locate(model, &mut |p: DownloadProgress| {
+    let found = find(&mut |p: DownloadProgress| {
         shown = true;
         eprint!(
-            "\rdownloading {model} {}: {:3} % of {:.1} MiB ",
+            "\rdownloading {name} {}: {:3} % of {:.1} MiB ",
             p.file,
             p.percent,
             p.total as f64 / 1048576.0
@@ -129,7 +141,7 @@ pub fn resolve(model: &str) -> anyhow::Result<PathBuf> {
     if shown {
         eprintln!();
     }
-    Ok(dir?)
+    found
 }
 
 /// An image size given as HxW.

@@ -10,10 +10,10 @@ use clap::Args;
 use gst::prelude::*;
 use gstradio::index::{self, Hit, Moment, ObjectHit, PatchHit};
 use gstradio::meta::{Embedding, RegionKind};
-use gstradio::model_store::locate_text_model;
 use gstradio::radioembed::Outputs;
 use gstradio::text::{DEFAULT_TEXT_MODEL, TEXT_ADAPTOR, TextEncoder};
 
+use crate::args::resolve_text_model;
 use crate::pipeline::{self, QuerySource};
 use crate::video_index::{hms, init, pop_error, preroll, to_uri};
 
@@ -328,9 +328,10 @@ pub fn embed_image(db: &Path, image: &Path) -> anyhow::Result<Vec<f32>> {
     summary_of(embedding, &settings)
 }
 
-/// The SigLIP text tower of `model` (a folder or a repo id in the Hugging Face cache).
+/// The SigLIP text tower of `model` (a folder, or a repo id in or downloaded
+/// into the Hugging Face cache).
 pub fn load_text_encoder(model: &str) -> anyhow::Result<TextEncoder> {
-    let folder = locate_text_model(model)?;
+    let folder = resolve_text_model(model)?;
     TextEncoder::load(&folder, &candle_core::Device::Cpu, candle_core::DType::F32)
         .with_context(|| format!("cannot load text model {model}"))
 }

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use gstradio::model_store::locate_text_model;
 use gstradio::text::{DEFAULT_TEXT_MODEL, TEXT_LENGTH, TextEncoder};
+
+use crate::args::resolve_text_model;
 
 /// `radio-embed embed-text`.
 #[derive(Debug, Args)]
@@ -37,7 +38,7 @@ impl EmbedText {
         if let Some(n) = self.threads {
             set_threads(n)?;
         }
-        let folder = locate_text_model(&self.text_model)?;
+        let folder = resolve_text_model(&self.text_model)?;
         let encoder = TextEncoder::load(&folder, &Device::Cpu, DType::F32)
             .with_context(|| format!("cannot load text model {}", self.text_model))?;
         let texts: Vec<&str> = self.texts.iter().map(String::as_str).collect();
