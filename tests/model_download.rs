@@ -267,3 +267,128 @@ fn a_text_model_the_hub_lacks_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn the_adaptor_checkpoint_is_downloaded_beside_a_downloaded_model() {
+    // The tiny model's repo, now with the checkpoint the C-RADIO repos ship,
+    // named after config.json's `version` as theirs are.
+    let checkpoint = fixture("textsearch/c-radio_v4-tiny_half.pth.tar");
+    let mut files: Vec<(String, Vec<u8>)> = ["config.json", "model.safetensors"]
+        .map(|name| {
+            (
+                name.to_string(),
+                std::fs::read(fixture("tiny-so400m").join(name)).unwrap(),
+            )
+        })
+        .into();
+    files.push((
+        "c-radio_v4-so400m_half.pth.tar".into(),
+        std::fs::read(&checkpoint).unwrap(),
+    ));
+    let hub = Hub::serving(REPO, files);
+    let (dir, cache) = scratch("adaptor");
+    let input = fixture("tiny-so400m/cases.safetensors");
+    let forward = |model: &str, extra: &[&std::ffi::OsStr], output: &Path, offline: bool| {
+        let mut cmd = common::cli();
+        cmd.args([
+            "forward",
+            "--model",
+            model,
+            "--adaptor",
+            "siglip2-g",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(output)
+        .args(extra)
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_ENDPOINT", &hub.endpoint)
+        .env_remove("HF_HUB_OFFLINE");
+        for proxy in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
+            cmd.env_remove(proxy);
+        }
+        if offline {
+            cmd.env("HF_HUB_OFFLINE", "1");
+        }
+        cmd.output().unwrap()
+    };
+
+    // Offline, the model is not there yet: nothing is fetched.
+    let out = forward(REPO, &[], &dir.join("x"), true);
+    assert!(!out.status.success());
+
+    let downloaded = dir.join("downloaded.safetensors");
+    let out = forward(REPO, &[], &downloaded, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("c-radio_v4-so400m_half.pth.tar: 100 %"),
+        "{stderr}"
+    );
+    let named = dir.join("named.safetensors");
+    let model = fixture("tiny-so400m");
+    let out = forward(
+        model.to_str().unwrap(),
+        &["--adaptor-checkpoint".as_ref(), checkpoint.as_os_str()],
+        &named,
+        false,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (a, b) = (
+        std::fs::read(&downloaded).unwrap(),
+        std::fs::read(&named).unwrap(),
+    );
+    assert!(a == b, "the downloaded checkpoint gives other outputs");
+
+    // Once cached, it is found offline.
+    let out = forward(REPO, &[], &dir.join("again.safetensors"), true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_adaptor_checkpoint_the_hub_lacks_is_a_clear_error() {
+    let hub = Hub::start();
+    let (dir, cache) = scratch("adaptor-missing");
+    let out = common::cli()
+        .args([
+            "forward",
+            "--model",
+            REPO,
+            "--adaptor",
+            "siglip2-g",
+            "--input",
+        ])
+        .arg(fixture("tiny-so400m/cases.safetensors"))
+        .arg("--output")
+        .arg(dir.join("x"))
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_ENDPOINT", &hub.endpoint)
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no adaptor checkpoint in "), "{err}");
+    assert!(
+        err.contains(&format!(
+            "(downloading it from {REPO} failed: c-radio_v4-so400m_half.pth.tar: "
+        )),
+        "{err}"
+    );
+    assert!(err.contains("status code 404"), "{err}");
+    assert!(
+        err.contains(&format!("hf download {REPO} <file>.pth.tar")),
+        "{err}"
+    );
+}

@@ -100,6 +100,16 @@ pub(super) fn download(
     folder.ok_or_else(|| "the download returned no folder".into())
 }
 
+/// Downloads one file of `repo` into `cache` and returns its path.
+pub(super) fn download_file(
+    repo: &str,
+    cache: &Path,
+    file: &str,
+    report: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, String> {
+    fetch(&open(repo, cache)?, file, report)
+}
+
 /// Downloads what a SigLIP text tower needs from `repo` into `cache`:
 /// config.json and tokenizer.json, then the weights. A sharded checkpoint
 /// (`model.safetensors.index.json`) gets only the shards holding `text_model.*`

@@ -17,7 +17,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
 use candle_core::DType;
 
-use crate::model::{ModelError, RadioModel, TorchCheckpoint, parse_device};
+use crate::model::{Config, ModelError, RadioModel, TorchCheckpoint, parse_device};
 
 /// Why a model name could not be turned into a folder.
 #[derive(Debug, thiserror::Error)]
@@ -57,16 +57,16 @@ pub enum LocateError {
     #[error(
         "no adaptor checkpoint in {dir}: the adaptor heads are in the torch.hub checkpoint \
          the model's repo ships beside model.safetensors (c-radio_v4-so400m_half.pth.tar, \
-         c-radio_v4-h_half.pth.tar); download it there (`hf download {repo_hint} \
-         <file>.pth.tar`) or name the file explicitly{found}"
+         c-radio_v4-h_half.pth.tar){detail}; download it there (`hf download {repo_hint} \
+         <file>.pth.tar`) or name the file explicitly"
     )]
     NoAdaptorCheckpoint {
         /// The folder searched.
         dir: String,
         /// How to name the repo in the hint.
         repo_hint: String,
-        /// The candidates when there were several.
-        found: String,
+        /// The candidates when there were several, or why none was downloaded.
+        detail: String,
     },
 }
 
@@ -121,8 +121,14 @@ fn is_text_model_dir(dir: &Path) -> bool {
 
 /// The torch.hub checkpoint (`*.pth.tar`) in a model folder or snapshot, which holds
 /// the adaptor heads (`siglip2-g`, …) that model.safetensors lacks. Exactly one must
-/// be there; with several, the caller names one.
-pub fn adaptor_checkpoint(dir: &Path) -> Result<PathBuf, LocateError> {
+/// be there; with several, the caller names one. A snapshot of the Hugging Face
+/// cache without one gets its repo's `<version>_half.pth.tar` (the name the C-RADIO
+/// repos give it, `version` from config.json) downloaded beside it, with progress
+/// to `report`, unless `HF_HUB_OFFLINE` is set.
+pub fn adaptor_checkpoint(
+    dir: &Path,
+    report: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, LocateError> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -131,19 +137,55 @@ pub fn adaptor_checkpoint(dir: &Path) -> Result<PathBuf, LocateError> {
         .filter(|path| path.to_string_lossy().ends_with(".pth.tar"))
         .collect();
     found.sort();
+    let repo = cached_repo(dir);
+    let missing = |detail: String| LocateError::NoAdaptorCheckpoint {
+        dir: dir.display().to_string(),
+        repo_hint: repo
+            .as_ref()
+            .map_or("nvidia/C-RADIOv4-SO400M".into(), |(id, _)| id.clone()),
+        detail,
+    };
     match found.len() {
         1 => Ok(found.remove(0)),
-        n => Err(LocateError::NoAdaptorCheckpoint {
-            dir: dir.display().to_string(),
-            repo_hint: "nvidia/C-RADIOv4-SO400M".into(),
-            found: if n == 0 {
-                String::new()
-            } else {
-                let names: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
-                format!(" (it has several: {})", names.join(", "))
-            },
-        }),
+        0 => {
+            let Some((id, cache)) = &repo else {
+                return Err(missing(String::new()));
+            };
+            let version = Config::from_file(&dir.join("config.json"))
+                .ok()
+                .and_then(|c| c.version)
+                .ok_or_else(|| {
+                    missing(" (config.json has no `version` to name the file by)".into())
+                })?;
+            let file = format!("{version}_half.pth.tar");
+            if offline() {
+                return Err(missing(format!(
+                    " (HF_HUB_OFFLINE is set, so {file} was not downloaded)"
+                )));
+            }
+            download_file(id, cache, &file, report).map_err(|e| missing(format!(" ({e})")))
+        }
+        _ => {
+            let names: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
+            Err(missing(format!(" (it has several: {})", names.join(", "))))
+        }
     }
+}
+
+/// The repo id and cache folder of a Hugging Face cache snapshot
+/// (`<cache>/models--org--name/snapshots/<revision>`).
+fn cached_repo(dir: &Path) -> Option<(String, PathBuf)> {
+    let snapshots = dir.parent()?;
+    if snapshots.file_name()? != "snapshots" {
+        return None;
+    }
+    let repo_dir = snapshots.parent()?;
+    let (org, name) = repo_dir
+        .file_name()?
+        .to_str()?
+        .strip_prefix("models--")?
+        .split_once("--")?;
+    Some((format!("{org}/{name}"), repo_dir.parent()?.to_path_buf()))
 }
 
 /// The Hugging Face hub cache folder: `HF_HUB_CACHE`, else `HF_HOME/hub`, else
@@ -208,6 +250,27 @@ fn download(
 fn download(
     _name: &str,
     _cache: &Path,
+    _report: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, String> {
+    Err("this build cannot download (it was built without the `hf-hub` feature)".into())
+}
+
+#[cfg(feature = "hf-hub")]
+fn download_file(
+    repo: &str,
+    cache: &Path,
+    file: &str,
+    report: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, String> {
+    hub::download_file(repo, cache, file, report)
+        .map_err(|e| format!("downloading it from {repo} failed: {e}"))
+}
+
+#[cfg(not(feature = "hf-hub"))]
+fn download_file(
+    _repo: &str,
+    _cache: &Path,
+    _file: &str,
     _report: &mut dyn FnMut(DownloadProgress),
 ) -> Result<PathBuf, String> {
     Err("this build cannot download (it was built without the `hf-hub` feature)".into())

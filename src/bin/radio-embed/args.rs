@@ -103,7 +103,9 @@ impl AdaptorArgs {
         }
         let path = match &self.adaptor_checkpoint {
             Some(path) => path.clone(),
-            None => gstradio::model_store::adaptor_checkpoint(folder)?,
+            None => with_progress(&folder.display().to_string(), |report| {
+                gstradio::model_store::adaptor_checkpoint(folder, report)
+            })?,
         };
         let checkpoint = TorchCheckpoint::open(&path)?;
         for name in &self.adaptor {

@@ -210,7 +210,8 @@ impl RadioEmbed {
                 name: name.clone(),
                 checkpoint: match &settings.adaptor_checkpoint {
                     Some(path) => path.into(),
-                    None => adaptor_checkpoint(&dir).map_err(|e| error_message(&e.into(), None))?,
+                    None => adaptor_checkpoint(&dir, &mut |p| self.report_download(p))
+                        .map_err(|e| error_message(&e.into(), None))?,
                 },
             }),
         };
