@@ -7,17 +7,17 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 
 use common::hub::{COMMIT, Hub, REPO};
 use common::{TempDir, fixture};
 
-/// `radio-embed info --model MODEL` with only the given hub settings.
-fn info(model: &str, cache: &Path, endpoint: &str, offline: bool) -> Output {
+/// `radio-embed` with only the given hub settings: cache, hub address, offline
+/// or not, and no proxy.
+fn cli_with_hub(cache: &Path, endpoint: &str, offline: bool) -> Command {
     let mut cmd = common::cli();
-    cmd.args(["info", "--model", model])
-        .env("HF_HUB_CACHE", cache)
+    cmd.env("HF_HUB_CACHE", cache)
         .env("HF_ENDPOINT", endpoint)
         .env_remove("HF_HUB_OFFLINE");
     for proxy in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
@@ -26,7 +26,13 @@ fn info(model: &str, cache: &Path, endpoint: &str, offline: bool) -> Output {
     if offline {
         cmd.env("HF_HUB_OFFLINE", "1");
     }
-    cmd.output().unwrap()
+    cmd
+}
+
+/// `radio-embed info --model MODEL` with only the given hub settings.
+fn info(model: &str, cache: &Path, endpoint: &str, offline: bool) -> Output {
+    let mut cmd = cli_with_hub(cache, endpoint, offline);
+    cmd.args(["info", "--model", model]).output().unwrap()
 }
 
 /// An empty Hugging Face cache folder, removed with the returned guard.
@@ -113,17 +119,12 @@ const TEXT_REPO: &str = "test-org/tiny-siglip";
 /// `radio-embed embed-text --text-model MODEL` of one text into `output`, with
 /// only the given hub settings.
 fn embed_text(model: &str, cache: &Path, endpoint: &str, output: &Path) -> Output {
-    let mut cmd = common::cli();
+    let mut cmd = cli_with_hub(cache, endpoint, false);
     cmd.args(["embed-text", "--text-model", model, "--output"])
         .arg(output)
         .arg("a red car")
-        .env("HF_HUB_CACHE", cache)
-        .env("HF_ENDPOINT", endpoint)
-        .env_remove("HF_HUB_OFFLINE");
-    for proxy in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
-        cmd.env_remove(proxy);
-    }
-    cmd.output().unwrap()
+        .output()
+        .unwrap()
 }
 
 /// A file of the SigLIP text fixture, to serve.
@@ -289,7 +290,7 @@ fn the_adaptor_checkpoint_is_downloaded_beside_a_downloaded_model() {
     let (dir, cache) = scratch("adaptor");
     let input = fixture("tiny-so400m/cases.safetensors");
     let forward = |model: &str, extra: &[&std::ffi::OsStr], output: &Path, offline: bool| {
-        let mut cmd = common::cli();
+        let mut cmd = cli_with_hub(&cache, &hub.endpoint, offline);
         cmd.args([
             "forward",
             "--model",
@@ -302,16 +303,8 @@ fn the_adaptor_checkpoint_is_downloaded_beside_a_downloaded_model() {
         .arg("--output")
         .arg(output)
         .args(extra)
-        .env("HF_HUB_CACHE", &cache)
-        .env("HF_ENDPOINT", &hub.endpoint)
-        .env_remove("HF_HUB_OFFLINE");
-        for proxy in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
-            cmd.env_remove(proxy);
-        }
-        if offline {
-            cmd.env("HF_HUB_OFFLINE", "1");
-        }
-        cmd.output().unwrap()
+        .output()
+        .unwrap()
     };
 
     // Offline, the model is not there yet: nothing is fetched.
@@ -358,7 +351,7 @@ fn the_adaptor_checkpoint_is_downloaded_beside_a_downloaded_model() {
 fn an_adaptor_checkpoint_the_hub_lacks_is_a_clear_error() {
     let hub = Hub::start();
     let (dir, cache) = scratch("adaptor-missing");
-    let out = common::cli()
+    let out = cli_with_hub(&cache, &hub.endpoint, false)
         .args([
             "forward",
             "--model",
@@ -370,20 +363,13 @@ fn an_adaptor_checkpoint_the_hub_lacks_is_a_clear_error() {
         .arg(fixture("tiny-so400m/cases.safetensors"))
         .arg("--output")
         .arg(dir.join("x"))
-        .env("HF_HUB_CACHE", &cache)
-        .env("HF_ENDPOINT", &hub.endpoint)
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no adaptor checkpoint in "), "{err}");
     assert!(
-        err.contains(&format!(
-            "(downloading it from {REPO} failed: c-radio_v4-so400m_half.pth.tar: "
-        )),
+        err.contains("(downloading it failed: c-radio_v4-so400m_half.pth.tar: "),
         "{err}"
     );
     assert!(err.contains("status code 404"), "{err}");

@@ -94,22 +94,13 @@ pub fn locate_text_model(
     if let Some(dir) = find_where(name, &cache, is_text_model_dir) {
         return Ok(dir);
     }
-    let not_found = |download: String| LocateError::TextModelNotFound {
-        name: name.to_string(),
-        cache: cache.display().to_string(),
-        download,
-    };
-    if !is_repo_id(name) {
-        return Err(not_found(format!(
-            "`{name}` is not a Hugging Face repo id (org/name) to download either"
-        )));
-    }
-    if offline() {
-        return Err(not_found(
-            "HF_HUB_OFFLINE is set, so it was not downloaded".into(),
-        ));
-    }
-    download_text_model(name, &cache, report).map_err(not_found)
+    download(name, &cache, Fetch::TextModel, report).map_err(|download| {
+        LocateError::TextModelNotFound {
+            name: name.to_string(),
+            cache: cache.display().to_string(),
+            download,
+        }
+    })
 }
 
 fn is_text_model_dir(dir: &Path) -> bool {
@@ -158,12 +149,7 @@ pub fn adaptor_checkpoint(
                     missing(" (config.json has no `version` to name the file by)".into())
                 })?;
             let file = format!("{version}_half.pth.tar");
-            if offline() {
-                return Err(missing(format!(
-                    " (HF_HUB_OFFLINE is set, so {file} was not downloaded)"
-                )));
-            }
-            download_file(id, cache, &file, report).map_err(|e| missing(format!(" ({e})")))
+            download(id, cache, Fetch::File(&file), report).map_err(|e| missing(format!(" ({e})")))
         }
         _ => {
             let names: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
@@ -219,79 +205,56 @@ pub fn locate(
     if let Some(dir) = find(name, &cache) {
         return Ok(dir);
     }
-    let not_found = |download: String| LocateError::NotFound {
+    download(name, &cache, Fetch::Model, report).map_err(|download| LocateError::NotFound {
         name: name.to_string(),
         cache: cache.display().to_string(),
         download,
-    };
+    })
+}
+
+/// What [`download`] fetches from a repo.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "hf-hub"), allow(dead_code))]
+enum Fetch<'a> {
+    /// config.json and model.safetensors.
+    Model,
+    /// What a SigLIP text tower needs.
+    TextModel,
+    /// One file.
+    File(&'a str),
+}
+
+/// Downloads `what` of the repo `name` into `cache` (the snapshot folder, or the
+/// file for [`Fetch::File`]), or says why it was not: not a repo id, offline, no
+/// downloader built in, or the download failed.
+fn download(
+    name: &str,
+    cache: &Path,
+    what: Fetch,
+    report: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, String> {
     if !is_repo_id(name) {
-        return Err(not_found(format!(
+        return Err(format!(
             "`{name}` is not a Hugging Face repo id (org/name) to download either"
-        )));
-    }
-    if offline() {
-        return Err(not_found(
-            "HF_HUB_OFFLINE is set, so it was not downloaded".into(),
         ));
     }
-    download(name, &cache, report).map_err(not_found)
-}
-
-#[cfg(feature = "hf-hub")]
-fn download(
-    name: &str,
-    cache: &Path,
-    report: &mut dyn FnMut(DownloadProgress),
-) -> Result<PathBuf, String> {
-    hub::download(name, cache, report).map_err(|e| format!("downloading it failed: {e}"))
-}
-
-#[cfg(not(feature = "hf-hub"))]
-fn download(
-    _name: &str,
-    _cache: &Path,
-    _report: &mut dyn FnMut(DownloadProgress),
-) -> Result<PathBuf, String> {
-    Err("this build cannot download (it was built without the `hf-hub` feature)".into())
-}
-
-#[cfg(feature = "hf-hub")]
-fn download_file(
-    repo: &str,
-    cache: &Path,
-    file: &str,
-    report: &mut dyn FnMut(DownloadProgress),
-) -> Result<PathBuf, String> {
-    hub::download_file(repo, cache, file, report)
-        .map_err(|e| format!("downloading it from {repo} failed: {e}"))
-}
-
-#[cfg(not(feature = "hf-hub"))]
-fn download_file(
-    _repo: &str,
-    _cache: &Path,
-    _file: &str,
-    _report: &mut dyn FnMut(DownloadProgress),
-) -> Result<PathBuf, String> {
-    Err("this build cannot download (it was built without the `hf-hub` feature)".into())
-}
-
-#[cfg(feature = "hf-hub")]
-fn download_text_model(
-    name: &str,
-    cache: &Path,
-    report: &mut dyn FnMut(DownloadProgress),
-) -> Result<PathBuf, String> {
-    hub::download_text_model(name, cache, report).map_err(|e| format!("downloading it failed: {e}"))
-}
-
-#[cfg(not(feature = "hf-hub"))]
-fn download_text_model(
-    _name: &str,
-    _cache: &Path,
-    _report: &mut dyn FnMut(DownloadProgress),
-) -> Result<PathBuf, String> {
-    Err("this build cannot download (it was built without the `hf-hub` feature)".into())
+    if offline() {
+        return Err("HF_HUB_OFFLINE is set, so it was not downloaded".into());
+    }
+    #[cfg(not(feature = "hf-hub"))]
+    {
+        let _ = (cache, what, report);
+        Err("this build cannot download (it was built without the `hf-hub` feature)".into())
+    }
+    #[cfg(feature = "hf-hub")]
+    {
+        let fetched = match what {
+            Fetch::Model => hub::download(name, cache, report),
+            Fetch::TextModel => hub::download_text_model(name, cache, report),
+            Fetch::File(file) => hub::download_file(name, cache, file, report),
+        };
+        fetched.map_err(|e| format!("downloading it failed: {e}"))
+    }
 }
 
 /// `HF_HUB_OFFLINE` set to a true value, as huggingface_hub reads it.
