@@ -146,6 +146,8 @@ pub(crate) fn attention(qkv: &Tensor, heads: usize) -> Result<Option<Tensor>> {
                     );
                 }
                 super::fused::softmax_rows(scores, n);
+                // SAFETY: as above; the probabilities are n×n, v is n rows of
+                // hd values at row stride 3·D.
                 unsafe {
                     cblas_sys::cblas_sgemm(
                         cblas_sys::CblasRowMajor,
@@ -209,7 +211,9 @@ pub(crate) fn version() -> String {
         .join(" ")
 }
 
-/// OpenBLAS runs each call on the calling thread; rayon splits the work.
+/// OpenBLAS runs each call on the calling thread; rayon splits the work. The
+/// setting is OpenBLAS's, so it holds for every user of the library in the
+/// process (README: CPU matrix products).
 fn single_threaded_blas() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     // SAFETY: a plain setter of OpenBLAS's thread count.
