@@ -7,6 +7,12 @@
 
 use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
 
+/// Whether this process's [`CpuMatmul`](super::CpuMatmul) is OpenBLAS: the one
+/// question the model's layers ask before calling into this module.
+pub(crate) fn in_use() -> bool {
+    matches!(super::CpuMatmul::current(), Ok(super::CpuMatmul::OpenBlas))
+}
+
 /// The f32 values of a contiguous CPU tensor, borrowed for `f`.
 fn with_f32<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Option<T> {
     let (storage, layout) = t.storage_and_layout();

@@ -64,7 +64,7 @@ impl Attention {
         let head_dim = d / self.heads;
         let qkv = self.qkv.forward(x, Activation::None)?;
         #[cfg(feature = "openblas")]
-        if matches!(super::CpuMatmul::current(), Ok(super::CpuMatmul::OpenBlas))
+        if super::blas::in_use()
             && let Some(out) = super::blas::attention(&qkv, self.heads)?
         {
             return self.proj.forward_residual(&out, residual);

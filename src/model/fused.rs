@@ -67,7 +67,7 @@ impl FusedLinear {
     /// [`CpuMatmul`](super::CpuMatmul) and the tensors suit it.
     fn matmul(&self, x: &Tensor) -> Result<Tensor> {
         #[cfg(feature = "openblas")]
-        if matches!(super::CpuMatmul::current(), Ok(super::CpuMatmul::OpenBlas))
+        if super::blas::in_use()
             && let Some(y) = super::blas::matmul_t(x, self.matmul.weight())?
         {
             return Ok(y);
