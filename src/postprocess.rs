@@ -4,7 +4,7 @@
 
 use candle_core::{IndexOp, Tensor};
 
-use crate::meta::{AdaptorEmbedding, Embedding, MetaDtype};
+use crate::meta::{AdaptorEmbedding, Embedding, MetaDtype, RegionAdaptor, RegionVectors};
 use crate::model::{ModelError, RadioOutput};
 
 /// Which outputs go on the buffers, and in what form.
@@ -166,29 +166,67 @@ impl RegionBox {
 
 /// Per-object vectors: for each box, the mean of frame `frame`'s patch
 /// features over every patch the box overlaps (the frame maps onto the whole
-/// model input, so the box maps onto the grid by its fractions). The full,
-/// unpooled grid is used whatever `spatial-pool` says.
+/// model input, so the box maps onto the grid by its fractions), and the same
+/// mean of each adaptor's patch features where the forward computed them. The
+/// full, unpooled grid is used whatever `spatial-pool` says.
 pub fn region_vectors(
     output: &RadioOutput,
     frame: usize,
     boxes: &[RegionBox],
-) -> Result<Vec<Vec<f32>>, ModelError> {
+) -> Result<Vec<RegionVectors>, ModelError> {
     if boxes.is_empty() {
         return Ok(Vec::new());
     }
-    let (h, w) = output.grid;
-    let d = output.features.dim(2)?;
-    let grid = output.features.i(frame)?.reshape((h, w, d))?;
+    let grid = output.grid;
+    let backbone = frame_grid(&output.features, frame, grid)?;
+    let adaptors = output
+        .adaptors
+        .iter()
+        .filter_map(|a| Some((a.name.as_str(), a.features.as_ref()?)))
+        .map(|(name, features)| Ok((name, frame_grid(features, frame, grid)?)))
+        .collect::<Result<Vec<_>, ModelError>>()?;
     boxes
         .iter()
         .map(|b| {
-            let (rows, cols) = b.on_grid((h, w));
-            let patches =
-                grid.narrow(0, rows.start, rows.len())?
-                    .narrow(1, cols.start, cols.len())?;
-            Ok(patches.mean((0, 1))?.to_vec1::<f32>()?)
+            let cells = b.on_grid(grid);
+            Ok(RegionVectors {
+                vector: mean_under(&backbone, &cells)?,
+                adaptors: adaptors
+                    .iter()
+                    .map(|(name, grid)| {
+                        Ok(RegionAdaptor {
+                            name: name.to_string(),
+                            vector: mean_under(grid, &cells)?,
+                        })
+                    })
+                    .collect::<Result<_, ModelError>>()?,
+            })
         })
         .collect()
+}
+
+/// Frame `frame` of (B, h·w, D) features as an (h, w, D) grid.
+fn frame_grid(
+    features: &Tensor,
+    frame: usize,
+    (h, w): (usize, usize),
+) -> Result<Tensor, ModelError> {
+    let d = features.dim(2)?;
+    Ok(features.i(frame)?.reshape((h, w, d))?)
+}
+
+/// The mean of an (h, w, D) grid's vectors over the rows and columns `cells`.
+fn mean_under(
+    grid: &Tensor,
+    (rows, cols): &(std::ops::Range<usize>, std::ops::Range<usize>),
+) -> Result<Vec<f32>, ModelError> {
+    let patches = grid
+        .narrow(0, rows.start, rows.len())?
+        .narrow(1, cols.start, cols.len())?;
+    Ok(patches
+        .mean((0, 1))?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?)
 }
 
 /// Average-pools (B, h·w, D) features over k × k windows → (B, h'·w', D).
@@ -265,8 +303,43 @@ mod tests {
             RegionBox::from_pixels((60, 0, 1, 1), (64, 32)),
         ];
         let v = region_vectors(&out, 1, &boxes).unwrap();
-        assert_eq!(v, [vec![103.5], vec![105.5], vec![103.0]]);
+        let backbone: Vec<Vec<f32>> = v.iter().map(|r| r.vector.clone()).collect();
+        assert_eq!(backbone, [vec![103.5], vec![105.5], vec![103.0]]);
+        assert!(v.iter().all(|r| r.adaptors.is_empty()));
         assert!(region_vectors(&out, 0, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn regions_pool_each_adaptors_patch_features_alike() {
+        let mut out = output();
+        // An adaptor of width 2 whose feature = (token index, -token index).
+        let f: Vec<f32> = (0..2)
+            .flat_map(|b| (0..8).flat_map(move |t| [(t + 10 * b) as f32, -((t + 10 * b) as f32)]))
+            .collect();
+        out.adaptors = vec![
+            crate::model::AdaptorOutput {
+                name: "siglip2-g".into(),
+                summary: Tensor::zeros((2, 3), candle_core::DType::F32, &Device::Cpu).unwrap(),
+                features: Some(Tensor::from_vec(f, (2, 8, 2), &Device::Cpu).unwrap()),
+            },
+            // Summary only (the feature head did not run): no region vector.
+            crate::model::AdaptorOutput {
+                name: "clip".into(),
+                summary: Tensor::zeros((2, 3), candle_core::DType::F32, &Device::Cpu).unwrap(),
+                features: None,
+            },
+        ];
+        let boxes = [RegionBox::from_pixels((16, 16, 24, 16), (64, 32))];
+        let v = region_vectors(&out, 1, &boxes).unwrap();
+        assert_eq!(v[0].vector, [105.5]);
+        // Tokens 5 and 6 of frame 1: 15, 16.
+        assert_eq!(
+            v[0].adaptors,
+            [RegionAdaptor {
+                name: "siglip2-g".into(),
+                vector: vec![15.5, -15.5],
+            }]
+        );
     }
 
     #[test]

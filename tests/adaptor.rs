@@ -363,3 +363,62 @@ fn cli_bench_prices_the_adaptor_heads() {
         );
     }
 }
+
+#[test]
+fn a_cropped_region_gets_the_adaptor_summary_of_its_crop() {
+    use gst::prelude::*;
+    common::init();
+    // A box over the whole frame, cropped to 64 × 64 with no padding, is the
+    // same model input as the frame itself at 64 × 64: its vectors are the
+    // frame's summaries.
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=3 pattern=smpte ! video/x-raw,width=160,height=120 ! \
+         identity name=detector ! radioembed model={} adaptor=siglip2-g adaptor-checkpoint={} \
+         width=64 height=64 roi-mode=crop roi-resolution=64 roi-padding=0 ! \
+         appsink name=sink sync=false",
+        fixture("tiny-so400m").display(),
+        checkpoint_path().display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    pipeline
+        .by_name("detector")
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+                let b = buffer.make_mut();
+                gst_video::VideoRegionOfInterestMeta::add(b, "scene", (0, 0, 160, 120));
+                gst_video::VideoRegionOfInterestMeta::add(b, "corner", (0, 0, 40, 40));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let sink = pipeline.by_name("sink").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for _ in 0..3 {
+        let sample = sink
+            .emit_by_name::<Option<gst::Sample>>("pull-sample", &[])
+            .expect("a frame");
+        let buffer = sample.buffer().unwrap();
+        let frame = gstradio::meta::Embedding::from_buffer(buffer)
+            .unwrap()
+            .unwrap();
+        let regions = gstradio::meta::regions(buffer).unwrap();
+        assert_eq!(regions.len(), 2);
+        let (scene, corner) = (&regions[0], &regions[1]);
+        let adaptor = frame.adaptor("siglip2-g").unwrap();
+        assert_eq!(scene.adaptors.len(), 1);
+        assert_eq!(scene.adaptors[0].name, "siglip2-g");
+        let diff = common::max_abs_diff_slices(&scene.adaptors[0].vector, &adaptor.summary);
+        assert!(diff <= OUTPUT_TOL, "adaptor vector off by {diff}");
+        let diff = common::max_abs_diff_slices(&scene.vector, frame.summary.as_ref().unwrap());
+        assert!(diff <= OUTPUT_TOL, "backbone vector off by {diff}");
+        // Another crop, another vector of the same length.
+        assert_eq!(corner.adaptors[0].vector.len(), adaptor.summary.len());
+        let diff = common::max_abs_diff_slices(&corner.adaptors[0].vector, &adaptor.summary);
+        assert!(diff > 1e-3, "the corner's crop is not the frame");
+    }
+    common::finish_at_eos(&pipeline);
+}

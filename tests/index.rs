@@ -377,7 +377,7 @@ fn parquet_rows_go_out_in_row_groups_and_read_back_exactly() {
     let err = writer.append(wrong).unwrap_err().to_string();
     assert_eq!(
         err,
-        "a vector has 7 values but the index holds 8-dimensional summaries"
+        "a vector has 7 values but the index holds 8-dimensional vectors"
     );
     assert!(!path.exists(), "the index appeared before it was complete");
     assert_eq!(writer.finish().unwrap(), 9);
@@ -904,27 +904,34 @@ fn an_image_finds_the_scene_it_shows() {
     assert_eq!(hits.as_array().unwrap().len(), 5);
 }
 
-/// `embedded` with two objects: a person whose 4-d vector depends on `pts_s`
-/// and a car whose vector is fixed.
+/// `embedded` with two objects: a person whose 4-d vector and 3-d siglip2-g
+/// vector depend on `pts_s`, and a car whose vector is fixed and which has no
+/// adaptor vector.
 fn with_objects(pts_s: u64) -> gst::Buffer {
-    use gstradio::meta::{MetaDtype, RegionKind, region_param};
+    use gstradio::meta::{MetaDtype, RegionAdaptor, RegionKind, RegionVectors, region_param};
     let mut buffer = embedded(pts_s, (64, 48));
     let b = buffer.get_mut().unwrap();
-    let person = [1.0, pts_s as f32, 0.0, 0.5];
+    let person = RegionVectors {
+        vector: vec![1.0, pts_s as f32, 0.0, 0.5],
+        adaptors: vec![RegionAdaptor {
+            name: "siglip2-g".into(),
+            vector: vec![pts_s as f32, 1.0, 0.0],
+        }],
+    };
     let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, "person", (pts_s as u32, 2, 10, 20));
     roi.add_param(region_param(&person, MetaDtype::F32, RegionKind::Pool));
+    let car = RegionVectors {
+        vector: vec![0.0, 0.0, 1.0, 0.0],
+        adaptors: Vec::new(),
+    };
     let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, "car", (30, 20, 16, 8));
-    roi.add_param(region_param(
-        &[0.0, 0.0, 1.0, 0.0],
-        MetaDtype::F32,
-        RegionKind::Pool,
-    ));
+    roi.add_param(region_param(&car, MetaDtype::F32, RegionKind::Pool));
     buffer
 }
 
 #[test]
 fn the_sink_keeps_objects_and_search_finds_them() {
-    use gstradio::index::{object_kind, search_objects};
+    use gstradio::index::{object_kind, search_object_adaptor, search_objects};
     use gstradio::meta::RegionKind;
     let dir = TempDir::new("sink-objects");
     let db = dir.join("idx.sqlite");
@@ -958,6 +965,54 @@ fn the_sink_keeps_objects_and_search_finds_them() {
             .is_empty()
     );
 
+    // In the adaptor's space only the person has a vector; [3, 1, 0] is the
+    // one of the frame at 3 s, and the frame at 2 s comes next.
+    let hits = search_object_adaptor(
+        &db,
+        "siglip2-g",
+        &[3.0, 1.0, 0.0],
+        10,
+        2,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(hits.len(), 4, "one person a frame, no car: {hits:?}");
+    assert!(hits.iter().all(|h| h.roi_type == "person"));
+    assert_eq!(
+        (hits[0].rect, hits[0].frame.pts_ns, hits[1].frame.pts_ns),
+        ((3, 2, 10, 20), Some(3_000_000_000), Some(2_000_000_000))
+    );
+    assert!((hits[0].frame.score - 1.0).abs() < 1e-6);
+    // The score is the cosine: [0, 1, 0] against the frame at 0 s is 1, at 1 s 1/√2.
+    let hits = search_object_adaptor(
+        &db,
+        "siglip2-g",
+        &[0.0, 2.0, 0.0],
+        2,
+        1,
+        &Default::default(),
+    )
+    .unwrap();
+    let scores: Vec<f32> = hits.iter().map(|h| h.frame.score).collect();
+    assert!(
+        (scores[0] - 1.0).abs() < 1e-6 && (scores[1] - 0.5f32.sqrt()).abs() < 1e-6,
+        "{scores:?}"
+    );
+    let err = search_object_adaptor(&db, "siglip2-g", &[1.0; 4], 2, 1, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a vector has 4 values but the index holds 3-dimensional"),
+        "{err}"
+    );
+    let err = search_object_adaptor(&db, "clip", &[1.0; 3], 2, 1, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("holds no objects with `clip` vectors") && err.contains("roi-mode"),
+        "{err}"
+    );
+
     // Indexed again: the old run's objects go with its frames.
     let mut h = sink_harness(&db, "source-id=cam");
     h.push(with_objects(7)).unwrap();
@@ -965,10 +1020,11 @@ fn the_sink_keeps_objects_and_search_finds_them() {
     let hits = search_objects(&db, &[1.0, 3.0, 0.0, 0.5], 10, 2, &Default::default()).unwrap();
     assert_eq!(hits.len(), 2, "one frame, two objects");
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let stored: i64 = conn
-        .query_row("SELECT count(*) FROM object_rows", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(stored, 2);
+    let count = |table: &str| -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!((count("object_rows"), count("object_adaptor_rows")), (2, 1));
 }
 
 #[test]
@@ -1054,16 +1110,36 @@ fn a_parquet_sink_says_it_keeps_no_objects() {
 fn an_image_finds_the_objects_that_show_it() {
     common::init();
     let (_dir, clip, db, png) = clip_with_query("object-query");
-    // A stand-in detector: each frame gets a box over all of it ("scene") and
-    // one over its top-left corner, which radioembed gives pooled vectors.
+    embed_with_detector(
+        &clip,
+        &format!("model={} resolution=64 roi-mode=pool", tiny()),
+        &format!("radioindexsink location={} source-id=clip", db.display()),
+    );
+    smpte_png(&png);
+    let hits = search_json(&db, &png, &["--objects", "-k", "3"]);
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 3);
+    for hit in hits {
+        assert_eq!(hit["type"], "scene", "{hits:?}");
+        assert_eq!(
+            hit["box"],
+            serde_json::json!({"x": 0, "y": 0, "width": 160, "height": 120})
+        );
+        assert!(hit["pts_ns"].as_u64().unwrap() < 2_000_000_000, "{hits:?}");
+        // Pooled patch features of random weights differ more between the
+        // clip's JPEG and the query's PNG than summaries do (0.98 here).
+        assert!(hit["score"].as_f64().unwrap() >= 0.95, "{hits:?}");
+    }
+}
+
+/// Plays `clip` at 5 frames/s through a stand-in detector, which gives each
+/// frame a box over all of it ("scene") and one over its top-left corner
+/// ("corner"), into `radioembed {embed} ! {tail}`, to EOS.
+fn embed_with_detector(clip: &Path, embed: &str, tail: &str) {
     let pipeline = gst::parse::launch(&format!(
         "filesrc location={} ! decodebin ! videoconvert ! videorate ! \
-         video/x-raw,framerate=5/1 ! identity name=detector ! \
-         radioembed model={} resolution=64 roi-mode=pool ! \
-         radioindexsink location={} source-id=clip",
+         video/x-raw,framerate=5/1 ! identity name=detector ! radioembed {embed} ! {tail}",
         clip.display(),
-        tiny(),
-        db.display()
     ))
     .unwrap();
     let detector = pipeline
@@ -1084,21 +1160,6 @@ fn an_image_finds_the_objects_that_show_it() {
         });
     pipeline.set_state(gst::State::Playing).unwrap();
     common::finish_at_eos(pipeline.downcast_ref().unwrap());
-    smpte_png(&png);
-    let hits = search_json(&db, &png, &["--objects", "-k", "3"]);
-    let hits = hits.as_array().unwrap();
-    assert_eq!(hits.len(), 3);
-    for hit in hits {
-        assert_eq!(hit["type"], "scene", "{hits:?}");
-        assert_eq!(
-            hit["box"],
-            serde_json::json!({"x": 0, "y": 0, "width": 160, "height": 120})
-        );
-        assert!(hit["pts_ns"].as_u64().unwrap() < 2_000_000_000, "{hits:?}");
-        // Pooled patch features of random weights differ more between the
-        // clip's JPEG and the query's PNG than summaries do (0.98 here).
-        assert!(hit["score"].as_f64().unwrap() >= 0.95, "{hits:?}");
-    }
 }
 
 #[test]
@@ -1245,6 +1306,190 @@ fn a_text_query_ranks_frames_by_their_siglip2g_vectors() {
             "best patch of the hit at {pts}"
         );
     }
+}
+
+/// The siglip2-g vector of each stored object of `db`: (pts, type, vector).
+fn object_adaptor_vectors(db: &Path) -> Vec<(i64, String, Vec<f32>)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut st = conn
+        .prepare("SELECT pts_ns, roi_type, vector FROM object_adaptors WHERE name = 'siglip2-g'")
+        .unwrap();
+    st.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, floats(&r.get::<_, Vec<u8>>(2)?, 4)))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+#[test]
+fn a_text_query_ranks_objects_by_their_pooled_siglip2g_vectors() {
+    common::init();
+    let (dir, clip, db, _png) = clip_with_query("text-objects");
+    let messages = dir.join("messages.jsonl");
+    embed_with_detector(
+        &clip,
+        &format!(
+            "model={} resolution=64 adaptor=siglip2-g adaptor-checkpoint={} roi-mode=pool \
+             spatial-pool=1",
+            fixture("tiny-so400m").display(),
+            fixture("textsearch/c-radio_v4-tiny_half.pth.tar").display()
+        ),
+        &format!(
+            "radiometapublish location={} ! radioindexsink location={} source-id=clip \
+             spatial=true",
+            messages.display(),
+            db.display()
+        ),
+    );
+    let stored = object_adaptor_vectors(&db);
+    let frames = count_rows(&db, None).unwrap() as usize;
+    assert!(frames >= 30, "{frames} frames");
+    assert_eq!(stored.len(), 2 * frames, "two objects a frame");
+
+    // A "scene" box covers the frame: its vector is the mean of the frame's
+    // adaptor grid (stored in f16, hence the tolerance).
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let grids: std::collections::HashMap<i64, (Vec<f32>, usize)> = conn
+        .prepare("SELECT pts_ns, spatial, spatial_dim FROM adaptor_frames")
+        .unwrap()
+        .query_map([], |r| {
+            let dim: i64 = r.get(2)?;
+            Ok((
+                r.get(0)?,
+                (floats(&r.get::<_, Vec<u8>>(1)?, 2), dim as usize),
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (pts, roi_type, vector) in stored.iter().filter(|s| s.1 == "scene") {
+        let (grid, dim) = &grids[pts];
+        assert_eq!(vector.len(), *dim, "{roi_type} at {pts}");
+        let patches = (grid.len() / dim) as f32;
+        let scale = grid.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (c, v) in vector.iter().enumerate() {
+            let mean: f32 = grid.iter().skip(c).step_by(*dim).sum::<f32>() / patches;
+            assert!(
+                (v - mean).abs() <= 1e-3 * scale,
+                "channel {c} at {pts}: {v} vs {mean}"
+            );
+        }
+    }
+
+    // Every message validates and carries the same vectors, the frame's
+    // adaptor summary among them.
+    let schema = common::message_schema();
+    let lines = std::fs::read_to_string(&messages).unwrap();
+    assert_eq!(lines.lines().count(), frames);
+    for line in lines.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(schema.is_valid(&m), "{line}");
+        assert_eq!(
+            m["adaptors"]["siglip2-g"]["summary"]
+                .as_array()
+                .unwrap()
+                .len(),
+            48
+        );
+        let pts = m["pts-ns"].as_i64().unwrap();
+        for object in m["objects"].as_array().unwrap() {
+            let sent: Vec<f32> = object["adaptors"]["siglip2-g"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let kept = stored
+                .iter()
+                .find(|s| s.0 == pts && s.1 == object["type"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(sent, kept.2, "{} at {pts}", kept.1);
+        }
+    }
+
+    // The text search ranks the objects as their vectors say.
+    let text = "a red car";
+    let text_model = fixture("textsearch/siglip-text");
+    let out = run_cli(&[
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--text",
+        text,
+        "--text-model",
+        text_model.to_str().unwrap(),
+        "--objects",
+        "--json",
+        "-k",
+        "6",
+    ]);
+    assert_succeeded(&out);
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 6);
+    let query = gstradio::text::TextEncoder::load(
+        &text_model,
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap()
+    .embed(&[text])
+    .unwrap()
+    .remove(0)
+    .normalized;
+    let mut scores: Vec<f32> = stored.iter().map(|s| cosine(&s.2, &query)).collect();
+    scores.sort_by(|a, b| b.total_cmp(a));
+    for (i, hit) in hits.iter().enumerate() {
+        let score = hit["score"].as_f64().unwrap() as f32;
+        assert!(
+            (score - scores[i]).abs() <= 1e-5,
+            "rank {i}: {score} vs {}",
+            scores[i]
+        );
+        let (pts, roi_type) = (
+            hit["pts_ns"].as_i64().unwrap(),
+            hit["type"].as_str().unwrap(),
+        );
+        let own = stored
+            .iter()
+            .find(|s| s.0 == pts && s.1 == roi_type)
+            .unwrap();
+        assert!(
+            (score - cosine(&own.2, &query)).abs() <= 1e-5,
+            "{roi_type} at {pts}"
+        );
+        let expected_box = match roi_type {
+            "scene" => serde_json::json!({"x": 0, "y": 0, "width": 160, "height": 120}),
+            _ => serde_json::json!({"x": 0, "y": 0, "width": 40, "height": 30}),
+        };
+        assert_eq!(hit["box"], expected_box);
+    }
+}
+
+#[test]
+fn a_text_query_for_objects_of_an_index_without_their_adaptor_vectors_says_how() {
+    common::init();
+    let (_dir, clip, db, _png) = clip_with_query("text-objects-none");
+    // Frames with siglip2-g vectors, objects without.
+    index_with_adaptor(&clip, &db);
+    let out = run_cli(&[
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--text",
+        "a red car",
+        "--text-model",
+        fixture("textsearch/siglip-text").to_str().unwrap(),
+        "--objects",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds no objects with `siglip2-g` vectors")
+            && stderr.contains("radioembed adaptor=siglip2-g roi-mode=pool"),
+        "{stderr}"
+    );
 }
 
 #[test]

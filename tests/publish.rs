@@ -8,17 +8,10 @@ mod common;
 use std::path::Path;
 
 use base64::Engine as _;
-use common::{TempDir, finish_at_eos, fixture, init, start_error};
+use common::{TempDir, finish_at_eos, fixture, init, message_schema as validator, start_error};
 use gst::prelude::*;
-use gstradio::meta::{Embedding, MetaDtype, RegionKind, region_param};
+use gstradio::meta::{Embedding, MetaDtype, RegionKind, RegionVectors, region_param};
 use serde_json::Value;
-
-/// The message schema, compiled.
-fn validator() -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/radioembed-message.schema.json");
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::validator_for(&schema).expect("a valid JSON Schema")
-}
 
 /// Decodes a vector of a message: a JSON array, or base64 of f32 / f16 bytes.
 fn decode(v: &Value) -> Vec<f32> {
@@ -72,11 +65,11 @@ fn publish(meta_dtype: &str, props: &str) -> Vec<Embedding> {
                     let rect = (4 + frame as u32, 2, 10, 8);
                     let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, "person", rect);
                     roi.set_id(frame as i32);
-                    roi.add_param(region_param(
-                        &region_vector(frame),
-                        MetaDtype::F32,
-                        RegionKind::Pool,
-                    ));
+                    let vectors = RegionVectors {
+                        vector: region_vector(frame),
+                        adaptors: Vec::new(),
+                    };
+                    roi.add_param(region_param(&vectors, MetaDtype::F32, RegionKind::Pool));
                 }
             }
             gst::PadProbeReturn::Ok

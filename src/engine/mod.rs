@@ -12,7 +12,7 @@ use std::time::Instant;
 pub use error::EngineError;
 pub use shared::{InstanceStats, SharedBatcher, SharedError, SharedOutput, SharedStream};
 
-use crate::meta::Embedding;
+use crate::meta::{Embedding, RegionAdaptor, RegionVectors};
 use crate::model::{RadioModel, RadioOutput};
 use crate::postprocess::{OutputOptions, RegionBox, embeddings, region_vectors};
 use crate::preprocess::{
@@ -58,8 +58,8 @@ pub struct Batch<'a> {
 pub struct Embedded {
     /// The frame's embeddings.
     pub embedding: Embedding,
-    /// One vector per region of its [`FrameJob`].
-    pub regions: Vec<Vec<f32>>,
+    /// The vectors of each region of its [`FrameJob`].
+    pub regions: Vec<RegionVectors>,
 }
 
 /// What a batch gets, with how its forward went.
@@ -143,7 +143,11 @@ impl Engine {
             dtype: self.model.dtype(),
         };
         let input = preprocessor.batch(batch.frames, &spec)?;
-        let (output, forward_streams) = self.forward(input, batch.deadline)?;
+        // Adaptor patch features cost a head pass over every patch: only when
+        // the meta keeps spatial outputs or regions pool them.
+        let adaptor_features =
+            self.options.outputs.spatial || batch.jobs.iter().any(|job| !job.regions.is_empty());
+        let (output, forward_streams) = self.forward(input, batch.deadline, adaptor_features)?;
         let options = OutputOptions {
             input_size: (batch.size.1, batch.size.0),
             ..self.options.outputs.clone()
@@ -168,7 +172,7 @@ impl Engine {
 
     /// Per-object vectors by crop: the model's summary of each crop (frames
     /// whose layouts are regions of a frame) resized to `size` (height, width),
-    /// `max_batch` crops a forward.
+    /// with each adaptor's summary of it, `max_batch` crops a forward.
     pub fn embed_crops(
         &self,
         preprocessor: &mut Preprocessor,
@@ -176,7 +180,7 @@ impl Engine {
         size: (usize, usize),
         max_batch: usize,
         deadline: Option<Instant>,
-    ) -> Result<Vec<Vec<f32>>, EngineError> {
+    ) -> Result<Vec<RegionVectors>, EngineError> {
         self.model.info().check_resolution(size.0, size.1)?;
         let spec = BatchSpec {
             size,
@@ -187,12 +191,28 @@ impl Engine {
         let mut vectors = Vec::with_capacity(crops.len());
         for chunk in crops.chunks(max_batch.max(1)) {
             let input = preprocessor.batch(chunk, &spec)?;
-            let (output, _) = self.forward(input, deadline)?;
-            let summaries = output
-                .summary
-                .to_vec2::<f32>()
+            let (output, _) = self.forward(input, deadline, false)?;
+            let rows =
+                |t: &candle_core::Tensor| t.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>();
+            let summaries = rows(&output.summary).map_err(crate::model::ModelError::from)?;
+            let adaptors = output
+                .adaptors
+                .iter()
+                .map(|a| Ok((a.name.as_str(), rows(&a.summary)?)))
+                .collect::<candle_core::Result<Vec<_>>>()
                 .map_err(crate::model::ModelError::from)?;
-            vectors.extend(summaries);
+            vectors.extend(summaries.into_iter().enumerate().map(|(i, vector)| {
+                RegionVectors {
+                    vector,
+                    adaptors: adaptors
+                        .iter()
+                        .map(|(name, rows)| RegionAdaptor {
+                            name: name.to_string(),
+                            vector: rows[i].clone(),
+                        })
+                        .collect(),
+                }
+            }));
         }
         Ok(vectors)
     }
@@ -205,18 +225,18 @@ impl Engine {
         }
     }
 
-    /// Runs the model on a normalized batch, alone or with other streams.
+    /// Runs the model on a normalized batch, alone or with other streams;
+    /// alone, the adaptors' patch features only with `adaptor_features`.
     fn forward(
         &self,
         input: candle_core::Tensor,
         deadline: Option<Instant>,
+        adaptor_features: bool,
     ) -> Result<(RadioOutput, usize), EngineError> {
         match &self.shared {
-            // Adaptor patch features cost a head pass over every patch: only
-            // when the meta keeps spatial outputs.
             None => Ok((
                 self.model
-                    .forward_normalized_with(&input, self.options.outputs.spatial)?,
+                    .forward_normalized_with(&input, adaptor_features)?,
                 1,
             )),
             Some(stream) => {

@@ -33,7 +33,7 @@ pub use thumbnail::Thumbnail;
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::meta::{MetaDtype, RegionKind};
+use crate::meta::{MetaDtype, RegionAdaptor, RegionKind};
 
 /// Everything that can go wrong with an index.
 #[derive(Debug, thiserror::Error)]
@@ -124,8 +124,22 @@ pub enum IndexError {
         /// The adaptor asked for.
         adaptor: String,
     },
+    /// A search of objects in an adaptor's space on an index whose objects
+    /// have no such vectors.
+    #[error(
+        "index {path} holds no objects with `{adaptor}` vectors; build a SQLite index with \
+         them from frames that carry GstVideoRegionOfInterestMeta (a detector upstream): \
+         ... ! radioembed adaptor={adaptor} roi-mode=pool (or crop) ! radioindexsink \
+         location=INDEX.sqlite"
+    )]
+    NoObjectAdaptor {
+        /// The index file.
+        path: String,
+        /// The adaptor asked for.
+        adaptor: String,
+    },
     /// A vector has another length than the indexed ones.
-    #[error("a vector has {found} values but the index holds {expected}-dimensional summaries")]
+    #[error("a vector has {found} values but the index holds {expected}-dimensional vectors")]
     Dimension {
         /// Length of the indexed vectors.
         expected: usize,
@@ -305,10 +319,12 @@ pub struct ObjectRow {
     pub roi_type: String,
     /// Its box in frame pixels: x, y, width, height.
     pub rect: (u32, u32, u32, u32),
-    /// How its vector was made.
+    /// How its vectors were made.
     pub kind: RegionKind,
-    /// Its vector.
+    /// Its backbone vector.
     pub vector: Vec<f32>,
+    /// Its adaptor vectors, made the same way.
+    pub adaptors: Vec<RegionAdaptor>,
 }
 
 /// One object search result.
@@ -612,24 +628,52 @@ pub fn sources(path: &Path) -> Result<Vec<String>, IndexError> {
     }
 }
 
-/// The adaptors whose vectors the index holds (`siglip2-g`, …).
-pub fn adaptor_names(path: &Path) -> Result<Vec<String>, IndexError> {
+/// Whose adaptor vectors a question is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdaptorVectors {
+    /// The frames' (from each frame's adaptor summary).
+    Frames,
+    /// The objects' (made like the objects' backbone vectors).
+    Objects,
+}
+
+/// The adaptors whose vectors the index holds (`siglip2-g`, …), of frames or
+/// of objects.
+pub fn adaptor_names(path: &Path, of: AdaptorVectors) -> Result<Vec<String>, IndexError> {
     match StoreFormat::of(path)? {
-        StoreFormat::Sqlite => sqlite::adaptor_names(path),
+        StoreFormat::Sqlite => sqlite::adaptor_names(path, of),
         StoreFormat::Parquet => Ok(Vec::new()),
     }
 }
 
-/// Fails with [`IndexError::NoAdaptor`] (saying how to build one) unless the
-/// index holds `adaptor` vectors; a caller checks it before costly work.
-pub fn require_adaptor(path: &Path, adaptor: &str) -> Result<(), IndexError> {
-    if adaptor_names(path)?.iter().any(|name| name == adaptor) {
-        Ok(())
-    } else {
-        Err(IndexError::NoAdaptor {
-            path: path.display().to_string(),
-            adaptor: adaptor.to_string(),
-        })
+/// Fails (saying how to build one) unless the index holds `adaptor` vectors
+/// of frames or of objects; a caller checks it before costly work.
+pub fn require_adaptor(path: &Path, adaptor: &str, of: AdaptorVectors) -> Result<(), IndexError> {
+    if adaptor_names(path, of)?.iter().any(|name| name == adaptor) {
+        return Ok(());
+    }
+    let (path, adaptor) = (path.display().to_string(), adaptor.to_string());
+    Err(match of {
+        AdaptorVectors::Frames => IndexError::NoAdaptor { path, adaptor },
+        AdaptorVectors::Objects => IndexError::NoObjectAdaptor { path, adaptor },
+    })
+}
+
+/// Refuses a query whose length is not that of the index's `adaptor`
+/// vectors: it would match no row.
+fn require_adaptor_dim(
+    path: &Path,
+    adaptor: &str,
+    of: AdaptorVectors,
+    query: &[f32],
+) -> Result<(), IndexError> {
+    require_adaptor(path, adaptor, of)?;
+    match sqlite::adaptor_dim(path, adaptor, of)? {
+        Some(dim) if dim != query.len() => Err(IndexError::Dimension {
+            expected: dim,
+            found: query.len(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -644,17 +688,23 @@ pub fn search_adaptor(
     threads: usize,
     filter: &SearchFilter,
 ) -> Result<Vec<AdaptorHit>, IndexError> {
-    require_adaptor(path, adaptor)?;
-    // A query of another length would match no row: say so instead.
-    if let Some(dim) = sqlite::adaptor_dim(path, adaptor)?
-        && dim != query.len()
-    {
-        return Err(IndexError::Dimension {
-            expected: dim,
-            found: query.len(),
-        });
-    }
+    require_adaptor_dim(path, adaptor, AdaptorVectors::Frames, query)?;
     sqlite::search_adaptor(path, adaptor, query, k, threads.max(1), filter)
+}
+
+/// The `k` objects whose `adaptor` vector is most similar (cosine) to `query`
+/// (a text's embedding, for `siglip2-g`), best first. An index whose objects
+/// have no such vectors is refused with what builds one.
+pub fn search_object_adaptor(
+    path: &Path,
+    adaptor: &str,
+    query: &[f32],
+    k: usize,
+    threads: usize,
+    filter: &SearchFilter,
+) -> Result<Vec<ObjectHit>, IndexError> {
+    require_adaptor_dim(path, adaptor, AdaptorVectors::Objects, query)?;
+    sqlite::search_object_adaptor(path, adaptor, query, k, threads.max(1), filter)
 }
 
 /// How the index's object vectors were made (`None`: it holds no objects).

@@ -16,7 +16,9 @@
 //! A frame's objects go into `object_rows` under the same run, pointing at
 //! their frame's row; the `objects` view shows those of complete runs with
 //! their frame's source and time. Its adaptor vectors (`siglip2-g`, …) go into
-//! `adaptor_rows` the same way, shown by the `adaptor_frames` view.
+//! `adaptor_rows` the same way, shown by the `adaptor_frames` view, and its
+//! objects' adaptor vectors into `object_adaptor_rows`, shown by the
+//! `object_adaptors` view.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,7 +27,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::topk::{LeBytes, TopK, dot, norm, scan_in_parallel};
 use super::{
-    AdaptorHit, GRID_DTYPE, Hit, IndexError, IndexSettings, ObjectHit, PatchHit, Row, SearchFilter,
+    AdaptorHit, AdaptorVectors, GRID_DTYPE, Hit, IndexError, IndexSettings, ObjectHit, PatchHit,
+    Row, SearchFilter,
 };
 use crate::meta::{MetaDtype, RegionKind};
 
@@ -35,7 +38,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The tables whose rows belong to a frame row and go with its run. Thumbnails
 /// have a table of their own so that a search's scan of `frame_rows` does not
 /// page through them.
-const FRAME_PARTS: [&str; 3] = ["object_rows", "adaptor_rows", "thumbnails"];
+const FRAME_PARTS: [&str; 4] = [
+    "object_rows",
+    "object_adaptor_rows",
+    "adaptor_rows",
+    "thumbnails",
+];
 
 /// The columns of a row as `frames` shows them (besides `id`).
 const COLUMNS: &str = "source, pts_ns, frame_index, input_width, input_height, summary, \
@@ -129,6 +137,22 @@ const VIEW: &str = "
         SELECT a.id, a.name, f.source, f.pts_ns, f.frame_index, a.summary, a.summary_norm,
                a.spatial, a.grid_height, a.grid_width, a.spatial_dim, a.spatial_dtype
         FROM adaptor_rows a JOIN frame_rows f ON f.id = a.frame_row
+        WHERE a.run IN (SELECT id FROM runs WHERE complete);
+    CREATE TABLE IF NOT EXISTS object_adaptor_rows (
+        id INTEGER PRIMARY KEY,
+        object_row INTEGER NOT NULL,
+        run INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        vector_norm REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS object_adaptor_rows_by_run ON object_adaptor_rows (run);
+    CREATE VIEW IF NOT EXISTS object_adaptors AS
+        SELECT a.id, a.name, f.source, f.pts_ns, f.frame_index, o.roi_type, o.x, o.y,
+               o.width, o.height, o.kind, a.vector, a.vector_norm
+        FROM object_adaptor_rows a
+            JOIN object_rows o ON o.id = a.object_row
+            JOIN frame_rows f ON f.id = o.frame_row
         WHERE a.run IN (SELECT id FROM runs WHERE complete);
 ";
 
@@ -366,6 +390,12 @@ impl SqliteWriter {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(&err)?;
+            let mut object_adaptors = tx
+                .prepare_cached(
+                    "INSERT INTO object_adaptor_rows (object_row, run, name, vector, vector_norm)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(&err)?;
             let mut adaptors = tx
                 .prepare_cached(
                     "INSERT INTO adaptor_rows (frame_row, run, name, summary, summary_norm,
@@ -417,6 +447,18 @@ impl SqliteWriter {
                             norm_of(&o.vector),
                         ])
                         .map_err(&err)?;
+                    let object_row = tx.last_insert_rowid();
+                    for a in &o.adaptors {
+                        object_adaptors
+                            .execute(params![
+                                object_row,
+                                self.run,
+                                a.name,
+                                MetaDtype::F32.le_bytes(&a.vector),
+                                norm_of(&a.vector),
+                            ])
+                            .map_err(&err)?;
+                    }
                 }
                 for a in &row.adaptors {
                     let spatial = a.spatial.as_ref();
@@ -636,15 +678,45 @@ pub(super) fn search_objects(
         name: None,
     };
     let best = scan.run(path, query, k, threads, filter)?;
+    object_hits(path, "objects", best.into_sorted())
+}
+
+/// The `k` objects whose `adaptor` vector is most similar to `query` (of its
+/// length), best first.
+pub(super) fn search_object_adaptor(
+    path: &Path,
+    adaptor: &str,
+    query: &[f32],
+    k: usize,
+    threads: usize,
+    filter: &SearchFilter,
+) -> Result<Vec<ObjectHit>, IndexError> {
+    let scan = Scan {
+        table: "object_adaptor_rows",
+        sql: "SELECT id, vector, vector_norm, source, pts_ns FROM object_adaptors
+              WHERE id >= ?1 AND id < ?2 AND length(vector) = ?3 AND name = ?4",
+        name: Some(adaptor),
+    };
+    let best = scan.run(path, query, k, threads, filter)?;
+    object_hits(path, "object_adaptors", best.into_sorted())
+}
+
+/// The objects of ranked (score, row id) pairs of `view` (`objects` or
+/// `object_adaptors`), in their order.
+fn object_hits(
+    path: &Path,
+    view: &str,
+    ranked: Vec<(f32, i64)>,
+) -> Result<Vec<ObjectHit>, IndexError> {
     let err = sqlite(path);
     let conn = open_for_scan(path)?;
     let mut st = conn
-        .prepare(
+        .prepare(&format!(
             "SELECT source, pts_ns, frame_index, roi_type, x, y, width, height
-             FROM objects WHERE id = ?1",
-        )
+             FROM {view} WHERE id = ?1"
+        ))
         .map_err(&err)?;
-    best.into_sorted()
+    ranked
         .into_iter()
         .map(|(score, id)| {
             st.query_row([id], |r| {
@@ -665,32 +737,50 @@ pub(super) fn search_objects(
         .collect()
 }
 
-/// The adaptor names the index holds vectors of.
-pub(super) fn adaptor_names(path: &Path) -> Result<Vec<String>, IndexError> {
+/// The adaptor names the index holds vectors of, of frames or of objects.
+pub(super) fn adaptor_names(path: &Path, of: AdaptorVectors) -> Result<Vec<String>, IndexError> {
     let conn = open_read_only(path)?;
     let err = sqlite(path);
-    let has_table: bool = conn
+    let view = adaptor_view(of);
+    let has_view: bool = conn
         .query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'adaptor_frames'",
-            [],
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = ?1",
+            [view],
             |r| r.get(0),
         )
         .map_err(&err)?;
-    if !has_table {
+    if !has_view {
         return Ok(Vec::new());
     }
     let mut st = conn
-        .prepare("SELECT DISTINCT name FROM adaptor_frames ORDER BY name")
+        .prepare(&format!("SELECT DISTINCT name FROM {view} ORDER BY name"))
         .map_err(&err)?;
     let names = st.query_map([], |r| r.get(0)).map_err(&err)?;
     names.collect::<rusqlite::Result<_>>().map_err(err)
 }
 
-/// Length of the `adaptor` summaries the index holds, if it holds any.
-pub(super) fn adaptor_dim(path: &Path, adaptor: &str) -> Result<Option<usize>, IndexError> {
+/// The view that shows adaptor vectors of frames or of objects.
+fn adaptor_view(of: AdaptorVectors) -> &'static str {
+    match of {
+        AdaptorVectors::Frames => "adaptor_frames",
+        AdaptorVectors::Objects => "object_adaptors",
+    }
+}
+
+/// Length of the `adaptor` vectors the index holds of frames or objects, if
+/// it holds any.
+pub(super) fn adaptor_dim(
+    path: &Path,
+    adaptor: &str,
+    of: AdaptorVectors,
+) -> Result<Option<usize>, IndexError> {
+    let (table, column) = match of {
+        AdaptorVectors::Frames => ("adaptor_rows", "summary"),
+        AdaptorVectors::Objects => ("object_adaptor_rows", "vector"),
+    };
     let bytes: Option<i64> = open_read_only(path)?
         .query_row(
-            "SELECT length(summary) FROM adaptor_rows WHERE name = ?1 LIMIT 1",
+            &format!("SELECT length({column}) FROM {table} WHERE name = ?1 LIMIT 1"),
             [adaptor],
             |r| r.get(0),
         )

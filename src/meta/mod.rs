@@ -27,7 +27,9 @@
 
 use std::sync::Once;
 
-pub use region::{REGION_PARAM, RegionEmbedding, RegionKind, region_param, regions};
+pub use region::{
+    REGION_PARAM, RegionAdaptor, RegionEmbedding, RegionKind, RegionVectors, region_param, regions,
+};
 
 mod region;
 #[cfg(feature = "v1_26")]

@@ -92,17 +92,37 @@ pub fn frame_message(
         });
         m.insert("spatial".into(), grid);
     }
+    if !e.adaptors.is_empty() {
+        let adaptors = e
+            .adaptors
+            .iter()
+            .map(|a| {
+                let summary = vector(&a.summary, options.encoding);
+                (a.name.clone(), json!({ "summary": summary }))
+            })
+            .collect();
+        m.insert("adaptors".into(), Value::Object(adaptors));
+    }
     if !objects.is_empty() {
         let objects = objects
             .iter()
             .map(|o| {
-                json!({
+                let mut object = json!({
                     "id": o.id,
                     "type": o.roi_type,
                     "box": { "x": o.rect.0, "y": o.rect.1, "width": o.rect.2, "height": o.rect.3 },
                     "kind": o.kind.as_str(),
                     "vector": vector(&o.vector, options.encoding),
-                })
+                });
+                if !o.adaptors.is_empty() {
+                    object["adaptors"] = o
+                        .adaptors
+                        .iter()
+                        .map(|a| (a.name.clone(), vector(&a.vector, options.encoding)))
+                        .collect::<Map<_, _>>()
+                        .into();
+                }
+                object
             })
             .collect();
         m.insert("objects".into(), Value::Array(objects));
@@ -167,6 +187,46 @@ mod tests {
         assert_eq!(m["summary"], json!([1.5, -0.25, 3.0]));
         assert!(m.get("spatial").is_none(), "the grid only when asked for");
         assert!(m.get("objects").is_none(), "no regions, no objects");
+        assert!(m.get("adaptors").is_none(), "no adaptor heads, no adaptors");
+    }
+
+    #[test]
+    fn adaptor_vectors_go_with_the_frame_and_its_objects() {
+        use crate::meta::{AdaptorEmbedding, RegionAdaptor, RegionEmbedding, RegionKind};
+        let mut e = embedding();
+        e.adaptors = vec![AdaptorEmbedding {
+            name: "siglip2-g".into(),
+            summary: vec![0.5, 2.0],
+            spatial: Some(vec![1.0; 2 * 3 * 2]),
+            spatial_dim: 2,
+        }];
+        let object = RegionEmbedding {
+            id: 3,
+            roi_type: "person".into(),
+            rect: (1, 2, 3, 4),
+            kind: RegionKind::Crop,
+            vector: vec![1.0, 0.0, 0.0],
+            adaptors: vec![RegionAdaptor {
+                name: "siglip2-g".into(),
+                vector: vec![-1.0, 0.25],
+            }],
+        };
+        let line = frame_message(
+            &e,
+            &FrameInfo::default(),
+            &[object],
+            MessageOptions::default(),
+        );
+        let m: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            m["adaptors"],
+            json!({ "siglip2-g": { "summary": [0.5, 2.0] } })
+        );
+        assert_eq!(
+            m["objects"][0]["adaptors"],
+            json!({ "siglip2-g": [-1.0, 0.25] })
+        );
+        assert_eq!(m["objects"][0]["vector"], json!([1.0, 0.0, 0.0]));
     }
 
     #[test]

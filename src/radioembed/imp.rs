@@ -43,6 +43,7 @@ use super::error::error_message;
 use super::load_slot::{LoadSlot, Unavailable};
 use super::queue::{Admitted, BatchQueue, Item, Queued, Work};
 use crate::engine::{Batch, Embeddings, Engine, EngineError, FrameJob, SharedStream};
+use crate::meta::RegionVectors;
 use crate::preprocess::{Frame, FrameLayout, PreprocessError, Preprocessor};
 use regions::Regions;
 use settings::Settings;
@@ -600,7 +601,7 @@ impl RadioEmbed {
         frames: &[Frame],
         plan: &BatchPlan,
         crop: &CropPass,
-    ) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+    ) -> Result<Vec<Vec<RegionVectors>>, EngineError> {
         let layouts: Vec<Vec<FrameLayout>> = frames
             .iter()
             .zip(&plan.regions)

@@ -101,6 +101,7 @@ impl RadioIndexSink {
                 rect: r.rect,
                 kind: r.kind,
                 vector: r.vector,
+                adaptors: r.adaptors,
             })
             .collect()
     }

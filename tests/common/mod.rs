@@ -216,6 +216,14 @@ pub fn index_with_siglip2g(clip: &Path, db: &Path, extra: &[&str]) {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
+/// `radiometapublish`'s message schema (`schema/radioembed-message.schema.json`), compiled.
+pub fn message_schema() -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/radioembed-message.schema.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    jsonschema::validator_for(&schema).expect("a valid JSON Schema")
+}
+
 /// Runs `radio-embed` with `args` to the end.
 pub fn run_cli(args: &[&str]) -> Output {
     cli().args(args).output().unwrap()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use gst::prelude::*;
-use gstradio::index::{self, Hit, Moment, ObjectHit, PatchHit};
+use gstradio::index::{self, AdaptorVectors, Hit, Moment, ObjectHit, PatchHit};
 use gstradio::meta::{Embedding, RegionKind};
 use gstradio::radioembed::Outputs;
 use gstradio::text::{DEFAULT_TEXT_MODEL, TEXT_ADAPTOR, TextEncoder};
@@ -29,8 +29,9 @@ pub struct Search {
     /// Query text ("a red car"), embedded by the SigLIP text tower and compared
     /// with the frames' siglip2-g vectors (an index built with --adaptor
     /// siglip2-g); prints the best-matching patch too when the index has the
-    /// adaptor's grid.
-    #[arg(long, conflicts_with_all = ["frame", "objects"])]
+    /// adaptor's grid. With --objects, compared with the objects' siglip2-g
+    /// vectors (radioembed adaptor=siglip2-g with roi-mode).
+    #[arg(long, conflicts_with = "frame")]
     text: Option<String>,
     /// The SigLIP text model for --text: a folder or a repo id in the
     /// Hugging Face cache.
@@ -47,7 +48,8 @@ pub struct Search {
     json: bool,
     /// Search the objects the index keeps (regions embedded by radioembed
     /// roi-mode, SQLite indexes) instead of whole frames; the query image is
-    /// taken as the object.
+    /// taken as the object, a query text is compared with each object's
+    /// siglip2-g vector.
     #[arg(long)]
     objects: bool,
     /// One result per matching frame; by default hits of one source on
@@ -127,9 +129,26 @@ impl Search {
             filter: self.filter.filter(),
         };
         if let Some(text) = &self.text {
+            let of = if self.objects {
+                AdaptorVectors::Objects
+            } else {
+                AdaptorVectors::Frames
+            };
             // Refused before the text model loads: an index without the vectors.
-            index::require_adaptor(&self.db, TEXT_ADAPTOR)?;
+            index::require_adaptor(&self.db, TEXT_ADAPTOR, of)?;
             let query = embed_text(&load_text_encoder(&self.text_model)?, text)?;
+            if of == AdaptorVectors::Objects {
+                let hits = index::search_object_adaptor(
+                    &self.db,
+                    TEXT_ADAPTOR,
+                    &query,
+                    self.k,
+                    threads(),
+                    &search.filter,
+                )?;
+                print_object_hits(&hits, self.json);
+                return Ok(());
+            }
             return search.rank_text(&self.db, &query)?.print(self.json);
         }
         init()?;

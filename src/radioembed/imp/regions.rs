@@ -4,7 +4,7 @@
 
 use super::super::RoiMode;
 use super::Settings;
-use crate::meta::{MetaDtype, RegionKind, region_param};
+use crate::meta::{MetaDtype, RegionKind, RegionVectors, region_param};
 use crate::postprocess::RegionBox;
 
 /// The regions of one frame that get vectors: their positions among the
@@ -58,8 +58,8 @@ impl Regions {
         self.positions.is_empty()
     }
 
-    /// Adds each vector as a `radio-embedding` parameter to its region's meta.
-    pub fn attach(&self, buffer: &mut gst::BufferRef, vectors: &[Vec<f32>], dtype: MetaDtype) {
+    /// Adds each region's vectors as a `radio-embedding` parameter to its meta.
+    pub fn attach(&self, buffer: &mut gst::BufferRef, vectors: &[RegionVectors], dtype: MetaDtype) {
         let mut wanted = self.positions.iter().zip(vectors).peekable();
         for (position, mut meta) in buffer
             .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()

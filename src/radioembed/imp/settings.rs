@@ -440,7 +440,8 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .blurb(
                     "Per-object vectors for the frame's GstVideoRegionOfInterestMeta \
                         boxes, attached to each as a radio-embedding parameter: pool \
-                        (spatial-dim values, no extra forward) or crop (summary-dim)",
+                        (spatial-dim values, no extra forward) or crop (summary-dim); \
+                        with adaptor heads, each adaptor's vector of the region too",
                 )
                 .mutable_playing()
                 .build(),

@@ -11,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gstradio::index::{self, SearchFilter};
+use gstradio::index::{self, AdaptorVectors, SearchFilter};
 use gstradio::text::TEXT_ADAPTOR;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -159,7 +159,7 @@ pub(super) async fn info(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> 
                 json!({ "source": source, "media": media })
             })
             .collect();
-        let adaptors = index::adaptor_names(db)?;
+        let adaptors = index::adaptor_names(db, AdaptorVectors::Frames)?;
         Ok(Json(json!({
             "db": db.display().to_string(),
             "model": settings.model,
@@ -229,7 +229,7 @@ pub(super) async fn search_text(
     };
     let search = params.search()?;
     blocking(move || {
-        index::require_adaptor(&app.db, TEXT_ADAPTOR)
+        index::require_adaptor(&app.db, TEXT_ADAPTOR, AdaptorVectors::Frames)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let encoder = {
             let mut loaded = app.text.lock().unwrap_or_else(|e| e.into_inner());
