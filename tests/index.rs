@@ -1492,9 +1492,99 @@ fn a_text_query_for_objects_of_an_index_without_their_adaptor_vectors_says_how()
     );
 }
 
+/// `search --text TEXT --frames --json -k K` of `db` with the fixture's text tower.
+fn text_search_json(db: &Path, text: &str, k: usize) -> Vec<serde_json::Value> {
+    let out = run_cli(&[
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--text",
+        text,
+        "--text-model",
+        fixture("textsearch/siglip-text").to_str().unwrap(),
+        "--json",
+        "--frames",
+        "-k",
+        &k.to_string(),
+    ]);
+    assert_succeeded(&out);
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    hits.as_array().unwrap().clone()
+}
+
 #[test]
-fn a_text_query_on_an_index_without_adaptor_vectors_says_how_to_build_one() {
-    let (_dir, clip, db, _png) = clip_with_query("text-no-adaptor");
+fn a_parquet_index_keeps_adaptor_summaries_and_ranks_as_sqlite_does() {
+    let (dir, clip, sqlite, _png) = clip_with_query("text-parquet");
+    let parquet = dir.join("idx.parquet");
+    // Two sources, so that the second run keeps the first one's rows (and
+    // their adaptor summaries) from the old file.
+    let second = dir.join("second.avi");
+    std::fs::copy(&clip, &second).unwrap();
+    for db in [&sqlite, &parquet] {
+        index_with_adaptor(&clip, db);
+        common::index_with_siglip2g(&second, db, &[]);
+    }
+    let sqlite_hits = text_search_json(&sqlite, "a red car", 80);
+    let parquet_hits = text_search_json(&parquet, "a red car", 80);
+    // Every row of both sources is a hit.
+    let rows = count_rows(&parquet, None).unwrap() as usize;
+    assert!(rows >= 60, "{rows} rows");
+    assert_eq!(parquet_hits.len(), rows);
+    assert_eq!(sqlite_hits.len(), parquet_hits.len());
+    let key = |h: &serde_json::Value| {
+        (
+            h["source"].as_str().unwrap().to_string(),
+            h["pts_ns"].as_u64(),
+        )
+    };
+    for (s, p) in sqlite_hits.iter().zip(&parquet_hits) {
+        let (ss, ps) = (s["score"].as_f64().unwrap(), p["score"].as_f64().unwrap());
+        assert!((ss - ps).abs() <= 1e-6, "{s} vs {p}");
+        // Equal scores (the two sources are the same clip) may come in either order.
+        if sqlite_hits
+            .iter()
+            .filter(|o| (o["score"].as_f64().unwrap() - ss).abs() <= 1e-6)
+            .count()
+            == 1
+        {
+            assert_eq!(key(s), key(p));
+        }
+        assert!(
+            p.get("patch").is_none_or(|v| v.is_null()),
+            "Parquet keeps no grid: {p}"
+        );
+    }
+    assert!(sqlite_hits[0].get("patch").is_some_and(|v| !v.is_null()));
+    // A query of another width is refused, as for SQLite.
+    let err = gstradio::index::search_adaptor(
+        &parquet,
+        "siglip2-g",
+        &[1.0; 47],
+        3,
+        1,
+        &Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("a vector has 47 values but the index holds 48-dimensional"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_text_query_on_an_index_without_adaptor_vectors_says_how_to_build_one_sqlite() {
+    text_query_without_adaptor_vectors("idx.sqlite");
+}
+
+#[test]
+fn a_text_query_on_an_index_without_adaptor_vectors_says_how_to_build_one_parquet() {
+    text_query_without_adaptor_vectors("idx.parquet");
+}
+
+fn text_query_without_adaptor_vectors(name: &str) {
+    let (dir, clip, _, _png) = clip_with_query("text-no-adaptor");
+    let db = dir.join(name);
     let out = index(&clip, &db, &tiny());
     assert_succeeded(&out);
     let out = run_cli(&[

@@ -113,7 +113,7 @@ pub enum IndexError {
     },
     /// A search in an adaptor's space on an index that holds no such vectors.
     #[error(
-        "index {path} holds no `{adaptor}` vectors; build a SQLite index with them: \
+        "index {path} holds no `{adaptor}` vectors; build an index with them: \
          radio-embed index --adaptor {adaptor} --db INDEX.sqlite VIDEO... (the model folder \
          needs its torch.hub checkpoint, or pass --adaptor-checkpoint), or radioembed \
          adaptor={adaptor} ! radioindexsink"
@@ -246,7 +246,7 @@ pub struct Row {
     pub spatial: Option<(Vec<f32>, (usize, usize), usize)>,
     /// The frame's objects (kept by SQLite indexes).
     pub objects: Vec<ObjectRow>,
-    /// The frame's adaptor vectors (kept by SQLite indexes).
+    /// The frame's adaptor vectors (SQLite keeps them all, Parquet the summaries).
     pub adaptors: Vec<AdaptorRow>,
     /// A small JPEG of the frame, made only if the row is kept.
     pub thumbnail: Option<Thumbnail>,
@@ -436,8 +436,8 @@ impl IndexWriter {
         self.merged
     }
 
-    /// Whether this index keeps the rows' objects and adaptor vectors (SQLite
-    /// does, Parquet not).
+    /// Whether this index keeps the rows' objects and adaptor grids (SQLite
+    /// does; Parquet keeps frames and their adaptor summaries).
     pub fn stores_objects(&self) -> bool {
         matches!(self.store, Writer::Sqlite(_))
     }
@@ -640,9 +640,29 @@ pub enum AdaptorVectors {
 /// The adaptors whose vectors the index holds (`siglip2-g`, …), of frames or
 /// of objects.
 pub fn adaptor_names(path: &Path, of: AdaptorVectors) -> Result<Vec<String>, IndexError> {
+    match (StoreFormat::of(path)?, of) {
+        (StoreFormat::Sqlite, _) => sqlite::adaptor_names(path, of),
+        (StoreFormat::Parquet, AdaptorVectors::Frames) => Ok(parquet::adaptors(path)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()),
+        (StoreFormat::Parquet, AdaptorVectors::Objects) => Ok(Vec::new()),
+    }
+}
+
+/// Length of the `adaptor` vectors the index holds of frames or objects, if
+/// it holds any.
+fn adaptor_dim(
+    path: &Path,
+    adaptor: &str,
+    of: AdaptorVectors,
+) -> Result<Option<usize>, IndexError> {
     match StoreFormat::of(path)? {
-        StoreFormat::Sqlite => sqlite::adaptor_names(path, of),
-        StoreFormat::Parquet => Ok(Vec::new()),
+        StoreFormat::Sqlite => sqlite::adaptor_dim(path, adaptor, of),
+        StoreFormat::Parquet => Ok(parquet::adaptors(path)?
+            .into_iter()
+            .find(|(name, _)| name == adaptor)
+            .map(|(_, dim)| dim)),
     }
 }
 
@@ -668,7 +688,7 @@ fn require_adaptor_dim(
     query: &[f32],
 ) -> Result<(), IndexError> {
     require_adaptor(path, adaptor, of)?;
-    match sqlite::adaptor_dim(path, adaptor, of)? {
+    match adaptor_dim(path, adaptor, of)? {
         Some(dim) if dim != query.len() => Err(IndexError::Dimension {
             expected: dim,
             found: query.len(),
@@ -689,7 +709,23 @@ pub fn search_adaptor(
     filter: &SearchFilter,
 ) -> Result<Vec<AdaptorHit>, IndexError> {
     require_adaptor_dim(path, adaptor, AdaptorVectors::Frames, query)?;
-    sqlite::search_adaptor(path, adaptor, query, k, threads.max(1), filter)
+    match StoreFormat::of(path)? {
+        StoreFormat::Sqlite => {
+            sqlite::search_adaptor(path, adaptor, query, k, threads.max(1), filter)
+        }
+        // Parquet keeps the adaptor's summaries, not its grid: no best patch.
+        StoreFormat::Parquet => {
+            Ok(
+                parquet::search_adaptor(path, adaptor, query, k, threads.max(1), filter)?
+                    .into_iter()
+                    .map(|frame| AdaptorHit {
+                        frame,
+                        best_patch: None,
+                    })
+                    .collect(),
+            )
+        }
+    }
 }
 
 /// The `k` objects whose `adaptor` vector is most similar (cosine) to `query`

@@ -15,13 +15,16 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow_array::builder::{
+    ArrayBuilder, Float32Builder, ListBuilder, StringBuilder, StructBuilder,
+};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int64Type};
 use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeListArray, Float32Array, Int32Array,
     Int64Array, RecordBatch, StringArray,
 };
-use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+use arrow_schema::{ArrowError, DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
@@ -64,12 +67,28 @@ fn schema(dim: usize) -> SchemaRef {
         Field::new("pts_end_ns", DataType::Int64, true),
         // A small JPEG of the frame, if the writer made one.
         Field::new("thumbnail", DataType::Binary, true),
+        // Each adaptor head's summary (siglip2-g: what a text query is compared with).
+        Field::new("adaptors", DataType::List(adaptor_entry()), true),
     ]))
+}
+
+/// An entry of the `adaptors` list: the adaptor's name and its summary.
+fn adaptor_entry() -> FieldRef {
+    let fields = Fields::from(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("summary", DataType::List(float_item()), false),
+    ]);
+    Arc::new(Field::new_list_field(DataType::Struct(fields), false))
+}
+
+/// The items of a list of float32.
+fn float_item() -> FieldRef {
+    Arc::new(Field::new_list_field(DataType::Float32, false))
 }
 
 /// The columns added at the end of the layout since its first version, in
 /// order: an older file's batches get them as nulls.
-const LATER_COLUMNS: [&str; 2] = ["pts_end_ns", "thumbnail"];
+const LATER_COLUMNS: [&str; 3] = ["pts_end_ns", "thumbnail", "adaptors"];
 
 fn pq(path: &Path) -> impl Fn(ParquetError) -> IndexError + '_ {
     move |source| IndexError::Parquet {
@@ -325,13 +344,12 @@ impl ParquetWriter {
                 rows.iter().map(|r| f(r).map(|v| v as i32)),
             ))
         };
-        let item = Arc::new(Field::new_list_field(DataType::Float32, false));
         let summaries: Float32Array = rows
             .iter()
             .flat_map(|r| r.summary.iter().copied())
             .collect();
         let summary = FixedSizeListArray::try_new(
-            item.clone(),
+            float_item(),
             self.settings.summary_dim as i32,
             Arc::new(summaries),
             None,
@@ -368,6 +386,7 @@ impl ParquetWriter {
                 rows.iter()
                     .map(|r| r.thumbnail.as_ref().and_then(|t| t.bytes())),
             )),
+            adaptor_summaries(rows),
         ];
         RecordBatch::try_new(self.schema.clone(), columns)
     }
@@ -381,6 +400,36 @@ impl ParquetWriter {
         std::fs::rename(&self.partial, &self.path).map_err(io(&self.path))?;
         Ok(self.written)
     }
+}
+
+/// The `adaptors` column of `rows`: each row's list of adaptor summaries.
+fn adaptor_summaries(rows: &[Row]) -> ArrayRef {
+    let entry = adaptor_entry();
+    let DataType::Struct(fields) = entry.data_type() else {
+        unreachable!("an adaptor entry is a struct")
+    };
+    let parts: Vec<Box<dyn ArrayBuilder>> = vec![
+        Box::new(StringBuilder::new()),
+        Box::new(ListBuilder::new(Float32Builder::new()).with_field(float_item())),
+    ];
+    let mut lists = ListBuilder::new(StructBuilder::new(fields.clone(), parts)).with_field(entry);
+    for row in rows {
+        let entries = lists.values();
+        for adaptor in &row.adaptors {
+            let names = entries
+                .field_builder::<StringBuilder>(0)
+                .expect("the name builder");
+            names.append_value(&adaptor.name);
+            let summaries = entries
+                .field_builder::<ListBuilder<Float32Builder>>(1)
+                .expect("the summary builder");
+            summaries.values().append_slice(&adaptor.summary);
+            summaries.append(true);
+            entries.append(true);
+        }
+        lists.append(true);
+    }
+    Arc::new(lists.finish())
 }
 
 impl Drop for ParquetWriter {
@@ -484,10 +533,100 @@ pub(super) fn sources(path: &Path) -> Result<Vec<String>, IndexError> {
     Ok(sources.into_iter().collect())
 }
 
+/// Which vector of a row a search compares with the query.
+#[derive(Clone, Copy)]
+enum Vectors<'a> {
+    /// The backbone summary.
+    Summary,
+    /// The summary of the adaptor of this name (rows without one are skipped).
+    Adaptor(&'a str),
+}
+
+impl<'a> Vectors<'a> {
+    /// The column that holds them.
+    fn column(self) -> &'static str {
+        match self {
+            Self::Summary => "summary",
+            Self::Adaptor(_) => "adaptors",
+        }
+    }
+
+    /// Each row's vector in a batch's `column`, if the row has one.
+    fn of_rows<'c>(self, column: &'c dyn Array) -> Box<dyn Fn(usize) -> Option<&'c [f32]> + 'c>
+    where
+        'a: 'c,
+    {
+        match self {
+            Self::Summary => {
+                let list = column.as_fixed_size_list();
+                let values = list.values().as_primitive::<Float32Type>().values();
+                let dim = list.value_length() as usize;
+                Box::new(move |row| {
+                    let at = list.value_offset_at(row);
+                    Some(&values[at..at + dim])
+                })
+            }
+            Self::Adaptor(name) => {
+                let lists = column.as_list::<i32>();
+                let entries = lists.values().as_struct();
+                let names = entries.column(0).as_string::<i32>();
+                let summaries = entries.column(1).as_list::<i32>();
+                let values = summaries.values().as_primitive::<Float32Type>().values();
+                let offsets = summaries.value_offsets();
+                Box::new(move |row| {
+                    if lists.is_null(row) {
+                        return None;
+                    }
+                    let entries = lists.value_offsets()[row]..lists.value_offsets()[row + 1];
+                    let at = entries
+                        .map(|e| e as usize)
+                        .find(|&e| names.value(e) == name)?;
+                    Some(&values[offsets[at] as usize..offsets[at + 1] as usize])
+                })
+            }
+        }
+    }
+}
+
 /// The `k` rows most similar (cosine) to `query`, best first, with `threads`
 /// readers over interleaved row groups.
 pub(super) fn search(
     path: &Path,
+    query: &[f32],
+    k: usize,
+    threads: usize,
+    filter: &SearchFilter,
+) -> Result<Vec<Hit>, IndexError> {
+    scan(path, Vectors::Summary, query, k, threads, filter)
+}
+
+/// The `k` rows whose `adaptor` summary is most similar (cosine) to `query`,
+/// best first.
+pub(super) fn search_adaptor(
+    path: &Path,
+    adaptor: &str,
+    query: &[f32],
+    k: usize,
+    threads: usize,
+    filter: &SearchFilter,
+) -> Result<Vec<Hit>, IndexError> {
+    if !has_column(path, "adaptors")? {
+        return Ok(Vec::new());
+    }
+    scan(path, Vectors::Adaptor(adaptor), query, k, threads, filter)
+}
+
+/// Whether the file has the column `name` (files of older layouts lack some).
+fn has_column(path: &Path, name: &str) -> Result<bool, IndexError> {
+    Ok(reader(path)?.schema().column_with_name(name).is_some())
+}
+
+/// The `k` rows whose `vectors` are most similar to `query` (rows whose vector
+/// has another length are skipped), with `threads` readers over interleaved
+/// row groups.
+fn scan(
+    path: &Path,
+    vectors: Vectors,
     query: &[f32],
     k: usize,
     threads: usize,
@@ -499,7 +638,7 @@ pub(super) fn search(
         let builder = reader(path)?;
         // Files from before deduplication have no pts_end_ns.
         let has_end = builder.schema().column_with_name("pts_end_ns").is_some();
-        let mut names = vec!["source", "pts_ns", "frame_index", "summary"];
+        let mut names = vec!["source", "pts_ns", "frame_index", vectors.column()];
         if has_end {
             names.push("pts_end_ns");
         }
@@ -514,20 +653,28 @@ pub(super) fn search(
         let mut best = TopK::new(k);
         for batch in batches {
             let batch = batch.map_err(arrow(path))?;
-            let sources = batch.column(0).as_string::<i32>();
-            let pts = batch.column(1).as_primitive::<Int64Type>();
-            let frames = batch.column(2).as_primitive::<Int64Type>();
-            let summaries = batch.column(3).as_fixed_size_list();
-            let ends = has_end.then(|| batch.column(4).as_primitive::<Int64Type>());
-            let values = summaries.values().as_primitive::<Float32Type>().values();
-            let dim = summaries.value_length() as usize;
+            // A projection keeps the file's column order, not the names'.
+            let column = |name: &str| {
+                batch.column_by_name(name).ok_or_else(|| {
+                    arrow(path)(ArrowError::SchemaError(format!("no {name} column")))
+                })
+            };
+            let sources = column("source")?.as_string::<i32>();
+            let pts = column("pts_ns")?.as_primitive::<Int64Type>();
+            let frames = column("frame_index")?.as_primitive::<Int64Type>();
+            let vector_of = vectors.of_rows(column(vectors.column())?.as_ref());
+            let ends = match has_end {
+                true => Some(column("pts_end_ns")?.as_primitive::<Int64Type>()),
+                false => None,
+            };
             for row in 0..batch.num_rows() {
                 let pts_ns = pts.is_valid(row).then(|| pts.value(row) as u64);
                 if filter.reads_rows() && !filter.accepts(sources.value(row), pts_ns) {
                     continue;
                 }
-                let offset = summaries.value_offset_at(row);
-                let v = &values[offset..offset + dim];
+                let Some(v) = vector_of(row).filter(|v| v.len() == query.len()) else {
+                    continue;
+                };
                 let score = dot(v, query) / (qnorm * norm(v));
                 if !filter.scores(score) {
                     continue;
@@ -547,4 +694,28 @@ pub(super) fn search(
     };
     let best = scan_in_parallel(threads.min(groups.max(1)), k, scan)?;
     Ok(best.into_sorted().into_iter().map(|(_, hit)| hit).collect())
+}
+
+/// The names of the adaptors whose summaries the file holds, and the length
+/// of each one's (the first found), in name order; reads the `adaptors`
+/// column only.
+pub(super) fn adaptors(path: &Path) -> Result<Vec<(String, usize)>, IndexError> {
+    let builder = reader(path)?;
+    if builder.schema().column_with_name("adaptors").is_none() {
+        return Ok(Vec::new());
+    }
+    let mask = columns(&builder, &["adaptors"], path)?;
+    let mut found = std::collections::BTreeMap::new();
+    for batch in builder.with_projection(mask).build().map_err(pq(path))? {
+        let batch = batch.map_err(arrow(path))?;
+        let entries = batch.column(0).as_list::<i32>().values().as_struct();
+        let names = entries.column(0).as_string::<i32>();
+        let summaries = entries.column(1).as_list::<i32>();
+        for e in 0..entries.len() {
+            found
+                .entry(names.value(e).to_string())
+                .or_insert_with(|| summaries.value_length(e) as usize);
+        }
+    }
+    Ok(found.into_iter().collect())
 }

@@ -107,7 +107,7 @@ impl RadioIndexSink {
     }
 
     /// Posts `message` as a warning, once per stream and message, when the
-    /// index (Parquet) does not keep objects and adaptor vectors.
+    /// index (Parquet) does not keep objects and adaptor grids.
     fn warn_unless_stored(&self, state: &mut State, message: &'static str) {
         let stores = state
             .writer
@@ -119,7 +119,7 @@ impl RadioIndexSink {
     }
 
     /// The frame's adaptor vectors as the index keeps them (the patch grid only
-    /// with `spatial`); says once when the index (Parquet) does not keep them.
+    /// with `spatial`); says once when the index (Parquet) keeps no grids.
     fn adaptors(
         &self,
         embedding: &mut Embedding,
@@ -127,11 +127,11 @@ impl RadioIndexSink {
         state: &mut State,
     ) -> Vec<AdaptorRow> {
         let found = std::mem::take(&mut embedding.adaptors);
-        if !found.is_empty() {
+        if spatial && found.iter().any(|a| a.spatial.is_some()) {
             self.warn_unless_stored(
                 state,
-                "frames carry adaptor vectors, but a Parquet index keeps the backbone's \
-                 only; index into *.sqlite to search by text",
+                "frames carry adaptor grids, but a Parquet index keeps the adaptors' \
+                 summaries only (text hits name no best patch); index into *.sqlite for them",
             );
         }
         let grid = embedding.grid;
