@@ -382,19 +382,11 @@ fn a_cropped_region_gets_the_adaptor_summary_of_its_crop() {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    pipeline
-        .by_name("detector")
-        .unwrap()
-        .static_pad("src")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, |_, info| {
-            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
-                let b = buffer.make_mut();
-                gst_video::VideoRegionOfInterestMeta::add(b, "scene", (0, 0, 160, 120));
-                gst_video::VideoRegionOfInterestMeta::add(b, "corner", (0, 0, 40, 40));
-            }
-            gst::PadProbeReturn::Ok
-        });
+    common::detect(
+        &pipeline,
+        "detector",
+        &[("scene", (0, 0, 160, 120)), ("corner", (0, 0, 40, 40))],
+    );
     let sink = pipeline.by_name("sink").unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     for _ in 0..3 {

@@ -1142,24 +1142,14 @@ fn embed_with_detector(clip: &Path, embed: &str, tail: &str) {
         clip.display(),
     ))
     .unwrap();
-    let detector = pipeline
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("detector")
-        .unwrap();
-    detector
-        .static_pad("src")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, |_, info| {
-            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
-                let b = buffer.make_mut();
-                gst_video::VideoRegionOfInterestMeta::add(b, "scene", (0, 0, 160, 120));
-                gst_video::VideoRegionOfInterestMeta::add(b, "corner", (0, 0, 40, 30));
-            }
-            gst::PadProbeReturn::Ok
-        });
+    let pipeline = pipeline.downcast::<gst::Pipeline>().unwrap();
+    common::detect(
+        &pipeline,
+        "detector",
+        &[("scene", (0, 0, 160, 120)), ("corner", (0, 0, 40, 30))],
+    );
     pipeline.set_state(gst::State::Playing).unwrap();
-    common::finish_at_eos(pipeline.downcast_ref().unwrap());
+    common::finish_at_eos(&pipeline);
 }
 
 #[test]
@@ -1207,33 +1197,32 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     dot / (norm(a) * norm(b))
 }
 
-#[test]
-fn a_text_query_ranks_frames_by_their_siglip2g_vectors() {
-    let (_dir, clip, db, _png) = clip_with_query("text-query");
-    index_with_adaptor(&clip, &db);
-    let text = "A photo of a RED car!";
+/// `search --db DB --text TEXT --json` with the fixture's text tower and
+/// `args` added: its hits.
+fn text_search_json(db: &Path, text: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let text_model = fixture("textsearch/siglip-text");
-    let out = run_cli(&[
+    let (db, text_model) = (db.to_str().unwrap(), text_model.to_str().unwrap());
+    let mut all = vec![
         "search",
         "--db",
-        db.to_str().unwrap(),
+        db,
         "--text",
         text,
         "--text-model",
-        text_model.to_str().unwrap(),
-        "--json",
-        "-k",
-        "8",
-        "--frames",
-    ]);
+        text_model,
+    ];
+    all.push("--json");
+    all.extend_from_slice(args);
+    let out = run_cli(&all);
     assert_succeeded(&out);
     let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let hits = hits.as_array().unwrap();
-    assert_eq!(hits.len(), 8);
+    hits.as_array().unwrap().clone()
+}
 
-    // The ranking computed here from the stored vectors and the text embedding.
-    let query = gstradio::text::TextEncoder::load(
-        &text_model,
+/// The fixture's text tower's normalized embedding of `text`.
+fn text_query(text: &str) -> Vec<f32> {
+    gstradio::text::TextEncoder::load(
+        &fixture("textsearch/siglip-text"),
         &candle_core::Device::Cpu,
         candle_core::DType::F32,
     )
@@ -1241,7 +1230,19 @@ fn a_text_query_ranks_frames_by_their_siglip2g_vectors() {
     .embed(&[text])
     .unwrap()
     .remove(0)
-    .normalized;
+    .normalized
+}
+
+#[test]
+fn a_text_query_ranks_frames_by_their_siglip2g_vectors() {
+    let (_dir, clip, db, _png) = clip_with_query("text-query");
+    index_with_adaptor(&clip, &db);
+    let text = "A photo of a RED car!";
+    let hits = text_search_json(&db, text, &["-k", "8", "--frames"]);
+    assert_eq!(hits.len(), 8);
+
+    // The ranking computed here from the stored vectors and the text embedding.
+    let query = text_query(text);
     let conn = rusqlite::Connection::open(&db).unwrap();
     let mut st = conn
         .prepare(
@@ -1410,34 +1411,9 @@ fn a_text_query_ranks_objects_by_their_pooled_siglip2g_vectors() {
 
     // The text search ranks the objects as their vectors say.
     let text = "a red car";
-    let text_model = fixture("textsearch/siglip-text");
-    let out = run_cli(&[
-        "search",
-        "--db",
-        db.to_str().unwrap(),
-        "--text",
-        text,
-        "--text-model",
-        text_model.to_str().unwrap(),
-        "--objects",
-        "--json",
-        "-k",
-        "6",
-    ]);
-    assert_succeeded(&out);
-    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let hits = hits.as_array().unwrap();
+    let hits = text_search_json(&db, text, &["--objects", "-k", "6"]);
     assert_eq!(hits.len(), 6);
-    let query = gstradio::text::TextEncoder::load(
-        &text_model,
-        &candle_core::Device::Cpu,
-        candle_core::DType::F32,
-    )
-    .unwrap()
-    .embed(&[text])
-    .unwrap()
-    .remove(0)
-    .normalized;
+    let query = text_query(text);
     let mut scores: Vec<f32> = stored.iter().map(|s| cosine(&s.2, &query)).collect();
     scores.sort_by(|a, b| b.total_cmp(a));
     for (i, hit) in hits.iter().enumerate() {
@@ -1492,26 +1468,6 @@ fn a_text_query_for_objects_of_an_index_without_their_adaptor_vectors_says_how()
     );
 }
 
-/// `search --text TEXT --frames --json -k K` of `db` with the fixture's text tower.
-fn text_search_json(db: &Path, text: &str, k: usize) -> Vec<serde_json::Value> {
-    let out = run_cli(&[
-        "search",
-        "--db",
-        db.to_str().unwrap(),
-        "--text",
-        text,
-        "--text-model",
-        fixture("textsearch/siglip-text").to_str().unwrap(),
-        "--json",
-        "--frames",
-        "-k",
-        &k.to_string(),
-    ]);
-    assert_succeeded(&out);
-    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    hits.as_array().unwrap().clone()
-}
-
 #[test]
 fn a_parquet_index_keeps_adaptor_summaries_and_ranks_as_sqlite_does() {
     let (dir, clip, sqlite, _png) = clip_with_query("text-parquet");
@@ -1524,8 +1480,8 @@ fn a_parquet_index_keeps_adaptor_summaries_and_ranks_as_sqlite_does() {
         index_with_adaptor(&clip, db);
         common::index_with_siglip2g(&second, db, &[]);
     }
-    let sqlite_hits = text_search_json(&sqlite, "a red car", 80);
-    let parquet_hits = text_search_json(&parquet, "a red car", 80);
+    let sqlite_hits = text_search_json(&sqlite, "a red car", &["--frames", "-k", "80"]);
+    let parquet_hits = text_search_json(&parquet, "a red car", &["--frames", "-k", "80"]);
     // Every row of both sources is a hit.
     let rows = count_rows(&parquet, None).unwrap() as usize;
     assert!(rows >= 60, "{rows} rows");
@@ -1583,7 +1539,7 @@ fn a_text_query_on_an_index_without_adaptor_vectors_says_how_to_build_one_parque
 }
 
 fn text_query_without_adaptor_vectors(name: &str) {
-    let (dir, clip, _, _png) = clip_with_query("text-no-adaptor");
+    let (dir, clip, _, _png) = clip_with_query(&format!("text-no-adaptor-{name}"));
     let db = dir.join(name);
     let out = index(&clip, &db, &tiny());
     assert_succeeded(&out);

@@ -216,6 +216,29 @@ pub fn index_with_siglip2g(clip: &Path, db: &Path, extra: &[&str]) {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
+/// A detected box: its type and (x, y, width, height) in frame pixels.
+pub type Detection = (&'static str, (u32, u32, u32, u32));
+
+/// A stand-in detector: the element named `name` in `pipeline` (an
+/// `identity`) gives every buffer a `GstVideoRegionOfInterestMeta` per box.
+pub fn detect(pipeline: &gst::Pipeline, name: &str, boxes: &'static [Detection]) {
+    use gst::prelude::*;
+    pipeline
+        .by_name(name)
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+                let b = buffer.make_mut();
+                for (roi_type, rect) in boxes {
+                    gst_video::VideoRegionOfInterestMeta::add(b, roi_type, *rect);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+}
+
 /// `radiometapublish`'s message schema (`schema/radioembed-message.schema.json`), compiled.
 pub fn message_schema() -> jsonschema::Validator {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/radioembed-message.schema.json");
