@@ -9,6 +9,8 @@
 #   CASES="so400m-bench:512x512:1" benches/model-vs-pytorch.sh 1
 #   RADIOEMBED_CPU_MATMUL=gemm benches/model-vs-pytorch.sh    (the gemm crate's path)
 #   OPENBLAS_CORETYPE=Haswell benches/model-vs-pytorch.sh     (OpenBLAS's AVX2 kernels)
+#   BF16=1 benches/model-vs-pytorch.sh   (bf16: RADIOEMBED_CPU_MATMUL=bf16 against
+#                                        PyTorch with the model cast to bfloat16)
 #
 # CASES lists MODEL:HxW:BATCH (default: ViT-B and SO400M at 224x224, batch 1 and 8,
 # and SO400M at 512x512, batch 1). Each round runs both implementations back to
@@ -34,6 +36,11 @@ for model in vitb so400m; do
 done
 cargo build --release --bin radio-embed
 bin=target/release/radio-embed
+torch_dtype=()
+if [ "${BF16:-0}" = 1 ]; then
+  export RADIOEMBED_CPU_MATMUL=bf16
+  torch_dtype=(--bf16)
+fi
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
@@ -48,7 +55,7 @@ for case in $cases; do
       --threads "$threads" > "$work/last.txt"
     sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' "$work/last.txt" >> "$work/rust.txt"
     "$venv/bin/python" benches/pytorch/torch_reference.py "$dir" --input "${batch}x3x${h}x${w}" \
-      --threads "$threads" --warmup 2 --runs "$iters" \
+      --threads "$threads" --warmup 2 --runs "$iters" "${torch_dtype[@]}" \
       | sed -n 's/.*median_forward_ms=\([0-9.]*\).*/\1/p' >> "$work/torch.txt"
   done
   if [ "$first" = 1 ]; then

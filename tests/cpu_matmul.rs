@@ -1,23 +1,33 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Every CPU matmul path against the official outputs, in f32: the `gemm` crate,
+//! Every CPU matmul path against the official outputs: in f32 the `gemm` crate
 //! and each OpenBLAS kernel family this CPU can run, forced through OpenBLAS's
-//! own `OPENBLAS_CORETYPE`. OpenBLAS reads it once, when the library loads, so
+//! own `OPENBLAS_CORETYPE`; the bf16 path where the CPU has AVX512-BF16, to
+//! bfloat16's precision. OpenBLAS reads it once, when the library loads, so
 //! each path runs in a `radio-embed` process of its own, which also prints the
 //! path it took (`info`).
 
 mod common;
 
 use candle_core::Device;
-use common::{TempDir, cases, cli, fixture, max_abs_diff, text};
+use common::{TempDir, cases, cli, fixture, max_abs_diff, min_row_cosine, text};
 
-/// max abs error allowed on `summary` and `features` (tests/fixtures/README.md).
+/// max abs error allowed on `summary` and `features` in f32
+/// (tests/fixtures/README.md).
 const OUTPUT_TOL: f32 = 1e-4;
+
+/// The bf16 path's bounds: every row's cosine with the official output, and the
+/// max abs error relative to the output's largest value. Factors rounded to 8
+/// significant bits give 0.99998 and 0.7 % on the fixtures.
+const BF16_MIN_COSINE: f32 = 0.9999;
+const BF16_REL_TOL: f32 = 1e-2;
 
 /// One path: the environment that forces it and how `radio-embed info` names it.
 struct MatmulPath {
     tag: &'static str,
     env: &'static [(&'static str, &'static str)],
     named: &'static str,
+    /// Whether it rounds to bfloat16 (checked to that precision).
+    bf16: bool,
 }
 
 /// The paths this CPU can run.
@@ -30,22 +40,35 @@ fn paths() -> Vec<MatmulPath> {
         tag: "gemm",
         env: &[("RADIOEMBED_CPU_MATMUL", "gemm")],
         named: "gemm crate, AVX2+FMA kernels",
+        bf16: false,
     }];
     if cfg!(feature = "openblas") {
         paths.push(MatmulPath {
             tag: "haswell",
             env: &[("OPENBLAS_CORETYPE", "Haswell")],
             named: "Haswell kernels (AVX2+FMA)",
+            bf16: false,
         });
         if std::arch::is_x86_feature_detected!("avx512f") {
             paths.push(MatmulPath {
                 tag: "skylakex",
                 env: &[("OPENBLAS_CORETYPE", "SkylakeX")],
                 named: "SkylakeX kernels (AVX-512)",
+                bf16: false,
             });
         } else {
             println!("this CPU has no AVX-512: OpenBLAS's SkylakeX kernels cannot run here");
         }
+    }
+    if gstradio::cpu::avx512_bf16() {
+        paths.push(MatmulPath {
+            tag: "bf16",
+            env: &[("RADIOEMBED_CPU_MATMUL", "bf16")],
+            named: "bf16 linear layers (AVX512-BF16 dot products, f32 sums)",
+            bf16: true,
+        });
+    } else {
+        println!("this CPU has no AVX512-BF16: the bf16 path cannot run here");
     }
     paths
 }
@@ -87,12 +110,37 @@ fn check(model: &str, path: &MatmulPath) {
         };
         for out in ["summary", "features"] {
             let key = format!("{case}.{out}");
-            let err = max_abs_diff(&got[&key], &expected[&key]);
-            assert!(
-                err <= OUTPUT_TOL,
-                "{:?} {model} {key}: off by {err}",
-                path.env
-            );
+            let (got, want) = (&got[&key], &expected[&key]);
+            let err = max_abs_diff(got, want);
+            if path.bf16 {
+                let scale = want
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    err <= BF16_REL_TOL * scale,
+                    "bf16 {model} {key}: off by {err} of {scale}"
+                );
+                // Per vector: each summary, each patch feature.
+                let rows = |t: &candle_core::Tensor| {
+                    let width = *t.dims().last().unwrap();
+                    t.reshape((t.elem_count() / width, width)).unwrap()
+                };
+                let cosine = min_row_cosine(&rows(got), &rows(want));
+                assert!(
+                    cosine >= BF16_MIN_COSINE,
+                    "bf16 {model} {key}: cosine {cosine}"
+                );
+            } else {
+                assert!(
+                    err <= OUTPUT_TOL,
+                    "{:?} {model} {key}: off by {err}",
+                    path.env
+                );
+            }
         }
         assert_eq!(
             want.dim(0).unwrap(),
@@ -129,7 +177,7 @@ fn an_unknown_path_is_refused_with_the_choices() {
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains(
-            r#"RADIOEMBED_CPU_MATMUL="mkl" is not a CPU matmul path; use gemm or openblas"#
+            r#"RADIOEMBED_CPU_MATMUL="mkl" is not a CPU matmul path; use gemm, openblas or bf16"#
         ),
         "{stderr}"
     );

@@ -47,6 +47,16 @@ pub fn avx2_fma() -> bool {
     return false;
 }
 
+/// Whether this CPU runs AVX-512 bfloat16 dot products (`vdpbf16ps`): Intel
+/// Cooper Lake and Sapphire Rapids on, AMD Zen 4 on.
+#[inline]
+pub fn avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
 /// Defines `fn $name(args) -> ret { body }` whose body, an `#[inline(always)]`
 /// kernel, is compiled twice: for AVX2 + FMA, run when [`avx2_fma`] says the CPU
 /// has them, and for baseline x86-64 otherwise.

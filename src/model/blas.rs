@@ -5,22 +5,16 @@
 //! SkylakeX, ...), and on the shapes of these models it runs faster than the
 //! `gemm` crate candle uses (README: Performance).
 
-use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
+use candle_core::{DType, Result, Tensor};
 
-/// Whether this process's [`CpuMatmul`](super::CpuMatmul) is OpenBLAS: the one
-/// question the model's layers ask before calling into this module.
+use super::fused::with_f32;
+
+/// Whether this process's [`CpuMatmul`](super::CpuMatmul) runs OpenBLAS (the
+/// default path, and the bf16 path's attention): the one question the model's
+/// layers ask before calling into this module.
 pub(crate) fn in_use() -> bool {
-    matches!(super::CpuMatmul::current(), Ok(super::CpuMatmul::OpenBlas))
-}
-
-/// The f32 values of a contiguous CPU tensor, borrowed for `f`.
-fn with_f32<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Option<T> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-        return None;
-    };
-    let (start, end) = layout.contiguous_offsets()?;
-    Some(f(&data[start..end]))
+    use super::CpuMatmul::{Bf16, OpenBlas};
+    matches!(super::CpuMatmul::current(), Ok(OpenBlas | Bf16))
 }
 
 /// `x · Wᵀ` for `x` (..., K) and `weight` (N, K), both contiguous f32 on the

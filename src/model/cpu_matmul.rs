@@ -11,6 +11,10 @@
 //! (`SkylakeX`, `Cooperlake`, `SapphireRapids`), AVX2 + FMA on older ones
 //! (`Haswell`, `Zen`). Its own `OPENBLAS_CORETYPE` forces a kernel family, which
 //! is how the tests run both on one AVX-512 machine.
+//!
+//! A third path, asked for by name only, trades precision for speed on CPUs
+//! with AVX512-BF16: the linear layers as bfloat16 dot products with f32 sums
+//! (see `bf16_matmul`), attention as on the default path.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -20,7 +24,8 @@ use std::sync::OnceLock;
 #[error("{0}")]
 pub struct CpuMatmulError(String);
 
-/// The environment variable that overrides the choice: `gemm` or `openblas`.
+/// The environment variable that overrides the choice: `gemm`, `openblas` or
+/// `bf16`.
 pub const CPU_MATMUL_ENV: &str = "RADIOEMBED_CPU_MATMUL";
 
 /// The code that runs the CPU forward's linear layers.
@@ -30,6 +35,10 @@ pub enum CpuMatmul {
     Gemm,
     /// OpenBLAS's `sgemm`, kernels chosen per CPU by OpenBLAS.
     OpenBlas,
+    /// The linear layers' weights and inputs rounded to bfloat16, multiplied
+    /// by AVX512-BF16 dot products and summed in f32 (about three significant
+    /// digits); attention as the default path. Only by name.
+    Bf16,
 }
 
 /// The vector instructions a path's kernels use.
@@ -43,6 +52,8 @@ pub enum Isa {
     Avx2Fma,
     /// AVX-512, 16 f32 lanes.
     Avx512,
+    /// AVX512-BF16 dot products: 16 f32 lanes, each summing two products.
+    Avx512Bf16,
 }
 
 impl Isa {
@@ -51,16 +62,17 @@ impl Isa {
         match self {
             Isa::Sse2 => 4,
             Isa::Avx | Isa::Avx2Fma => 8,
-            Isa::Avx512 => 16,
+            Isa::Avx512 | Isa::Avx512Bf16 => 16,
         }
     }
 
     /// Floating-point operations one vector instruction does per lane: 2 for a
-    /// fused multiply-add, 1 otherwise.
-    fn flops_per_lane(self) -> usize {
+    /// fused multiply-add, 4 for a two-product dot, 1 otherwise.
+    pub fn flops_per_lane(self) -> usize {
         match self {
             Isa::Sse2 | Isa::Avx => 1,
             Isa::Avx2Fma | Isa::Avx512 => 2,
+            Isa::Avx512Bf16 => 4,
         }
     }
 
@@ -69,12 +81,13 @@ impl Isa {
     /// its 256-bit pipes on one AVX-512 instruction.
     pub fn fma_per_cycle(self) -> usize {
         match self {
-            Isa::Avx512 if crate::cpu::avx512_half_rate() => 1,
+            Isa::Avx512 | Isa::Avx512Bf16 if crate::cpu::avx512_half_rate() => 1,
             _ => 2,
         }
     }
 
-    /// Peak f32 GFLOP/s of `cores` cores at `ghz`.
+    /// Peak GFLOP/s of `cores` cores at `ghz` (in bfloat16 products for
+    /// [`Isa::Avx512Bf16`]).
     pub fn peak_gflops(self, cores: usize, ghz: f64) -> f64 {
         (cores * self.fma_per_cycle() * self.f32_lanes() * self.flops_per_lane()) as f64 * ghz
     }
@@ -87,6 +100,7 @@ impl fmt::Display for Isa {
             Isa::Avx => "AVX",
             Isa::Avx2Fma => "AVX2+FMA",
             Isa::Avx512 => "AVX-512",
+            Isa::Avx512Bf16 => "AVX512-BF16",
         })
     }
 }
@@ -103,7 +117,7 @@ impl CpuMatmul {
     }
 
     /// The path `value` (the environment variable's value) asks for.
-    fn from_env(value: Option<&str>) -> Result<Self, CpuMatmulError> {
+    pub(super) fn from_env(value: Option<&str>) -> Result<Self, CpuMatmulError> {
         match value.map(str::trim) {
             None | Some("") if cfg!(feature = "openblas") => Ok(CpuMatmul::OpenBlas),
             None | Some("") | Some("gemm") => Ok(CpuMatmul::Gemm),
@@ -112,8 +126,13 @@ impl CpuMatmul {
                 "{CPU_MATMUL_ENV}=openblas, but this build has no OpenBLAS \
                  (build with the `openblas` cargo feature)"
             ))),
+            Some("bf16") if super::bf16_matmul::supported() => Ok(CpuMatmul::Bf16),
+            Some("bf16") => Err(CpuMatmulError(format!(
+                "{CPU_MATMUL_ENV}=bf16 needs a CPU with AVX512-BF16 (Intel Cooper Lake or \
+                 Sapphire Rapids on, AMD Zen 4 on); this one has none: use gemm or openblas"
+            ))),
             Some(other) => Err(CpuMatmulError(format!(
-                "{CPU_MATMUL_ENV}={other:?} is not a CPU matmul path; use gemm or openblas"
+                "{CPU_MATMUL_ENV}={other:?} is not a CPU matmul path; use gemm, openblas or bf16"
             ))),
         }
     }
@@ -124,6 +143,7 @@ impl CpuMatmul {
             CpuMatmul::Gemm if crate::cpu::avx2_fma() => Isa::Avx2Fma,
             CpuMatmul::Gemm => Isa::Sse2,
             CpuMatmul::OpenBlas => openblas_isa(&self.kernels()),
+            CpuMatmul::Bf16 => Isa::Avx512Bf16,
         }
     }
 
@@ -131,6 +151,7 @@ impl CpuMatmul {
     fn kernels(self) -> String {
         match self {
             CpuMatmul::Gemm => "gemm".to_string(),
+            CpuMatmul::Bf16 => "bf16".to_string(),
             #[cfg(feature = "openblas")]
             CpuMatmul::OpenBlas => super::blas::core_name(),
             // Never chosen then, but the enum is public: no panic for asking.
@@ -157,6 +178,9 @@ impl fmt::Display for CpuMatmul {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CpuMatmul::Gemm => write!(f, "gemm crate, {} kernels", self.isa()),
+            CpuMatmul::Bf16 => f.write_str(
+                "bf16 linear layers (AVX512-BF16 dot products, f32 sums), attention in f32",
+            ),
             #[cfg(feature = "openblas")]
             CpuMatmul::OpenBlas => write!(
                 f,
@@ -194,7 +218,7 @@ mod tests {
         let err = CpuMatmul::from_env(Some("mkl")).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "RADIOEMBED_CPU_MATMUL=\"mkl\" is not a CPU matmul path; use gemm or openblas"
+            "RADIOEMBED_CPU_MATMUL=\"mkl\" is not a CPU matmul path; use gemm, openblas or bf16"
         );
     }
 

@@ -12,6 +12,7 @@
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Module, Result, Tensor};
 use candle_nn::Linear;
 
+use super::bf16_matmul::PackedWeight;
 use crate::cpu::avx2_fma_dispatch;
 
 /// What follows the bias.
@@ -27,9 +28,18 @@ pub(crate) enum Activation {
 
 /// A Linear whose bias (and activation) is applied by a fused pass.
 pub(crate) struct FusedLinear {
-    matmul: Linear,
+    weight: Weight,
     bias: Tensor,
     host_bias: Option<Vec<f32>>,
+}
+
+/// How a layer keeps its weight.
+enum Weight {
+    /// As loaded, for candle's matmul or OpenBLAS.
+    Tensor(Linear),
+    /// Rounded to bfloat16 and packed for the bf16 kernel (the bf16 CPU path;
+    /// the f32 weight is dropped).
+    Bf16(PackedWeight),
 }
 
 impl FusedLinear {
@@ -44,8 +54,20 @@ impl FusedLinear {
         } else {
             None
         };
+        let weight = linear.weight();
+        let packed = match super::CpuMatmul::current() {
+            Ok(super::CpuMatmul::Bf16) if weight.dtype() == DType::F32 => {
+                let (n, k) = weight.dims2()?;
+                with_f32(weight, |w| PackedWeight::new(w, n, k))
+            }
+            _ => None,
+        };
+        let weight = match packed {
+            Some(packed) => Weight::Bf16(packed),
+            None => Weight::Tensor(Linear::new(weight.clone(), None)),
+        };
         Ok(Self {
-            matmul: Linear::new(linear.weight().clone(), None),
+            weight,
             bias,
             host_bias,
         })
@@ -53,7 +75,10 @@ impl FusedLinear {
 
     /// Output width: the rows of the weight.
     pub fn out_dim(&self) -> usize {
-        self.matmul.weight().dim(0).unwrap_or(0)
+        match &self.weight {
+            Weight::Tensor(linear) => linear.weight().dim(0).unwrap_or(0),
+            Weight::Bf16(packed) => packed.n(),
+        }
     }
 
     /// Whether the fused CPU passes apply to the matmul output `y`.
@@ -63,16 +88,28 @@ impl FusedLinear {
             .filter(|_| y.is_contiguous() && y.dtype() == DType::F32)
     }
 
-    /// `x · Wᵀ`: through OpenBLAS when it is this process's
-    /// [`CpuMatmul`](super::CpuMatmul) and the tensors suit it.
+    /// `x · Wᵀ`: through the bf16 kernel or OpenBLAS when one is this
+    /// process's [`CpuMatmul`](super::CpuMatmul) and the tensors suit it.
     fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        let linear = match &self.weight {
+            Weight::Bf16(packed) => {
+                return super::bf16_matmul::linear(&x.contiguous()?, packed)?.ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "the bf16 CPU path takes f32 CPU inputs, not {:?} on {:?}",
+                        x.dtype(),
+                        x.device().location()
+                    ))
+                });
+            }
+            Weight::Tensor(linear) => linear,
+        };
         #[cfg(feature = "openblas")]
         if super::blas::in_use()
-            && let Some(y) = super::blas::matmul_t(x, self.matmul.weight())?
+            && let Some(y) = super::blas::matmul_t(x, linear.weight())?
         {
             return Ok(y);
         }
-        self.matmul.forward(x)
+        linear.forward(x)
     }
 
     /// `act(x · Wᵀ + b)`.
@@ -106,6 +143,17 @@ impl FusedLinear {
             _ => Ok((y.broadcast_add(&self.bias)? + residual)?),
         }
     }
+}
+
+/// The f32 values of a contiguous CPU tensor, borrowed for `f`; `None` for
+/// any other tensor.
+pub(crate) fn with_f32<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Option<T> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+        return None;
+    };
+    let (start, end) = layout.contiguous_offsets()?;
+    Some(f(&data[start..end]))
 }
 
 /// The f32 values of a contiguous CPU tensor, to be transformed in place.
@@ -381,9 +429,13 @@ pub(super) mod tests {
         assert!(err < 1e-6, "off by {err}");
     }
 
-    /// The plain candle Linear a fused one was made from.
+    /// The plain candle Linear a fused one was made from (unit tests run on
+    /// the default path, which keeps the weight tensor).
     fn linear_copy(fused: &FusedLinear) -> Linear {
-        Linear::new(fused.matmul.weight().clone(), Some(fused.bias.clone()))
+        let Weight::Tensor(linear) = &fused.weight else {
+            panic!("the default CPU path keeps the weight tensor");
+        };
+        Linear::new(linear.weight().clone(), Some(fused.bias.clone()))
     }
 
     #[test]
@@ -418,7 +470,7 @@ pub(super) mod tests {
         assert!(err < 1e-5, "tanh GELU off by {err}");
 
         let residual = Tensor::randn(0f32, 1.0, (2, 5, 48), &dev).unwrap();
-        let plain = fused.matmul.forward(&x).unwrap();
+        let plain = fused.matmul(&x).unwrap();
         let expected = (plain.broadcast_add(&fused.bias).unwrap() + &residual).unwrap();
         let got = fused.forward_residual(&x, &residual).unwrap();
         let err = max_err(&got, &expected);

@@ -10,6 +10,7 @@
 //! native transformers layout. Nothing here knows about GStreamer.
 
 mod adaptor;
+mod bf16_matmul;
 #[cfg(feature = "openblas")]
 mod blas;
 mod block;
