@@ -13,10 +13,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::{LayerNorm, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 use super::error::{ModelError, Result};
-use super::fused::{Activation, FusedLinear};
+use super::fused::{Activation, FusedLayerNorm, FusedLinear, layer_norm};
 use super::torch_checkpoint::TorchCheckpoint;
 
 /// RADIO's LayerNorm eps in the heads (PyTorch's default).
@@ -198,15 +198,15 @@ enum Mlp {
     /// `MLP`: fc1 → LayerNorm → ReLU → fc2.
     V1 {
         fc1: FusedLinear,
-        norm: LayerNorm,
+        norm: FusedLayerNorm,
         fc2: FusedLinear,
     },
     /// `MLP2`: fc1 → residual blocks x + Linear(GELU(LayerNorm(x))) → LayerNorm →
     /// GELU → Linear (exact, erf GELU).
     V2 {
         fc1: FusedLinear,
-        blocks: Vec<(LayerNorm, FusedLinear)>,
-        final_norm: LayerNorm,
+        blocks: Vec<(FusedLayerNorm, FusedLinear)>,
+        final_norm: FusedLayerNorm,
         final_fc: FusedLinear,
     },
 }
@@ -270,7 +270,7 @@ impl Mlp {
         let vb = VarBuilder::from_tensors(tensors, dtype, device);
         let linear =
             |m: &str, i: usize, o: usize| FusedLinear::new(candle_nn::linear(i, o, vb.pp(m))?);
-        let norm = |m: &str| candle_nn::layer_norm(hidden, HEAD_LAYER_NORM_EPS, vb.pp(m));
+        let norm = |m: &str| layer_norm(hidden, HEAD_LAYER_NORM_EPS, vb.pp(m));
         let built = if version == "v1" {
             (|| {
                 Ok(Self::V1 {

@@ -5,10 +5,10 @@
 //! compute them.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use super::checkpoint::KeyNames;
-use super::fused::{Activation, FusedLinear, softmax_last_dim};
+use super::fused::{Activation, FusedLayerNorm, FusedLinear, layer_norm, softmax_last_dim};
 
 /// Dimensions shared by every block of a model.
 #[derive(Debug, Clone, Copy)]
@@ -161,9 +161,9 @@ fn layer_scale(vb: &VarBuilder, names: &[&str; 3], width: usize) -> Result<Optio
 
 /// One transformer block.
 pub(crate) struct Block {
-    norm1: LayerNorm,
+    norm1: FusedLayerNorm,
     attn: Attention,
-    norm2: LayerNorm,
+    norm2: FusedLayerNorm,
     mlp: Mlp,
 }
 
@@ -173,9 +173,9 @@ impl Block {
         let ls1 = layer_scale(&vb, &LAYER_SCALE_NAMES[0], dims.width)?;
         let ls2 = layer_scale(&vb, &LAYER_SCALE_NAMES[1], dims.width)?;
         Ok(Self {
-            norm1: candle_nn::layer_norm(dims.width, dims.eps, vb.pp("norm1"))?,
+            norm1: layer_norm(dims.width, dims.eps, vb.pp("norm1"))?,
             attn: Attention::new(vb.pp(names.attention), names, dims, ls1)?,
-            norm2: candle_nn::layer_norm(dims.width, dims.eps, vb.pp("norm2"))?,
+            norm2: layer_norm(dims.width, dims.eps, vb.pp("norm2"))?,
             mlp: Mlp::new(vb.pp("mlp"), dims, ls2)?,
         })
     }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Element-wise work fused into single vectorised passes on the CPU: bias add,
-//! bias add + exact GELU, bias add + residual add, and scaled softmax.
+//! bias add + exact GELU, bias add + residual add, scaled softmax, and
+//! LayerNorm.
 //!
 //! candle's `broadcast_add` of a bias costs about 1 ns per element on the CPU, its
 //! `gelu_erf` about 4 ns (scalar libm `erff`) and its softmax about 2 ns (scalar
@@ -10,7 +11,7 @@
 //! dtypes candle's own ops are used.
 
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Module, Result, Tensor};
-use candle_nn::Linear;
+use candle_nn::{LayerNorm, Linear};
 
 use super::bf16_matmul::PackedWeight;
 use crate::cpu::avx2_fma_dispatch;
@@ -261,6 +262,92 @@ avx2_fma_dispatch! {
     }
 }
 
+/// A LayerNorm (with bias) over the last axis that runs vectorised on f32 CPU
+/// tensors. candle's CPU layer norm sums each row in one serial chain of
+/// scalar adds (and takes the variance as E[x²] − E[x]²); here each row is
+/// summed over 8 lanes, then its centred squares, as PyTorch does. Other
+/// tensors take candle's.
+pub(crate) struct FusedLayerNorm {
+    norm: LayerNorm,
+    /// Weight and bias in host memory, when they are f32 on the CPU.
+    host: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl FusedLayerNorm {
+    /// Wraps a candle LayerNorm with a bias.
+    pub fn new(norm: LayerNorm) -> Result<Self> {
+        let host = match norm.bias() {
+            Some(bias)
+                if norm.remove_mean() && bias.device().is_cpu() && bias.dtype() == DType::F32 =>
+            {
+                Some((norm.weight().to_vec1::<f32>()?, bias.to_vec1::<f32>()?))
+            }
+            _ => None,
+        };
+        Ok(Self { norm, host })
+    }
+}
+
+/// [`candle_nn::layer_norm`] (weight and bias of `size` under `vb`) as a
+/// [`FusedLayerNorm`].
+pub(crate) fn layer_norm(
+    size: usize,
+    eps: f64,
+    vb: candle_nn::VarBuilder,
+) -> Result<FusedLayerNorm> {
+    FusedLayerNorm::new(candle_nn::layer_norm(size, eps, vb)?)
+}
+
+impl Module for FusedLayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        use rayon::prelude::*;
+        let Some((weight, bias)) = &self.host else {
+            return self.norm.forward(x);
+        };
+        let n = weight.len();
+        if x.dims().last() != Some(&n) {
+            return self.norm.forward(x);
+        }
+        let eps = self.norm.eps() as f32;
+        let mut out = vec![0f32; x.elem_count()];
+        let step = rows_per_task(n) * n;
+        let done = with_f32(x, |src| {
+            out.par_chunks_mut(step)
+                .zip(src.par_chunks(step))
+                .for_each(|(dst, src)| layer_norm_rows(src, dst, weight, bias, eps));
+        });
+        match done {
+            Some(()) => Tensor::from_vec(out, x.shape(), x.device()),
+            None => self.norm.forward(x),
+        }
+    }
+}
+
+avx2_fma_dispatch! {
+    /// `(row − mean) / √(var + eps) · weight + bias` for each row of `src`
+    /// into `dst`.
+    fn layer_norm_rows(src: &[f32], dst: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+        let n = weight.len();
+        for (row, out) in src.chunks_exact(n).zip(dst.chunks_exact_mut(n)) {
+            let mean = lane_reduce(row, 0.0, |a, b| a + b) / n as f32;
+            out.iter_mut().zip(row).for_each(|(o, x)| *o = x - mean);
+            let mut lanes = [0f32; 8];
+            let chunks = out.chunks_exact(8);
+            let rest: f32 = chunks.remainder().iter().map(|d| d * d).sum();
+            for chunk in chunks {
+                for (lane, d) in lanes.iter_mut().zip(chunk) {
+                    *lane = d.mul_add(*d, *lane);
+                }
+            }
+            let var = (lanes.iter().sum::<f32>() + rest) / n as f32;
+            let inv_std = 1.0 / (var + eps).sqrt();
+            for ((o, w), b) in out.iter_mut().zip(weight).zip(bias) {
+                *o = (*o * inv_std).mul_add(*w, *b);
+            }
+        }
+    }
+}
+
 /// Softmax over the last axis, in place when `x` is a contiguous f32 CPU
 /// tensor (which the caller hands over). Attention folds its 1/√d scale into
 /// the q projection, so no pass over the scores scales them.
@@ -436,6 +523,40 @@ pub(super) mod tests {
             panic!("the default CPU path keeps the weight tensor");
         };
         Linear::new(linear.weight().clone(), Some(fused.bias.clone()))
+    }
+
+    #[test]
+    fn layer_norm_matches_a_two_pass_reference() {
+        let dev = candle_core::Device::Cpu;
+        // Rows far from zero mean, where E[x²] − E[x]² loses digits; a width
+        // with a remainder past the 8 lanes.
+        let x = (Tensor::randn(0f32, 1.0, (3, 5, 19), &dev).unwrap() + 100.0).unwrap();
+        let w = Tensor::randn(0f32, 1.0, 19, &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 19, &dev).unwrap();
+        let norm = FusedLayerNorm::new(LayerNorm::new(w.clone(), b.clone(), 1e-6)).unwrap();
+        let got = norm.forward(&x).unwrap();
+        let x64 = x.to_dtype(DType::F64).unwrap();
+        let mean = x64.mean_keepdim(2).unwrap();
+        let centred = x64.broadcast_sub(&mean).unwrap();
+        let var = centred.sqr().unwrap().mean_keepdim(2).unwrap();
+        let expected = centred
+            .broadcast_div(&(var + 1e-6).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&w.to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .broadcast_add(&b.to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let err = max_err(&got, &expected);
+        assert!(err < 1e-4, "off by {err}");
+        // A non-contiguous input takes candle's path, with the same result.
+        let t = x.transpose(0, 1).unwrap();
+        let err = max_err(
+            &norm.forward(&t).unwrap(),
+            &expected.transpose(0, 1).unwrap(),
+        );
+        assert!(err < 1e-3, "candle's path off by {err}");
     }
 
     #[test]

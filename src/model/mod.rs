@@ -32,6 +32,6 @@ pub use cpu_matmul::{CPU_MATMUL_ENV, CpuMatmul, CpuMatmulError, Isa};
 pub use device::{parse_device, parse_dtype};
 pub use dims::Dims;
 pub use error::{ModelError, Result};
-pub(crate) use fused::{Activation, FusedLinear};
+pub(crate) use fused::{Activation, FusedLayerNorm, FusedLinear, layer_norm};
 pub use radio::{ModelInfo, RadioModel, RadioOutput};
 pub use torch_checkpoint::{Teacher, TorchCheckpoint, TrainingArgs};

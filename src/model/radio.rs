@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::{LayerNorm, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 use super::adaptor::{Adaptor, AdaptorOutput};
 use super::block::{Block, BlockDims};
@@ -18,6 +18,7 @@ use super::config::Config;
 use super::cpu_matmul::CpuMatmul;
 use super::dims::Dims;
 use super::error::{ModelError, Result, classify_load_error};
+use super::fused::{FusedLayerNorm, layer_norm};
 use super::patch_generator::{PatchGenerator, PatchGeneratorKeys};
 use super::torch_checkpoint::TorchCheckpoint;
 
@@ -142,7 +143,7 @@ pub struct RadioModel {
     norm_std: Tensor,
     patch_generator: PatchGenerator,
     blocks: Vec<Block>,
-    final_norm: Option<LayerNorm>,
+    final_norm: Option<FusedLayerNorm>,
     feature_normalizer: Option<FeatureNormalizer>,
     adaptors: Vec<Adaptor>,
     /// On a GPU, one forward at a time: elements share a model from their own
@@ -196,9 +197,7 @@ impl RadioModel {
         let patch_generator = PatchGenerator::new(&vb, &keys, dims, config.patch_size)?;
         let final_norm = config
             .final_norm
-            .then(|| {
-                candle_nn::layer_norm(dims.width, config.layer_norm_eps, vb.pp(names.final_norm))
-            })
+            .then(|| layer_norm(dims.width, config.layer_norm_eps, vb.pp(names.final_norm)))
             .transpose()?;
         let feature_normalizer = config
             .feature_normalizer

@@ -9,9 +9,9 @@
 //! from `hidden_size` (1536 against 1152).
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, VarBuilder, layer_norm};
+use candle_nn::{Embedding, VarBuilder};
 
-use crate::model::{Activation, FusedLinear};
+use crate::model::{Activation, FusedLayerNorm, FusedLinear, layer_norm};
 use serde::Deserialize;
 
 /// The `text_config` of a SigLIP config.json (or a SiglipTextModel's own config).
@@ -114,9 +114,9 @@ impl Module for Attention {
 }
 
 struct Layer {
-    layer_norm1: LayerNorm,
+    layer_norm1: FusedLayerNorm,
     self_attn: Attention,
-    layer_norm2: LayerNorm,
+    layer_norm2: FusedLayerNorm,
     fc1: FusedLinear,
     fc2: FusedLinear,
     gelu: Gelu,
@@ -154,7 +154,7 @@ pub struct TextTower {
     token_embedding: Embedding,
     position_embedding: Tensor,
     layers: Vec<Layer>,
-    final_layer_norm: LayerNorm,
+    final_layer_norm: FusedLayerNorm,
     head: FusedLinear,
 }
 
