@@ -10,7 +10,8 @@
 #   RADIOEMBED_CPU_MATMUL=gemm benches/model-vs-pytorch.sh    (the gemm crate's path)
 #   OPENBLAS_CORETYPE=Haswell benches/model-vs-pytorch.sh     (OpenBLAS's AVX2 kernels)
 #   BF16=1 benches/model-vs-pytorch.sh   (bf16: RADIOEMBED_CPU_MATMUL=bf16 against
-#                                        PyTorch with the model cast to bfloat16)
+#                                        PyTorch with the model cast to bfloat16;
+#                                        =bf16-avx512 or =bf16-amx picks a kernel)
 #
 # CASES lists MODEL:HxW:BATCH (default: ViT-B and SO400M at 224x224, batch 1 and 8,
 # and SO400M at 512x512, batch 1). Each round runs both implementations back to
@@ -38,7 +39,7 @@ cargo build --release --bin radio-embed
 bin=target/release/radio-embed
 torch_dtype=()
 if [ "${BF16:-0}" = 1 ]; then
-  export RADIOEMBED_CPU_MATMUL=bf16
+  export RADIOEMBED_CPU_MATMUL="${RADIOEMBED_CPU_MATMUL:-bf16}"
   torch_dtype=(--bf16)
 fi
 

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Every CPU matmul path against the official outputs: in f32 the `gemm` crate
 //! and each OpenBLAS kernel family this CPU can run, forced through OpenBLAS's
-//! own `OPENBLAS_CORETYPE`; the bf16 path where the CPU has AVX512-BF16, to
-//! bfloat16's precision. OpenBLAS reads it once, when the library loads, so
+//! own `OPENBLAS_CORETYPE`; the bf16 path's kernels where the CPU has them
+//! (AVX512-BF16, AMX-BF16), to bfloat16's precision. OpenBLAS reads it once, when the library loads, so
 //! each path runs in a `radio-embed` process of its own, which also prints the
 //! path it took (`info`).
 
@@ -62,13 +62,23 @@ fn paths() -> Vec<MatmulPath> {
     }
     if gstradio::cpu::avx512_bf16() {
         paths.push(MatmulPath {
-            tag: "bf16",
-            env: &[("RADIOEMBED_CPU_MATMUL", "bf16")],
+            tag: "bf16-avx512",
+            env: &[("RADIOEMBED_CPU_MATMUL", "bf16-avx512")],
             named: "bf16 linear layers (AVX512-BF16 dot products, f32 sums)",
             bf16: true,
         });
     } else {
         println!("this CPU has no AVX512-BF16: the bf16 path cannot run here");
+    }
+    if gstradio::cpu::amx_bf16() {
+        paths.push(MatmulPath {
+            tag: "bf16-amx",
+            env: &[("RADIOEMBED_CPU_MATMUL", "bf16-amx")],
+            named: "bf16 linear layers (AMX-BF16 tiles, f32 sums)",
+            bf16: true,
+        });
+    } else {
+        println!("this CPU (or its kernel) has no AMX-BF16: the AMX path cannot run here");
     }
     paths
 }

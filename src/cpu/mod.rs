@@ -57,6 +57,39 @@ pub fn avx512_bf16() -> bool {
     return false;
 }
 
+/// Whether this CPU runs AMX bfloat16 tile multiplies (`tdpbf16ps`, Intel
+/// Sapphire Rapids on) and Linux lets this process use the tile registers.
+///
+/// Linux keeps AMX's 8 KiB of tile state off until a process asks for it
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, kernel 5.16 on); the first call asks,
+/// and a refusal (an older kernel, a hypervisor that hides the state) reads as
+/// no AMX.
+pub fn amx_bf16() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *USABLE.get_or_init(|| {
+            // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+            let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+            let cpu = edx & (1 << 22) != 0 && edx & (1 << 24) != 0;
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: arch_prctl with these arguments only changes which
+            // register state the kernel lets this process use.
+            cpu && avx512_bf16()
+                && unsafe {
+                    libc::syscall(
+                        libc::SYS_arch_prctl,
+                        ARCH_REQ_XCOMP_PERM,
+                        XFEATURE_XTILEDATA,
+                    )
+                } == 0
+        })
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    return false;
+}
+
 /// Defines `fn $name(args) -> ret { body }` whose body, an `#[inline(always)]`
 /// kernel, is compiled twice: for AVX2 + FMA, run when [`avx2_fma`] says the CPU
 /// has them, and for baseline x86-64 otherwise.

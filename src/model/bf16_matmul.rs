@@ -9,26 +9,66 @@
 //! precision: each factor keeps 8 significant bits, as in PyTorch's bf16
 //! autocast on the CPU, so outputs differ from f32 in the third digit (the
 //! tests state the tolerance). Chosen with `RADIOEMBED_CPU_MATMUL=bf16`
-//! ([`CpuMatmul::Bf16`](super::CpuMatmul)); never by default.
+//! ([`CpuMatmul::Bf16`](super::CpuMatmul)); never by default. Where the CPU
+//! has AMX, the same packed operands go through its tile unit instead
+//! ([`Kernel::Amx`], see `amx_tiles`).
 //!
 //! Layout, following the BLIS micro-kernel scheme: the output is computed in
 //! tiles of [`MR`] rows × [`NR`] columns held in 24 of the 32 vector registers.
 //! A weight panel holds [`NR`] output columns; for each pair of the K axis it
 //! stores 32 `u32`s, each the two bf16 weights of one column for that pair,
 //! which is the operand `vdpbf16ps` multiplies with a broadcast pair of one
-//! activation row.
+//! activation row. K is padded with zero pairs to whole AMX steps, so one
+//! packing serves both kernels.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use candle_core::{DType, Result, Tensor};
 
+use super::CpuMatmul;
+#[cfg(target_arch = "x86_64")]
+use super::amx_tiles::{self, BLOCK_ROWS, PAIRS_PER_STEP, Tiles};
 use super::fused::with_f32;
+
+#[cfg(not(target_arch = "x86_64"))]
+const PAIRS_PER_STEP: usize = 16;
 
 /// Rows of the output tile (one broadcast activation pair each).
 const MR: usize = 12;
-/// Columns of the output tile and of a weight panel: two registers of 16 f32.
+/// Columns of the output tile and of a weight panel: two registers of 16 f32,
+/// or two AMX B tiles.
 const NR: usize = 32;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(NR == amx_tiles::BLOCK_COLS);
+
+/// The code that multiplies the packed operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// AVX512-BF16 `vdpbf16ps` in a 12 × 32 register tile.
+    DotProduct,
+    /// AMX tiles, 32 × 32 blocks by `tdpbf16ps`.
+    Amx,
+}
+
+impl Kernel {
+    /// The kernel of a CPU matmul path, if it is a bf16 one.
+    pub fn of(path: CpuMatmul) -> Option<Self> {
+        match path {
+            CpuMatmul::Bf16 => Some(Kernel::DotProduct),
+            CpuMatmul::Amx => Some(Kernel::Amx),
+            CpuMatmul::Gemm | CpuMatmul::OpenBlas => None,
+        }
+    }
+
+    /// Whether this CPU runs the kernel.
+    pub fn supported(self) -> bool {
+        match self {
+            Kernel::DotProduct => crate::cpu::avx512_bf16(),
+            Kernel::Amx => crate::cpu::amx_bf16(),
+        }
+    }
+}
 
 /// Two bfloat16 values in one `u32`, the even-K one in the low half: how
 /// `vdpbf16ps` pairs its operands.
@@ -42,8 +82,10 @@ fn pair(lo: f32, hi: f32) -> u32 {
 pub(crate) struct PackedWeight {
     n: usize,
     k: usize,
-    /// Panels of [`NR`] columns (the last padded with zeros), each K/2 rounded
-    /// up pairs × [`NR`] `u32`s.
+    /// K/2 rounded up to whole [`PAIRS_PER_STEP`]s.
+    pairs: usize,
+    /// Panels of [`NR`] columns (the last padded with zeros), each `pairs` ×
+    /// [`NR`] `u32`s.
     panels: Vec<u32>,
 }
 
@@ -52,7 +94,7 @@ impl PackedWeight {
     pub fn new(w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "weight is N × K");
         use rayon::prelude::*;
-        let pairs = k.div_ceil(2);
+        let pairs = k.div_ceil(2).next_multiple_of(PAIRS_PER_STEP);
         let mut panels = vec![0u32; n.div_ceil(NR) * pairs * NR];
         let at = |row: usize, col: usize| if col < k { w[row * k + col] } else { 0.0 };
         panels
@@ -68,7 +110,12 @@ impl PackedWeight {
                     }
                 }
             });
-        Self { n, k, panels }
+        Self {
+            n,
+            k,
+            pairs,
+            panels,
+        }
     }
 
     /// Output width N.
@@ -77,24 +124,22 @@ impl PackedWeight {
     }
 }
 
-/// Whether this CPU runs the kernel.
-pub(crate) fn supported() -> bool {
-    crate::cpu::avx512_bf16()
-}
-
 /// `out = x · Wᵀ` for `x` row-major (M, K) and `out` (M, N), the output's
-/// column panels split over rayon's pool. Panics unless [`supported`].
+/// column panels split over rayon's pool. Panics unless the kernel is
+/// [`supported`](Kernel::supported).
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn matmul_t(x: &[f32], m: usize, w: &PackedWeight, out: &mut [f32]) {
+pub(crate) fn matmul_t(x: &[f32], m: usize, w: &PackedWeight, out: &mut [f32], kernel: Kernel) {
     use rayon::prelude::*;
-    assert!(supported(), "the bf16 kernel needs AVX512-BF16");
+    assert!(
+        kernel.supported(),
+        "the {kernel:?} kernel needs a CPU that has it"
+    );
     assert_eq!(
         (x.len(), out.len()),
         (m * w.k, m * w.n),
         "x is M × K, out M × N"
     );
-    let pairs = w.k.div_ceil(2);
-    let a = activations(x, m, w.k);
+    let a = activations(x, m, w);
     let panels = w.n.div_ceil(NR);
     // Contiguous runs of panels, a few per thread so that uneven runs even out.
     let runs = (rayon::current_num_threads() * 4).clamp(1, panels);
@@ -103,43 +148,113 @@ pub(crate) fn matmul_t(x: &[f32], m: usize, w: &PackedWeight, out: &mut [f32]) {
     (0..panels.div_ceil(per_run))
         .into_par_iter()
         .for_each(|run| {
-            let out_ptr = &out_ptr;
-            for p in run * per_run..((run + 1) * per_run).min(panels) {
-                let panel = &w.panels[p * pairs * NR..(p + 1) * pairs * NR];
-                let (col, cols) = (p * NR, NR.min(w.n - p * NR));
-                for row in (0..m).step_by(MR) {
-                    let rows = MR.min(m - row);
-                    // SAFETY: the CPU has AVX512-BF16 (asserted above); `a` holds
-                    // rows row..row+rows of `pairs` u32s, `panel` pairs × NR; the
-                    // tile writes only out[row..row+rows][col..col+cols], which
-                    // no other panel or row block writes, inside out's M × N.
+            let panels = run * per_run..((run + 1) * per_run).min(panels);
+            match kernel {
+                Kernel::DotProduct => dot_product_run(&a, m, w, panels, &out_ptr),
+                // SAFETY: supported() asserted above.
+                Kernel::Amx => unsafe { amx_run(&a, m, w, panels, &out_ptr) },
+            }
+        });
+}
+
+/// The output columns of weight panels `panels`, by the dot-product kernel.
+#[cfg(target_arch = "x86_64")]
+fn dot_product_run(
+    a: &[u32],
+    m: usize,
+    w: &PackedWeight,
+    panels: std::ops::Range<usize>,
+    out_ptr: &SendPtr,
+) {
+    let pairs = w.pairs;
+    for p in panels {
+        let panel = &w.panels[p * pairs * NR..(p + 1) * pairs * NR];
+        let (col, cols) = (p * NR, NR.min(w.n - p * NR));
+        for row in (0..m).step_by(MR) {
+            let rows = MR.min(m - row);
+            // SAFETY: the CPU has AVX512-BF16 (matmul_t asserted it); `a` holds
+            // rows row..row+rows of `pairs` u32s, `panel` pairs × NR; the tile
+            // writes only out[row..row+rows][col..col+cols], which no other
+            // panel or row block writes, inside out's M × N.
+            unsafe {
+                tile(
+                    rows,
+                    a[row * pairs..].as_ptr(),
+                    pairs,
+                    panel.as_ptr(),
+                    out_ptr.0.add(row * w.n + col),
+                    w.n,
+                    cols,
+                );
+            }
+        }
+    }
+}
+
+/// Rows of activations one pass over a run's panels reuses, so that they stay
+/// in the core's L2 cache (128 rows of SO400M's widest K, 4304, take 1.1 MB).
+#[cfg(target_arch = "x86_64")]
+const AMX_ROW_BLOCK: usize = 4 * BLOCK_ROWS;
+
+/// The output columns of weight panels `panels`, by the AMX kernel.
+///
+/// # Safety
+/// The CPU has AMX and Linux granted it ([`crate::cpu::amx_bf16`]).
+#[cfg(target_arch = "x86_64")]
+unsafe fn amx_run(
+    a: &[u32],
+    m: usize,
+    w: &PackedWeight,
+    panels: std::ops::Range<usize>,
+    out_ptr: &SendPtr,
+) {
+    let pairs = w.pairs;
+    // SAFETY: the caller's contract.
+    let tiles = unsafe { Tiles::configure() };
+    let mut block = [0f32; BLOCK_ROWS * NR];
+    for rows_from in (0..m).step_by(AMX_ROW_BLOCK) {
+        for p in panels.clone() {
+            let panel = &w.panels[p * pairs * NR..(p + 1) * pairs * NR];
+            let (col, cols) = (p * NR, NR.min(w.n - p * NR));
+            for row in (rows_from..m.min(rows_from + AMX_ROW_BLOCK)).step_by(BLOCK_ROWS) {
+                // SAFETY: `a` holds whole blocks of BLOCK_ROWS rows of `pairs`
+                // u32s (activations pads it), and `panel` pairs × NR u32s.
+                unsafe {
+                    tiles.block(
+                        a[row * pairs..].as_ptr(),
+                        pairs * 4,
+                        panel.as_ptr(),
+                        pairs / PAIRS_PER_STEP,
+                        &mut block,
+                    );
+                }
+                for (r, values) in block.chunks_exact(NR).take(m - row).enumerate() {
+                    // SAFETY: out[row + r][col..col + cols] lies inside out's
+                    // M × N, and only this panel and row block write it.
                     unsafe {
-                        tile(
-                            rows,
-                            a[row * pairs..].as_ptr(),
-                            pairs,
-                            panel.as_ptr(),
-                            out_ptr.0.add(row * w.n + col),
-                            w.n,
+                        std::ptr::copy_nonoverlapping(
+                            values.as_ptr(),
+                            out_ptr.0.add((row + r) * w.n + col),
                             cols,
                         );
                     }
                 }
             }
-        });
+        }
+    }
 }
 
-/// `x` (M, K) rounded to bfloat16 pairs, M rows of K/2 rounded up `u32`s.
+/// `x` (M, K) rounded to bfloat16 pairs: M rows rounded up to whole AMX
+/// blocks, of `w`'s padded pair count of `u32`s, zeros past x.
 #[cfg(target_arch = "x86_64")]
-fn activations(x: &[f32], m: usize, k: usize) -> Vec<u32> {
+fn activations(x: &[f32], m: usize, w: &PackedWeight) -> Vec<u32> {
     use rayon::prelude::*;
-    let pairs = k.div_ceil(2);
-    let mut a = vec![0u32; m * pairs];
-    a.par_chunks_mut(pairs)
-        .zip(x.par_chunks(k))
+    let mut a = vec![0u32; m.next_multiple_of(BLOCK_ROWS) * w.pairs];
+    a.par_chunks_mut(w.pairs)
+        .zip(x.par_chunks(w.k))
         .for_each(|(dst, src)| {
             // SAFETY: the caller checked the CPU (matmul_t asserts it).
-            unsafe { round_row(src, dst) }
+            unsafe { round_row(src, &mut dst[..w.k.div_ceil(2)]) }
         });
     a
 }
@@ -265,22 +380,22 @@ fn from_bh(v: __m512bh) -> __m512i {
     unsafe { std::mem::transmute::<__m512bh, __m512i>(v) }
 }
 
-/// Without x86-64 there is no kernel, and [`supported`] says so.
+/// Without x86-64 there is no kernel, and [`Kernel::supported`] says so.
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn matmul_t(_: &[f32], _: usize, _: &PackedWeight, _: &mut [f32]) {
-    unreachable!("the bf16 kernel is x86-64 only, and supported() is false elsewhere")
+pub(crate) fn matmul_t(_: &[f32], _: usize, _: &PackedWeight, _: &mut [f32], _: Kernel) {
+    unreachable!("the bf16 kernels are x86-64 only, and supported() is false elsewhere")
 }
 
 /// `x · Wᵀ` for `x` (..., K), a contiguous f32 CPU tensor; `None` for any
 /// other (the caller's f32 path takes it).
-pub(crate) fn linear(x: &Tensor, w: &PackedWeight) -> Result<Option<Tensor>> {
+pub(crate) fn linear(x: &Tensor, w: &PackedWeight, kernel: Kernel) -> Result<Option<Tensor>> {
     let dims = x.dims();
     if !x.device().is_cpu() || x.dtype() != DType::F32 || dims.last() != Some(&w.k) || w.k == 0 {
         return Ok(None);
     }
     let m = x.elem_count() / w.k;
     let mut out = vec![0f32; m * w.n];
-    if with_f32(x, |x| matmul_t(x, m, w, &mut out)).is_none() {
+    if with_f32(x, |x| matmul_t(x, m, w, &mut out, kernel)).is_none() {
         return Ok(None);
     }
     let mut shape = dims.to_vec();
@@ -314,39 +429,46 @@ mod tests {
     }
 
     /// Against the exact products of the bf16-rounded factors, summed in f64:
-    /// only the f32 accumulation differs. Shapes cover every tile height, a
-    /// last panel of 1..31 columns and odd K.
+    /// only the f32 accumulation differs. Each kernel the CPU has; shapes cover
+    /// every tile height, a last panel of 1..31 columns, odd K, K past whole
+    /// AMX steps and rows past one AMX row block.
     #[test]
     fn matches_the_rounded_products_on_every_edge() {
-        if !supported() {
-            // The kernel cannot run here; asking for it is refused clearly.
-            let err = crate::model::CpuMatmul::from_env(Some("bf16")).unwrap_err();
-            assert!(err.to_string().contains("AVX512-BF16"), "{err}");
-            println!("this CPU has no AVX512-BF16: the bf16 kernel cannot run here");
-            return;
-        }
-        for (m, n, k) in [
-            (1, 1, 1),
-            (13, 33, 7),
-            (25, 64, 64),
-            (12, 47, 1152),
-            (7, 96, 33),
+        for (kernel, path, needs) in [
+            (Kernel::DotProduct, "bf16-avx512", "AVX512-BF16"),
+            (Kernel::Amx, "bf16-amx", "AMX"),
         ] {
-            let x = values(m * k, m as u32);
-            let w = values(n * k, n as u32 + 7);
-            let packed = PackedWeight::new(&w, n, k);
-            let mut out = vec![f32::NAN; m * n];
-            matmul_t(&x, m, &packed, &mut out);
-            for i in 0..m {
-                for j in 0..n {
-                    let exact: f64 = (0..k)
-                        .map(|c| bf16(x[i * k + c]) * bf16(w[j * k + c]))
-                        .sum();
-                    let got = f64::from(out[i * n + j]);
-                    assert!(
-                        (got - exact).abs() <= 1e-5 * (k as f64).sqrt(),
-                        "({m}×{k})·({n}×{k})ᵀ [{i}][{j}]: {got} vs {exact}"
-                    );
+            if !kernel.supported() {
+                // The kernel cannot run here; asking for it is refused clearly.
+                let err = CpuMatmul::from_env(Some(path)).unwrap_err();
+                assert!(err.to_string().contains(needs), "{err}");
+                println!("this CPU has no {needs}: the {kernel:?} kernel cannot run here");
+                continue;
+            }
+            for (m, n, k) in [
+                (1, 1, 1),
+                (13, 33, 7),
+                (25, 64, 64),
+                (12, 47, 1152),
+                (7, 96, 33),
+                (140, 70, 70),
+            ] {
+                let x = values(m * k, m as u32);
+                let w = values(n * k, n as u32 + 7);
+                let packed = PackedWeight::new(&w, n, k);
+                let mut out = vec![f32::NAN; m * n];
+                matmul_t(&x, m, &packed, &mut out, kernel);
+                for i in 0..m {
+                    for j in 0..n {
+                        let exact: f64 = (0..k)
+                            .map(|c| bf16(x[i * k + c]) * bf16(w[j * k + c]))
+                            .sum();
+                        let got = f64::from(out[i * n + j]);
+                        assert!(
+                            (got - exact).abs() <= 1e-5 * (k as f64).sqrt(),
+                            "{kernel:?} ({m}×{k})·({n}×{k})ᵀ [{i}][{j}]: {got} vs {exact}"
+                        );
+                    }
                 }
             }
         }
@@ -356,7 +478,11 @@ mod tests {
     fn packing_pairs_even_k_low() {
         let packed = PackedWeight::new(&[1.0, 2.0, 3.0], 1, 3);
         assert_eq!((packed.n(), packed.k), (1, 3));
-        assert_eq!(packed.panels.len(), 2 * NR);
+        assert_eq!(
+            packed.panels.len(),
+            PAIRS_PER_STEP * NR,
+            "K padded to an AMX step"
+        );
         assert_eq!(packed.panels[0], pair(1.0, 2.0));
         assert_eq!(packed.panels[NR], pair(3.0, 0.0));
         assert_eq!(packed.panels[1], 0, "padding columns are zero");

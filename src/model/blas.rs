@@ -13,8 +13,8 @@ use super::fused::with_f32;
 /// default path, and the bf16 path's attention): the one question the model's
 /// layers ask before calling into this module.
 pub(crate) fn in_use() -> bool {
-    use super::CpuMatmul::{Bf16, OpenBlas};
-    matches!(super::CpuMatmul::current(), Ok(OpenBlas | Bf16))
+    use super::CpuMatmul::{Amx, Bf16, OpenBlas};
+    matches!(super::CpuMatmul::current(), Ok(OpenBlas | Bf16 | Amx))
 }
 
 /// `x · Wᵀ` for `x` (..., K) and `weight` (N, K), both contiguous f32 on the

@@ -12,9 +12,11 @@
 //! (`Haswell`, `Zen`). Its own `OPENBLAS_CORETYPE` forces a kernel family, which
 //! is how the tests run both on one AVX-512 machine.
 //!
-//! A third path, asked for by name only, trades precision for speed on CPUs
-//! with AVX512-BF16: the linear layers as bfloat16 dot products with f32 sums
-//! (see `bf16_matmul`), attention as on the default path.
+//! A third path, asked for by name only (`bf16`), trades precision for speed
+//! on CPUs with AVX512-BF16: the linear layers as bfloat16 products with f32
+//! sums (see `bf16_matmul`), attention as on the default path. It runs on AMX
+//! tiles where the CPU has them (Intel Sapphire Rapids on), else as AVX512-BF16
+//! dot products; `bf16-amx` and `bf16-avx512` ask for one of the two.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -24,8 +26,8 @@ use std::sync::OnceLock;
 #[error("{0}")]
 pub struct CpuMatmulError(String);
 
-/// The environment variable that overrides the choice: `gemm`, `openblas` or
-/// `bf16`.
+/// The environment variable that overrides the choice: `gemm`, `openblas`,
+/// `bf16` (`bf16-amx`, `bf16-avx512`).
 pub const CPU_MATMUL_ENV: &str = "RADIOEMBED_CPU_MATMUL";
 
 /// The code that runs the CPU forward's linear layers.
@@ -39,6 +41,8 @@ pub enum CpuMatmul {
     /// by AVX512-BF16 dot products and summed in f32 (about three significant
     /// digits); attention as the default path. Only by name.
     Bf16,
+    /// As [`CpuMatmul::Bf16`], multiplied on AMX tiles. Only by name.
+    Amx,
 }
 
 /// The vector instructions a path's kernels use.
@@ -54,42 +58,55 @@ pub enum Isa {
     Avx512,
     /// AVX512-BF16 dot products: 16 f32 lanes, each summing two products.
     Avx512Bf16,
+    /// AMX-BF16 tile multiplies: 16 × 16 × 32 products per `tdpbf16ps`.
+    AmxBf16,
 }
 
 impl Isa {
-    /// f32 values per vector register.
-    pub fn f32_lanes(self) -> usize {
+    /// f32 values per vector register (the 16 × 16 sums of a tile for AMX).
+    fn f32_lanes(self) -> usize {
         match self {
             Isa::Sse2 => 4,
             Isa::Avx | Isa::Avx2Fma => 8,
             Isa::Avx512 | Isa::Avx512Bf16 => 16,
+            Isa::AmxBf16 => 256,
         }
     }
 
-    /// Floating-point operations one vector instruction does per lane: 2 for a
-    /// fused multiply-add, 4 for a two-product dot, 1 otherwise.
-    pub fn flops_per_lane(self) -> usize {
+    /// Floating-point operations one instruction does per lane: 2 for a fused
+    /// multiply-add, 4 for a two-product dot, 64 for a tile multiply's 32
+    /// products, 1 otherwise.
+    fn flops_per_lane(self) -> usize {
         match self {
             Isa::Sse2 | Isa::Avx => 1,
             Isa::Avx2Fma | Isa::Avx512 => 2,
             Isa::Avx512Bf16 => 4,
+            Isa::AmxBf16 => 64,
         }
     }
 
-    /// Vector multiply-add instructions one core starts per cycle: two pipes on
-    /// every x86 server core since Haswell and Zen 2, but Zen 4 spends both of
-    /// its 256-bit pipes on one AVX-512 instruction.
-    pub fn fma_per_cycle(self) -> usize {
+    /// Cycles per instruction on one core, as a fraction: two vector pipes on
+    /// every x86 server core since Haswell and Zen 2 (1/2), but Zen 4 spends
+    /// both of its 256-bit pipes on one AVX-512 instruction (1/1); Sapphire
+    /// Rapids' tile unit starts a `tdpbf16ps` every 16 cycles.
+    fn cycles_per_instruction(self) -> (usize, usize) {
         match self {
-            Isa::Avx512 | Isa::Avx512Bf16 if crate::cpu::avx512_half_rate() => 1,
-            _ => 2,
+            Isa::Avx512 | Isa::Avx512Bf16 if crate::cpu::avx512_half_rate() => (1, 1),
+            Isa::AmxBf16 => (16, 1),
+            _ => (1, 2),
         }
     }
 
-    /// Peak GFLOP/s of `cores` cores at `ghz` (in bfloat16 products for
-    /// [`Isa::Avx512Bf16`]).
+    /// Peak floating-point operations per cycle of one core (bfloat16 products
+    /// for the bf16 kinds).
+    pub fn flops_per_cycle(self) -> f64 {
+        let (cycles, per) = self.cycles_per_instruction();
+        (self.f32_lanes() * self.flops_per_lane()) as f64 * per as f64 / cycles as f64
+    }
+
+    /// Peak GFLOP/s of `cores` cores at `ghz`.
     pub fn peak_gflops(self, cores: usize, ghz: f64) -> f64 {
-        (cores * self.fma_per_cycle() * self.f32_lanes() * self.flops_per_lane()) as f64 * ghz
+        cores as f64 * self.flops_per_cycle() * ghz
     }
 }
 
@@ -101,6 +118,7 @@ impl fmt::Display for Isa {
             Isa::Avx2Fma => "AVX2+FMA",
             Isa::Avx512 => "AVX-512",
             Isa::Avx512Bf16 => "AVX512-BF16",
+            Isa::AmxBf16 => "AMX-BF16",
         })
     }
 }
@@ -126,10 +144,16 @@ impl CpuMatmul {
                 "{CPU_MATMUL_ENV}=openblas, but this build has no OpenBLAS \
                  (build with the `openblas` cargo feature)"
             ))),
-            Some("bf16") if super::bf16_matmul::supported() => Ok(CpuMatmul::Bf16),
-            Some("bf16") => Err(CpuMatmulError(format!(
-                "{CPU_MATMUL_ENV}=bf16 needs a CPU with AVX512-BF16 (Intel Cooper Lake or \
+            Some("bf16") if crate::cpu::amx_bf16() => Ok(CpuMatmul::Amx),
+            Some("bf16" | "bf16-avx512") if crate::cpu::avx512_bf16() => Ok(CpuMatmul::Bf16),
+            Some("bf16-amx") if crate::cpu::amx_bf16() => Ok(CpuMatmul::Amx),
+            Some(path @ ("bf16" | "bf16-avx512")) => Err(CpuMatmulError(format!(
+                "{CPU_MATMUL_ENV}={path} needs a CPU with AVX512-BF16 (Intel Cooper Lake or \
                  Sapphire Rapids on, AMD Zen 4 on); this one has none: use gemm or openblas"
+            ))),
+            Some("bf16-amx") => Err(CpuMatmulError(format!(
+                "{CPU_MATMUL_ENV}=bf16-amx needs a CPU with AMX-BF16 (Intel Sapphire Rapids \
+                 on) and Linux 5.16 or later; this one has none: use bf16, gemm or openblas"
             ))),
             Some(other) => Err(CpuMatmulError(format!(
                 "{CPU_MATMUL_ENV}={other:?} is not a CPU matmul path; use gemm, openblas or bf16"
@@ -144,6 +168,7 @@ impl CpuMatmul {
             CpuMatmul::Gemm => Isa::Sse2,
             CpuMatmul::OpenBlas => openblas_isa(&self.kernels()),
             CpuMatmul::Bf16 => Isa::Avx512Bf16,
+            CpuMatmul::Amx => Isa::AmxBf16,
         }
     }
 
@@ -151,7 +176,8 @@ impl CpuMatmul {
     fn kernels(self) -> String {
         match self {
             CpuMatmul::Gemm => "gemm".to_string(),
-            CpuMatmul::Bf16 => "bf16".to_string(),
+            CpuMatmul::Bf16 => "bf16-avx512".to_string(),
+            CpuMatmul::Amx => "bf16-amx".to_string(),
             #[cfg(feature = "openblas")]
             CpuMatmul::OpenBlas => super::blas::core_name(),
             // Never chosen then, but the enum is public: no panic for asking.
@@ -181,6 +207,9 @@ impl fmt::Display for CpuMatmul {
             CpuMatmul::Bf16 => f.write_str(
                 "bf16 linear layers (AVX512-BF16 dot products, f32 sums), attention in f32",
             ),
+            CpuMatmul::Amx => {
+                f.write_str("bf16 linear layers (AMX-BF16 tiles, f32 sums), attention in f32")
+            }
             #[cfg(feature = "openblas")]
             CpuMatmul::OpenBlas => write!(
                 f,
@@ -215,6 +244,21 @@ mod tests {
         } else {
             assert!(openblas.unwrap_err().0.contains("`openblas` cargo feature"));
         }
+        // bf16 takes the best bf16 kernel this CPU has.
+        let bf16 = CpuMatmul::from_env(Some("bf16"));
+        if crate::cpu::amx_bf16() {
+            assert_eq!(bf16, Ok(CpuMatmul::Amx));
+        } else if crate::cpu::avx512_bf16() {
+            assert_eq!(bf16, Ok(CpuMatmul::Bf16));
+        } else {
+            assert!(bf16.unwrap_err().0.contains("needs a CPU with AVX512-BF16"));
+        }
+        if crate::cpu::avx512_bf16() {
+            assert_eq!(
+                CpuMatmul::from_env(Some("bf16-avx512")),
+                Ok(CpuMatmul::Bf16)
+            );
+        }
         let err = CpuMatmul::from_env(Some("mkl")).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -243,5 +287,7 @@ mod tests {
         assert_eq!(Isa::Avx512.peak_gflops(2, 2.5), avx512);
         assert_eq!(Isa::Avx2Fma.peak_gflops(2, 2.5), 160.0);
         assert_eq!(Isa::Sse2.peak_gflops(1, 1.0), 8.0);
+        // 16 × 16 × 32 products × 2 per 16 cycles: 1024 per cycle and core.
+        assert_eq!(Isa::AmxBf16.peak_gflops(2, 2.0), 4096.0);
     }
 }

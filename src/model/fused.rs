@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
-use super::bf16_matmul::PackedWeight;
+use super::bf16_matmul::{Kernel, PackedWeight};
 use crate::cpu::avx2_fma_dispatch;
 
 /// What follows the bias.
@@ -40,7 +40,7 @@ enum Weight {
     Tensor(Linear),
     /// Rounded to bfloat16 and packed for the bf16 kernel (the bf16 CPU path;
     /// the f32 weight is dropped).
-    Bf16(PackedWeight),
+    Bf16(PackedWeight, Kernel),
 }
 
 impl FusedLinear {
@@ -56,15 +56,16 @@ impl FusedLinear {
             None
         };
         let weight = linear.weight();
-        let packed = match super::CpuMatmul::current() {
-            Ok(super::CpuMatmul::Bf16) if weight.dtype() == DType::F32 => {
+        let kernel = super::CpuMatmul::current().ok().and_then(Kernel::of);
+        let packed = match kernel {
+            Some(kernel) if weight.dtype() == DType::F32 => {
                 let (n, k) = weight.dims2()?;
-                with_f32(weight, |w| PackedWeight::new(w, n, k))
+                with_f32(weight, |w| (PackedWeight::new(w, n, k), kernel))
             }
             _ => None,
         };
         let weight = match packed {
-            Some(packed) => Weight::Bf16(packed),
+            Some((packed, kernel)) => Weight::Bf16(packed, kernel),
             None => Weight::Tensor(Linear::new(weight.clone(), None)),
         };
         Ok(Self {
@@ -78,7 +79,7 @@ impl FusedLinear {
     pub fn out_dim(&self) -> usize {
         match &self.weight {
             Weight::Tensor(linear) => linear.weight().dim(0).unwrap_or(0),
-            Weight::Bf16(packed) => packed.n(),
+            Weight::Bf16(packed, _) => packed.n(),
         }
     }
 
@@ -93,8 +94,9 @@ impl FusedLinear {
     /// process's [`CpuMatmul`](super::CpuMatmul) and the tensors suit it.
     fn matmul(&self, x: &Tensor) -> Result<Tensor> {
         let linear = match &self.weight {
-            Weight::Bf16(packed) => {
-                return super::bf16_matmul::linear(&x.contiguous()?, packed)?.ok_or_else(|| {
+            Weight::Bf16(packed, kernel) => {
+                let y = super::bf16_matmul::linear(&x.contiguous()?, packed, *kernel)?;
+                return y.ok_or_else(|| {
                     candle_core::Error::Msg(format!(
                         "the bf16 CPU path takes f32 CPU inputs, not {:?} on {:?}",
                         x.dtype(),

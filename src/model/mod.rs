@@ -10,6 +10,8 @@
 //! native transformers layout. Nothing here knows about GStreamer.
 
 mod adaptor;
+#[cfg(target_arch = "x86_64")]
+mod amx_tiles;
 mod bf16_matmul;
 #[cfg(feature = "openblas")]
 mod blas;

@@ -172,7 +172,9 @@ impl Bench {
             .then(CpuMatmul::current)
             .transpose()?;
         if let Some(matmul) = matmul {
-            println!("CPU matmul: {matmul} (override: {CPU_MATMUL_ENV}=gemm|openblas|bf16)");
+            println!(
+                "CPU matmul: {matmul} (override: {CPU_MATMUL_ENV}=gemm|openblas|bf16|bf16-amx|bf16-avx512)"
+            );
         }
         let (h, w) = self.size;
         let input = Tensor::rand(0f32, 1f32, (self.batch, 3, h, w), model.device())?;
@@ -201,12 +203,10 @@ impl Bench {
             let isa = matmul.isa();
             let peak = isa.peak_gflops(threads, ghz);
             println!(
-                "{:.0} % of the {isa} peak, {peak:.0} GFLOP/s = {threads} cores x {} FMA/cycle \
-                 x {} lanes x {} x {ghz:.2} GHz",
+                "{:.0} % of the {isa} peak, {peak:.0} GFLOP/s = {threads} cores x {} FLOP/cycle \
+                 x {ghz:.2} GHz",
                 100.0 * gflops / peak,
-                isa.fma_per_cycle(),
-                isa.f32_lanes(),
-                isa.flops_per_lane()
+                isa.flops_per_cycle(),
             );
         }
         Ok(())
