@@ -70,10 +70,10 @@ impl Tiles {
         Tiles(std::marker::PhantomData)
     }
 
-    /// `c` = the 32 × 32 block of `A · B`: `a` points at 32 rows of `steps` ×
-    /// 16 u32 bf16 pairs, `lda` bytes apart; `b` at a weight panel of `steps`
-    /// × 16 pairs, each pair 32 u32s (one per column); `c` receives the block
-    /// row-major.
+    /// `c` = the 32 × 32 block of `A · B`, plus `c` when `accumulate`: `a`
+    /// points at 32 rows of `steps` × 16 u32 bf16 pairs, `lda` bytes apart;
+    /// `b` at a weight panel of `steps` × 16 pairs, each pair 32 u32s (one
+    /// per column); `c` holds the block row-major.
     ///
     /// # Safety
     /// `a` and `b` hold what is said above, readable.
@@ -85,25 +85,53 @@ impl Tiles {
         b: *const u32,
         steps: usize,
         c: &mut [f32; BLOCK_ROWS * BLOCK_COLS],
+        accumulate: bool,
     ) {
         debug_assert!(steps > 0);
-        // SAFETY: the tiles are configured (self exists on this thread);
-        // every load stays inside the caller's buffers (16 rows × 64 bytes
-        // per tile, the second A tile 16 rows down, the second B tile 64
-        // bytes right); the stores write the 4 KiB of `c`.
+        let c0 = c.as_mut_ptr();
+        // SAFETY: row 16 of the 32 rows of c.
+        let c1 = unsafe { c0.add(16 * BLOCK_COLS) };
+        let ldc = BLOCK_COLS * 4;
+        if accumulate {
+            // SAFETY: the tiles are configured; the loads read the 4 KiB of c.
+            unsafe {
+                std::arch::asm!(
+                    "tileloadd tmm0, [{c0} + {ldc} * 1]",
+                    "tileloadd tmm1, [{c0} + {ldc} * 1 + 64]",
+                    "tileloadd tmm2, [{c1} + {ldc} * 1]",
+                    "tileloadd tmm3, [{c1} + {ldc} * 1 + 64]",
+                    c0 = in(reg) c0,
+                    c1 = in(reg) c1,
+                    ldc = in(reg) ldc,
+                    options(nostack, preserves_flags, readonly)
+                );
+            }
+        } else {
+            // SAFETY: the tiles are configured.
+            unsafe {
+                std::arch::asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, preserves_flags, nomem)
+                );
+            }
+        }
+        // SAFETY: the tiles are configured (self exists on this thread) and
+        // tmm0–3 hold the sums so far; every load stays inside the caller's
+        // buffers (16 rows × 64 bytes per tile, the second A tile 16 rows
+        // down, the second B tile 64 bytes right); the stores write the 4 KiB
+        // of `c`.
         unsafe {
             std::arch::asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
                 "2:",
                 "tileloadd tmm4, [{a0} + {lda} * 1]",
-                "tileloadd tmm5, [{a1} + {lda} * 1]",
                 "tileloadd tmm6, [{b} + {ldb} * 1]",
-                "tileloadd tmm7, [{b} + {ldb} * 1 + 64]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b} + {ldb} * 1 + 64]",
                 "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {lda} * 1]",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
                 "add {a0}, 64",
@@ -111,8 +139,8 @@ impl Tiles {
                 "add {b}, {bstep}",
                 "dec {steps}",
                 "jnz 2b",
-                "tilestored [{c} + {ldc} * 1], tmm0",
-                "tilestored [{c} + {ldc} * 1 + 64], tmm1",
+                "tilestored [{c0} + {ldc} * 1], tmm0",
+                "tilestored [{c0} + {ldc} * 1 + 64], tmm1",
                 "tilestored [{c1} + {ldc} * 1], tmm2",
                 "tilestored [{c1} + {ldc} * 1 + 64], tmm3",
                 a0 = inout(reg) a => _,
@@ -122,9 +150,9 @@ impl Tiles {
                 ldb = in(reg) BLOCK_COLS * 4,
                 bstep = in(reg) PAIRS_PER_STEP * BLOCK_COLS * 4,
                 steps = inout(reg) steps => _,
-                c = in(reg) c.as_mut_ptr(),
-                c1 = in(reg) c.as_mut_ptr().add(16 * BLOCK_COLS),
-                ldc = in(reg) BLOCK_COLS * 4,
+                c0 = in(reg) c0,
+                c1 = in(reg) c1,
+                ldc = in(reg) ldc,
                 options(nostack)
             );
         }

@@ -191,10 +191,16 @@ fn dot_product_run(
     }
 }
 
-/// Rows of activations one pass over a run's panels reuses, so that they stay
-/// in the core's L2 cache (128 rows of SO400M's widest K, 4304, take 1.1 MB).
+/// Bytes of activations one pass over a task's panels reuses: they stay in
+/// the core's L2 cache (2 MiB on Sapphire Rapids) while every weight panel of
+/// the task streams past them once, so the weights are read M / rows times.
 #[cfg(target_arch = "x86_64")]
-const AMX_ROW_BLOCK: usize = 4 * BLOCK_ROWS;
+const AMX_ROWS_BYTES: usize = 1 << 20;
+
+/// K steps of one pass over those rows: the panel's slice of them (8 steps of
+/// 16 pairs × 32 columns, 16 KiB) stays in L1 while each row block reads it.
+#[cfg(target_arch = "x86_64")]
+const AMX_STEPS_PER_PASS: usize = 8;
 
 /// The output columns of weight panels `panels`, by the AMX kernel.
 ///
@@ -209,25 +215,35 @@ unsafe fn amx_run(
     out_ptr: &SendPtr,
 ) {
     let pairs = w.pairs;
+    let steps = pairs / PAIRS_PER_STEP;
     // SAFETY: the caller's contract.
     let tiles = unsafe { Tiles::configure() };
-    let mut block = [0f32; BLOCK_ROWS * NR];
-    for rows_from in (0..m).step_by(AMX_ROW_BLOCK) {
+    let row_blocks = (AMX_ROWS_BYTES / (BLOCK_ROWS * pairs * 4)).clamp(1, m.div_ceil(BLOCK_ROWS));
+    let mut blocks = vec![[0f32; BLOCK_ROWS * NR]; row_blocks];
+    for rows_from in (0..m).step_by(row_blocks * BLOCK_ROWS) {
+        let rows = (rows_from..m.min(rows_from + row_blocks * BLOCK_ROWS)).step_by(BLOCK_ROWS);
         for p in panels.clone() {
             let panel = &w.panels[p * pairs * NR..(p + 1) * pairs * NR];
-            let (col, cols) = (p * NR, NR.min(w.n - p * NR));
-            for row in (rows_from..m.min(rows_from + AMX_ROW_BLOCK)).step_by(BLOCK_ROWS) {
-                // SAFETY: `a` holds whole blocks of BLOCK_ROWS rows of `pairs`
-                // u32s (activations pads it), and `panel` pairs × NR u32s.
-                unsafe {
-                    tiles.block(
-                        a[row * pairs..].as_ptr(),
-                        pairs * 4,
-                        panel.as_ptr(),
-                        pairs / PAIRS_PER_STEP,
-                        &mut block,
-                    );
+            for step in (0..steps).step_by(AMX_STEPS_PER_PASS) {
+                let pass = AMX_STEPS_PER_PASS.min(steps - step);
+                for (row, block) in rows.clone().zip(&mut blocks) {
+                    // SAFETY: `a` holds whole blocks of BLOCK_ROWS rows of
+                    // `pairs` u32s (activations pads it), and `panel` pairs ×
+                    // NR u32s; step + pass ≤ steps.
+                    unsafe {
+                        tiles.block(
+                            a[row * pairs + step * PAIRS_PER_STEP..].as_ptr(),
+                            pairs * 4,
+                            panel[step * PAIRS_PER_STEP * NR..].as_ptr(),
+                            pass,
+                            block,
+                            step > 0,
+                        );
+                    }
                 }
+            }
+            let (col, cols) = (p * NR, NR.min(w.n - p * NR));
+            for (row, block) in rows.clone().zip(&blocks) {
                 for (r, values) in block.chunks_exact(NR).take(m - row).enumerate() {
                     // SAFETY: out[row + r][col..col + cols] lies inside out's
                     // M × N, and only this panel and row block write it.
