@@ -447,7 +447,8 @@ mod tests {
     /// Against the exact products of the bf16-rounded factors, summed in f64:
     /// only the f32 accumulation differs. Each kernel the CPU has; shapes cover
     /// every tile height, a last panel of 1..31 columns, odd K, K past whole
-    /// AMX steps and rows past one AMX row block.
+    /// AMX steps, rows past one AMX row block, and edge blocks summed over
+    /// several K passes.
     #[test]
     fn matches_the_rounded_products_on_every_edge() {
         for (kernel, path, needs) in [
@@ -468,6 +469,7 @@ mod tests {
                 (12, 47, 1152),
                 (7, 96, 33),
                 (140, 70, 70),
+                (70, 47, 300),
             ] {
                 let x = values(m * k, m as u32);
                 let w = values(n * k, n as u32 + 7);
