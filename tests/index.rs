@@ -1219,6 +1219,21 @@ fn text_search_json(db: &Path, text: &str, args: &[&str]) -> Vec<serde_json::Val
     hits.as_array().unwrap().clone()
 }
 
+/// The hits' scores, each checked (to 1e-5) against `expected` sorted best
+/// first: the ranking a brute-force pass over the stored vectors gives.
+fn ranked_scores(hits: &[serde_json::Value], mut expected: Vec<f32>) -> Vec<f32> {
+    expected.sort_by(|a, b| b.total_cmp(a));
+    hits.iter()
+        .zip(&expected)
+        .enumerate()
+        .map(|(i, (hit, want))| {
+            let score = hit["score"].as_f64().unwrap() as f32;
+            assert!((score - want).abs() <= 1e-5, "rank {i}: {score} vs {want}");
+            score
+        })
+        .collect()
+}
+
 /// The fixture's text tower's normalized embedding of `text`.
 fn text_query(text: &str) -> Vec<f32> {
     gstradio::text::TextEncoder::load(
@@ -1282,15 +1297,8 @@ fn a_text_query_ranks_frames_by_their_siglip2g_vectors() {
         err.contains("a vector has 47 values but the index holds 48-dimensional"),
         "{err}"
     );
-    let mut scores: Vec<f32> = stored.iter().map(|s| s.1).collect();
-    scores.sort_by(|a, b| b.total_cmp(a));
-    for (i, hit) in hits.iter().enumerate() {
-        let score = hit["score"].as_f64().unwrap() as f32;
-        assert!(
-            (score - scores[i]).abs() <= 1e-5,
-            "rank {i}: {score} vs {}",
-            scores[i]
-        );
+    let scores = ranked_scores(&hits, stored.iter().map(|s| s.1).collect());
+    for (hit, score) in hits.iter().zip(scores) {
         let pts = hit["pts_ns"].as_i64().unwrap();
         let (_, own, patch) = stored.iter().find(|s| s.0 == pts).unwrap();
         assert!(
@@ -1414,15 +1422,8 @@ fn a_text_query_ranks_objects_by_their_pooled_siglip2g_vectors() {
     let hits = text_search_json(&db, text, &["--objects", "-k", "6"]);
     assert_eq!(hits.len(), 6);
     let query = text_query(text);
-    let mut scores: Vec<f32> = stored.iter().map(|s| cosine(&s.2, &query)).collect();
-    scores.sort_by(|a, b| b.total_cmp(a));
-    for (i, hit) in hits.iter().enumerate() {
-        let score = hit["score"].as_f64().unwrap() as f32;
-        assert!(
-            (score - scores[i]).abs() <= 1e-5,
-            "rank {i}: {score} vs {}",
-            scores[i]
-        );
+    let scores = ranked_scores(&hits, stored.iter().map(|s| cosine(&s.2, &query)).collect());
+    for (hit, score) in hits.iter().zip(scores) {
         let (pts, roi_type) = (
             hit["pts_ns"].as_i64().unwrap(),
             hit["type"].as_str().unwrap(),
