@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The `radio-embed` command line: info, forward against the fixtures, preprocess.
+//! The `radio-embed` command line: info, forward against the fixtures, preprocess,
+//! bench on host frames.
 
 mod common;
 
@@ -122,4 +123,52 @@ fn preprocess_matches_the_pytorch_resize() {
         &cases("preprocess")["resize_48x64_antialias_1"],
     );
     assert!(err <= 2e-5, "off by {err}");
+}
+
+#[test]
+fn bench_times_host_frames_through_the_element_path() {
+    let model = fixture("tiny-so400m");
+    let m = model.to_str().unwrap();
+    let (ok, out, err) = outcome(run_cli(&[
+        "bench",
+        "--model",
+        m,
+        "--size",
+        "64x96",
+        "--batch",
+        "2",
+        "--iters",
+        "2",
+        "--frames",
+        "nv12:320x240",
+    ]));
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("frames "))
+        .unwrap_or_else(|| panic!("no frames line in:\n{out}"));
+    assert!(
+        line.starts_with(
+            "frames NV12 320x240 -> 64x96 batch 2 (preprocess, forward, embeddings to host): median "
+        ) && line.contains(" ms a frame"),
+        "{line}"
+    );
+    let (ok, _, err) = outcome(run_cli(&[
+        "bench",
+        "--model",
+        m,
+        "--frames",
+        "YUV9:320x240",
+    ]));
+    assert!(!ok);
+    assert!(
+        err.contains("unknown format `YUV9`; one of NV12, I420, RGB,"),
+        "{err}"
+    );
+    let (ok, _, err) = outcome(run_cli(&["bench", "--model", m, "--frames", "NV12:320"]));
+    assert!(!ok);
+    assert!(
+        err.contains("frame size `320` is not WIDTHxHEIGHT"),
+        "{err}"
+    );
 }

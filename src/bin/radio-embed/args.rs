@@ -8,6 +8,7 @@ use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
 use gstradio::model::{RadioModel, TorchCheckpoint, parse_device};
 use gstradio::model_store::{DownloadProgress, locate, locate_text_model};
+use gstradio::preprocess::PixelFormat;
 
 /// The precision a model computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -144,6 +145,38 @@ fn with_progress<T>(name: &str, find: impl FnOnce(&mut dyn FnMut(DownloadProgres
         eprintln!();
     }
     found
+}
+
+/// Host frames a benchmark feeds: a pixel format and a size.
+#[derive(Debug, Clone)]
+pub struct SourceFrames {
+    pub format: PixelFormat,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// Parses `FORMAT:WIDTHxHEIGHT` with a GStreamer format name (`NV12:1920x1080`).
+pub fn source_frames(text: &str) -> Result<SourceFrames, String> {
+    let (name, dims) = text.split_once(':').ok_or_else(|| {
+        format!("frames `{text}` are not FORMAT:WIDTHxHEIGHT (e.g. NV12:1920x1080)")
+    })?;
+    let format = PixelFormat::ALL
+        .into_iter()
+        .find(|f| f.gst_name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            let names: Vec<&str> = PixelFormat::ALL.iter().map(|f| f.gst_name()).collect();
+            format!("unknown format `{name}`; one of {}", names.join(", "))
+        })?;
+    let (width, height) = dims
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .filter(|&(w, h): &(usize, usize)| w > 0 && h > 0)
+        .ok_or_else(|| format!("frame size `{dims}` is not WIDTHxHEIGHT (e.g. 1920x1080)"))?;
+    Ok(SourceFrames {
+        format,
+        width,
+        height,
+    })
 }
 
 /// An image size given as HxW.

@@ -3,14 +3,19 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
+use gstradio::engine::{Batch, Engine, EngineOptions, FrameJob};
+use gstradio::meta::MetaDtype;
 use gstradio::model::{CPU_MATMUL_ENV, CpuMatmul, RadioModel};
+use gstradio::postprocess::OutputOptions;
+use gstradio::preprocess::{Frame, FrameLayout, TargetSize};
 
-use crate::args::{AdaptorArgs, ModelArgs, resolve, size};
+use crate::args::{AdaptorArgs, ModelArgs, SourceFrames, resolve, size, source_frames};
 
 /// `radio-embed info`.
 #[derive(Debug, Args)]
@@ -146,6 +151,12 @@ pub struct Bench {
     /// patch (as `radioembed outputs=summary` does).
     #[arg(long)]
     adaptor_summary_only: bool,
+    /// Also time the element's path without GStreamer on host frames of this
+    /// format and size, `FORMAT:WIDTHxHEIGHT` (e.g. `NV12:1920x1080`):
+    /// preprocessing on the model's device to `--size`, the forward, and the
+    /// summaries and patch grids copied to host memory, as on every buffer.
+    #[arg(long, value_parser = source_frames)]
+    frames: Option<SourceFrames>,
 }
 
 impl Bench {
@@ -159,7 +170,7 @@ impl Bench {
                 .build_global()?;
         }
         let folder = self.model.folder()?;
-        let model = self.adaptors.attach(self.model.load(&folder)?, &folder)?;
+        let model = Arc::new(self.adaptors.attach(self.model.load(&folder)?, &folder)?);
         print_resident(&folder)?;
         let threads = rayon::current_num_threads();
         println!(
@@ -196,6 +207,9 @@ impl Bench {
             self.model.device.name,
             self.batch as f64 * 1000.0 / median
         );
+        if let Some(frames) = &self.frames {
+            self.print_frames_path(&model, frames, median)?;
+        }
         if !self.adaptors.adaptor.is_empty() {
             self.print_adaptor_cost(&folder, &model, &input)?;
         }
@@ -214,6 +228,84 @@ impl Bench {
 }
 
 impl Bench {
+    /// Times host frames through [`Engine::embed`], the path each batch of the
+    /// element takes, and prints what it adds to `forward_ms`, the median of
+    /// the bare forwards on the same input size.
+    fn print_frames_path(
+        &self,
+        model: &Arc<RadioModel>,
+        source: &SourceFrames,
+        forward_ms: f64,
+    ) -> anyhow::Result<()> {
+        let (h, w) = self.size;
+        let options = EngineOptions {
+            target: TargetSize::Fixed {
+                width: w,
+                height: h,
+            },
+            antialias: true,
+            outputs: OutputOptions {
+                summary: true,
+                spatial: !self.adaptor_summary_only,
+                spatial_pool: 1,
+                dtype: MetaDtype::F32,
+                model: self.model.model.clone(),
+                input_size: (w, h),
+                source_id: "bench".into(),
+            },
+        };
+        let engine = Engine::new(Arc::clone(model), options, None)?;
+        let mut preprocessor = engine.preprocessor()?;
+        let layout = FrameLayout::packed(source.format, source.width, source.height);
+        // A ramp, not a constant: the same bytes each time, every value used.
+        let pixels: Vec<u8> = (0..layout.min_size()).map(|i| (i % 251) as u8).collect();
+        let frames = vec![
+            Frame {
+                data: &pixels,
+                layout: &layout,
+            };
+            self.batch
+        ];
+        let jobs: Vec<FrameJob> = (0..self.batch as u64)
+            .map(|index| FrameJob {
+                index,
+                regions: &[],
+            })
+            .collect();
+        let batch = Batch {
+            frames: &frames,
+            jobs: &jobs,
+            size: (h, w),
+            deadline: None,
+        };
+        let mut run = || -> anyhow::Result<f64> {
+            let started = Instant::now();
+            // Returns once the embeddings are in host memory.
+            let out = engine.embed(&mut preprocessor, &batch)?;
+            anyhow::ensure!(out.frames.len() == self.batch, "one embedding a frame");
+            Ok(started.elapsed().as_secs_f64() * 1000.0)
+        };
+        for _ in 0..2 {
+            run()?;
+        }
+        let mut times = (0..self.iters.max(1))
+            .map(|_| run())
+            .collect::<anyhow::Result<Vec<f64>>>()?;
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        println!(
+            "frames {} {}x{} -> {h}x{w} batch {} (preprocess, forward, embeddings to host): \
+             median {median:.2} ms/batch, {:.2} frames/s; beyond the forward {:.3} ms a frame",
+            source.format.gst_name(),
+            source.width,
+            source.height,
+            self.batch,
+            self.batch as f64 * 1000.0 / median,
+            (median - forward_ms) / self.batch as f64
+        );
+        Ok(())
+    }
+
     /// What the adaptor heads add to a forward: the same backbone loaded a
     /// second time without them, the two run in turn, and the median of the
     /// paired differences (this machine's drift hits both sides of a pair).
