@@ -31,12 +31,28 @@ pub fn parse_device(name: &str) -> Result<Device> {
                         .into(),
                 ));
             }
-            std::panic::catch_unwind(|| Device::new_cuda(ordinal))
+            std::panic::catch_unwind(|| open_cuda(ordinal))
                 .map_err(|_| unavailable("the CUDA driver could not be initialised".into()))?
                 // candle appends a backtrace to driver errors: the first line is the reason.
                 .map_err(|e| unavailable(e.to_string().lines().next().unwrap_or("").to_string()))
         }
     }
+}
+
+/// A CUDA device with one stream of its own, not CUDA's per-thread default
+/// streams (what `Device::new_cuda` gives): a model shared by several elements
+/// is called from each element's thread, and with one stream its kernels, its
+/// cuBLAS handle (bound to that stream) and its cached tensors are used in one
+/// order whichever thread launches them.
+#[cfg(feature = "cuda")]
+fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
+    candle_core::CudaDevice::new_with_stream(ordinal).map(Device::Cuda)
+}
+
+/// Without the `cuda` feature: never reached (`cuda_is_available` is false).
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
+    Device::new_cuda(ordinal)
 }
 
 /// Maps `f32`, `f16` or `bf16` to a dtype.
