@@ -241,7 +241,7 @@ pub fn detect(pipeline: &gst::Pipeline, name: &str, boxes: &'static [Detection])
 
 /// `radiometapublish`'s message schema (`schema/radioembed-message.schema.json`), compiled.
 pub fn message_schema() -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/radioembed-message.schema.json");
+    let path = repo_root().join("schema/radioembed-message.schema.json");
     let text = std::fs::read_to_string(path).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
     jsonschema::validator_for(&schema).expect("a valid JSON Schema")
@@ -257,11 +257,20 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The repository: where the tests were built, else (a test executable carried
+/// to another machine by scripts/gpu-check.sh) the folder it runs in.
+pub fn repo_root() -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if built.join("tests/fixtures").is_dir() {
+        built
+    } else {
+        std::env::current_dir().expect("a current directory")
+    }
+}
+
 /// A folder under `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    repo_root().join("tests/fixtures").join(name)
 }
 
 /// All tensors of a fixture's `cases.safetensors`.
