@@ -9,6 +9,8 @@
 use gst::glib;
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod engine;
 pub mod index;
 pub mod meta;

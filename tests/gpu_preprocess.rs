@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The CUDA preprocessing kernels (feature `cuda`): they compile with NVRTC
-//! wherever libnvrtc loads (no GPU needed), and on a GPU they equal the CPU path
-//! for every format and size.
+//! Our CUDA kernels (feature `cuda`): the preprocessing and the model's
+//! epilogues compile with NVRTC wherever libnvrtc loads (no GPU needed), and on
+//! a GPU the preprocessing equals the CPU path for every format and size.
 
 #![cfg(feature = "cuda")]
 
@@ -9,8 +9,10 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::{max_abs_diff_slices, noise};
+use gstradio::cuda::{compile, nvrtc_version};
+use gstradio::model::EPILOGUE_KERNELS;
 use gstradio::model::parse_device;
-use gstradio::preprocess::cuda::{GpuPreprocessor, KERNEL_NAMES, compile_kernels, nvrtc_version};
+use gstradio::preprocess::cuda::{GpuPreprocessor, PREPROCESS_KERNELS};
 use gstradio::preprocess::{
     Colorimetry, CpuPreprocessor, FrameLayout, Normalization, PixelFormat, YuvMatrix,
 };
@@ -22,27 +24,27 @@ const ARCHITECTURES: [(i32, i32); 3] = [(8, 0), (8, 9), (9, 0)];
 fn kernels_compile_to_cubin_for_every_architecture_without_warnings() {
     let (major, minor) = nvrtc_version().expect("libnvrtc loads");
     eprintln!("NVRTC {major}.{minor}");
-    for arch in ARCHITECTURES {
-        let compiled = compile_kernels(arch).expect("NVRTC compiles the kernels");
+    for (source, arch) in [&PREPROCESS_KERNELS, &EPILOGUE_KERNELS]
+        .into_iter()
+        .flat_map(|s| ARCHITECTURES.map(|a| (s, a)))
+    {
+        let sm = format!("{} for sm_{}{}", source.file, arch.0, arch.1);
+        let compiled = compile(source, arch).expect("NVRTC compiles the kernels");
         assert!(
             compiled.log.is_empty(),
-            "sm_{}{}: NVRTC printed:\n{}",
-            arch.0,
-            arch.1,
+            "{sm}: NVRTC printed:\n{}",
             compiled.log
         );
         assert!(
             compiled.cubin.starts_with(b"\x7fELF"),
-            "sm_{}{}: not an ELF image",
-            arch.0,
-            arch.1
+            "{sm}: not an ELF image"
         );
-        for name in KERNEL_NAMES {
+        for name in source.kernels {
             let found = compiled
                 .cubin
                 .windows(name.len())
                 .any(|w| w == name.as_bytes());
-            assert!(found, "sm_{}{}: the CUBIN lacks {name}", arch.0, arch.1);
+            assert!(found, "{sm}: the CUBIN lacks {name}");
         }
     }
 }

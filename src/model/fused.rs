@@ -7,8 +7,9 @@
 //! `gelu_erf` about 4 ns (scalar libm `erff`) and its softmax about 2 ns (scalar
 //! `expf`); in ViT-B at 224 px they took ~20 % of a forward. Here each is one pass
 //! over contiguous rows, compiled for AVX2 + FMA when the CPU has them, in place
-//! on the matmul's fresh output (no copy, no allocation). On other devices or
-//! dtypes candle's own ops are used.
+//! on the matmul's fresh output (no copy, no allocation). On a GPU the bias
+//! epilogues are one kernel each (`cuda_epilogue.rs`); elsewhere candle's own
+//! ops are used.
 
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear};
@@ -123,6 +124,8 @@ impl FusedLinear {
                 y.inplace_op1(&BiasAct { bias, act })?;
                 Ok(y)
             }
+            #[cfg(feature = "cuda")]
+            None if super::cuda_epilogue::bias_act(&y, &self.bias, act)? => Ok(y),
             None => {
                 let y = y.broadcast_add(&self.bias)?;
                 Ok(match act {
@@ -143,6 +146,8 @@ impl FusedLinear {
                 y.inplace_op2(residual, &BiasResidual { bias })?;
                 Ok(y)
             }
+            #[cfg(feature = "cuda")]
+            None if super::cuda_epilogue::bias_residual(&y, &self.bias, residual)? => Ok(y),
             _ => Ok((y.broadcast_add(&self.bias)? + residual)?),
         }
     }

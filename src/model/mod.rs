@@ -19,6 +19,8 @@ mod block;
 mod checkpoint;
 mod config;
 mod cpu_matmul;
+#[cfg(feature = "cuda")]
+mod cuda_epilogue;
 mod device;
 mod dims;
 mod error;
@@ -31,6 +33,8 @@ pub use adaptor::{Adaptor, AdaptorOutput};
 pub use checkpoint::KeyScheme;
 pub use config::{Config, ConfigLayout};
 pub use cpu_matmul::{CPU_MATMUL_ENV, CpuMatmul, CpuMatmulError, Isa};
+#[cfg(feature = "cuda")]
+pub use cuda_epilogue::EPILOGUE_KERNELS;
 pub use device::{parse_device, parse_dtype};
 pub use dims::Dims;
 pub use error::{ModelError, Result};

@@ -5,20 +5,14 @@
 //! buffer that becomes the model's input tensor, in f32, f16 or bf16, on
 //! candle's own stream.
 
-mod nvrtc;
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{DType, Device, Storage, Tensor};
 use cudarc::driver::{
     CudaFunction, CudaSlice, DeviceRepr, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
-use cudarc::nvrtc::Ptx;
 
-pub use nvrtc::{Compiled, KERNEL_NAMES, KERNEL_SOURCE, compile_kernels, nvrtc_version};
+use crate::cuda::KernelSource;
 
 use super::convert::YuvCoefficients;
 use super::frame::FrameLayout;
@@ -61,29 +55,18 @@ fn gpu(err: impl std::fmt::Display) -> PreprocessError {
     PreprocessError::Gpu(err.to_string())
 }
 
-/// The kernels' CUBIN for compute capability `arch`, compiled once per
-/// process and architecture.
-fn cubin(arch: (i32, i32)) -> Result<Arc<Vec<u8>>, PreprocessError> {
-    type Cache = Mutex<HashMap<(i32, i32), Arc<Vec<u8>>>>;
-    static CUBINS: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(Default::default);
-    let mut cubins = CUBINS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(cubin) = cubins.get(&arch) {
-        return Ok(cubin.clone());
-    }
-    let cubin = Arc::new(compile_kernels(arch).map_err(PreprocessError::Gpu)?.cubin);
-    cubins.insert(arch, cubin.clone());
-    Ok(cubin)
-}
-
-/// The CUDA driver's version as `major.minor`, for error messages.
-fn driver_version() -> String {
-    let mut version = 0;
-    // SAFETY: a valid out-pointer; the driver library is loaded (a device exists).
-    match unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) }.result() {
-        Ok(()) => format!("{}.{}", version / 1000, version % 1000 / 10),
-        Err(e) => format!("unknown ({e})"),
-    }
-}
+/// The preprocessing kernels: the vertical pass, then the horizontal pass
+/// writing f32, f16 and bf16.
+pub static PREPROCESS_KERNELS: KernelSource = KernelSource {
+    file: "radio_preprocess.cu",
+    code: include_str!("kernels.cu"),
+    kernels: &[
+        "vertical",
+        "horizontal_f32",
+        "horizontal_f16",
+        "horizontal_bf16",
+    ],
+};
 
 /// The preprocessing kernels, loaded on one device.
 struct Kernels {
@@ -94,31 +77,20 @@ struct Kernels {
 }
 
 impl Kernels {
-    /// Compiles the kernels for `device`'s architecture and loads them; a
-    /// driver that cannot load them is named with both versions.
+    /// Compiles the kernels for `device`'s architecture (once per process)
+    /// and loads them.
     fn load(device: &CudaDevice) -> Result<Self, PreprocessError> {
         let context = device.cuda_stream().context().clone();
-        let arch = context.compute_capability().map_err(gpu)?;
-        let image = cubin(arch)?;
-        let module = context
-            .load_module(Ptx::from_binary(image.as_ref().clone()))
-            .map_err(|e| {
-                let nvrtc = nvrtc_version().map_or_else(|e| e, |(a, b)| format!("{a}.{b}"));
-                PreprocessError::Gpu(format!(
-                    "the CUDA driver ({}) cannot load the preprocessing kernels that NVRTC {nvrtc} \
-                     compiled for sm_{}{}: {e}; update the driver or use an NVRTC of its release",
-                    driver_version(),
-                    arch.0,
-                    arch.1
-                ))
-            })?;
-        let [vertical, f32, f16, bf16] =
-            KERNEL_NAMES.map(|name| module.load_function(name).map_err(gpu));
+        let [vertical, f32, f16, bf16]: [CudaFunction; 4] =
+            crate::cuda::load_kernels(&context, &PREPROCESS_KERNELS)
+                .map_err(PreprocessError::Gpu)?
+                .try_into()
+                .expect("four kernels");
         Ok(Self {
-            vertical: vertical?,
-            horizontal_f32: f32?,
-            horizontal_f16: f16?,
-            horizontal_bf16: bf16?,
+            vertical,
+            horizontal_f32: f32,
+            horizontal_f16: f16,
+            horizontal_bf16: bf16,
         })
     }
 }

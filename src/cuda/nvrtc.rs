@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Compiling the preprocessing kernels with NVRTC to a CUBIN for one GPU
-//! architecture, keeping the compiler log so that warnings are seen.
+//! Compiling CUDA C kernels with NVRTC to a CUBIN for one GPU architecture,
+//! keeping the compiler log so that warnings are seen.
 //!
 //! A CUBIN, not PTX: the driver JIT-compiles PTX and refuses PTX from an NVRTC
 //! newer than itself (`CUDA_ERROR_UNSUPPORTED_PTX_VERSION`), whereas a CUBIN
@@ -10,17 +10,16 @@ use std::ffi::{CStr, CString};
 
 use cudarc::nvrtc::{result, sys};
 
-/// CUDA C source of the preprocessing kernels.
-pub const KERNEL_SOURCE: &str = include_str!("kernels.cu");
-
-/// Entry points the source defines: the vertical pass, then the horizontal
-/// pass writing f32, f16 and bf16.
-pub const KERNEL_NAMES: [&str; 4] = [
-    "vertical",
-    "horizontal_f32",
-    "horizontal_f16",
-    "horizontal_bf16",
-];
+/// CUDA C kernels compiled at run time: their source and entry points.
+#[derive(Debug)]
+pub struct KernelSource {
+    /// The name NVRTC gives the source in its messages (`radio_preprocess.cu`).
+    pub file: &'static str,
+    /// The CUDA C code (no headers: NVRTC has none of the toolkit's).
+    pub code: &'static str,
+    /// The `extern "C"` kernels it defines, in the order they are loaded.
+    pub kernels: &'static [&'static str],
+}
 
 /// A compiled kernel image and the compiler's log.
 #[derive(Debug, Clone)]
@@ -41,11 +40,11 @@ pub fn nvrtc_version() -> Result<(i32, i32), String> {
     Ok((major, minor))
 }
 
-/// Compiles [`KERNEL_SOURCE`] to a CUBIN for compute capability
-/// `(major, minor)` (`sm_XY`). Needs libnvrtc, not a GPU.
-pub fn compile_kernels((major, minor): (i32, i32)) -> Result<Compiled, String> {
-    let src = CString::new(KERNEL_SOURCE).expect("kernel source has no NUL");
-    let name = CString::new("radio_preprocess.cu").expect("no NUL");
+/// Compiles `source` to a CUBIN for compute capability `(major, minor)`
+/// (`sm_XY`). Needs libnvrtc, not a GPU.
+pub fn compile(source: &KernelSource, (major, minor): (i32, i32)) -> Result<Compiled, String> {
+    let src = CString::new(source.code).expect("kernel source has no NUL");
+    let name = CString::new(source.file).expect("no NUL");
     let prog = result::create_program(&src, Some(&name)).map_err(|e| format!("nvrtc: {e}"))?;
     let arch = format!("--gpu-architecture=sm_{major}{minor}");
     let options = ["--std=c++17", "--fmad=false", arch.as_str()];

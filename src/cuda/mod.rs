@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Our own CUDA kernels (feature `cuda`): CUDA C compiled by NVRTC at run time
+//! to a CUBIN for the device's architecture, once per process, and loaded on
+//! a device's context. The preprocessing kernels and the model's fused
+//! epilogues both come through here.
+
+mod nvrtc;
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::nvrtc::Ptx;
+
+pub use nvrtc::{Compiled, KernelSource, compile, nvrtc_version};
+
+/// `source`'s kernels on `context`, in the order of `source.kernels`. A
+/// driver that cannot load them is named with both versions in the error.
+pub fn load_kernels(
+    context: &Arc<CudaContext>,
+    source: &'static KernelSource,
+) -> Result<Vec<CudaFunction>, String> {
+    let arch = context.compute_capability().map_err(|e| e.to_string())?;
+    let image = cubin(source, arch)?;
+    let module = context
+        .load_module(Ptx::from_binary(image.as_ref().clone()))
+        .map_err(|e| {
+            let nvrtc = nvrtc_version().map_or_else(|e| e, |(a, b)| format!("{a}.{b}"));
+            format!(
+                "the CUDA driver ({}) cannot load the kernels of {} that NVRTC {nvrtc} compiled \
+                 for sm_{}{}: {e}; update the driver or use an NVRTC of its release",
+                driver_version(),
+                source.file,
+                arch.0,
+                arch.1
+            )
+        })?;
+    source
+        .kernels
+        .iter()
+        .map(|name| module.load_function(name).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// `source` compiled for compute capability `arch`, once per process.
+fn cubin(source: &'static KernelSource, arch: (i32, i32)) -> Result<Arc<Vec<u8>>, String> {
+    type Cache = Mutex<HashMap<(&'static str, (i32, i32)), Arc<Vec<u8>>>>;
+    static CUBINS: LazyLock<Cache> = LazyLock::new(Default::default);
+    let mut cubins = CUBINS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cubin) = cubins.get(&(source.file, arch)) {
+        return Ok(cubin.clone());
+    }
+    let cubin = Arc::new(compile(source, arch)?.cubin);
+    cubins.insert((source.file, arch), cubin.clone());
+    Ok(cubin)
+}
+
+/// The CUDA driver's version as `major.minor`, for error messages.
+fn driver_version() -> String {
+    let mut version = 0;
+    // SAFETY: a valid out-pointer; the driver library is loaded (a device exists).
+    match unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) }.result() {
+        Ok(()) => format!("{}.{}", version / 1000, version % 1000 / 10),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
