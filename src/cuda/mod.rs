@@ -64,3 +64,26 @@ fn driver_version() -> String {
         Err(e) => format!("unknown ({e})"),
     }
 }
+
+/// Keeps device memory that is freed in the stream-ordered pool for the next
+/// allocation, instead of handing it back to the driver at every
+/// synchronisation (the pool's default release threshold is 0): each forward
+/// allocates and frees the same sizes as the one before.
+pub fn keep_freed_memory(context: &CudaContext) -> Result<(), String> {
+    use cudarc::driver::{result, sys};
+    if !context.has_async_alloc() {
+        return Ok(());
+    }
+    let mut keep = u64::MAX;
+    // SAFETY: the device handle is the live context's; the release threshold
+    // attribute is a u64, which `keep` is.
+    unsafe {
+        let pool = result::device::get_mem_pool(context.cu_device()).map_err(|e| e.to_string())?;
+        result::mem_pool::set_attribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut keep as *mut u64).cast(),
+        )
+        .map_err(|e| e.to_string())
+    }
+}

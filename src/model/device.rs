@@ -44,9 +44,24 @@ pub fn parse_device(name: &str) -> Result<Device> {
 /// is called from each element's thread, and with one stream its kernels, its
 /// cuBLAS handle (bound to that stream) and its cached tensors are used in one
 /// order whichever thread launches them.
+///
+/// With one stream, cudarc's per-allocation events (a read and a write event
+/// recorded around every launch, which a second stream switches on) order
+/// nothing that the stream does not already order, so they are switched off;
+/// freed memory stays in the device's pool for the next batch
+/// ([`keep_freed_memory`](crate::cuda::keep_freed_memory)).
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
-    candle_core::CudaDevice::new_with_stream(ordinal).map(Device::Cuda)
+    let device = candle_core::CudaDevice::new_with_stream(ordinal)?;
+    // SAFETY: every tensor of this device is made and used on its one stream
+    // (the model, its preprocessor and its outputs all take the model's
+    // device); what is freed goes back through the stream-ordered pool, whose
+    // reuse across streams the driver orders itself. Done before any tensor
+    // of the device exists.
+    unsafe { device.disable_event_tracking() };
+    crate::cuda::keep_freed_memory(device.cuda_stream().context())
+        .map_err(candle_core::Error::msg)?;
+    Ok(Device::Cuda(device))
 }
 
 /// Without the `cuda` feature: never reached (`cuda_is_available` is false).
