@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Our CUDA kernels (feature `cuda`): the preprocessing and the model's
-//! epilogues compile with NVRTC wherever libnvrtc loads (no GPU needed), and on
+//! epilogues and attention compile with NVRTC wherever libnvrtc loads (no GPU needed), and on
 //! a GPU the preprocessing equals the CPU path for every format and size.
 
 #![cfg(feature = "cuda")]
@@ -10,8 +10,8 @@ mod common;
 use candle_core::{DType, Device};
 use common::{max_abs_diff_slices, noise};
 use gstradio::cuda::{compile, nvrtc_version};
-use gstradio::model::EPILOGUE_KERNELS;
 use gstradio::model::parse_device;
+use gstradio::model::{ATTENTION_KERNELS, EPILOGUE_KERNELS};
 use gstradio::preprocess::cuda::{GpuPreprocessor, PREPROCESS_KERNELS};
 use gstradio::preprocess::{
     Colorimetry, CpuPreprocessor, FrameLayout, Normalization, PixelFormat, YuvMatrix,
@@ -24,7 +24,7 @@ const ARCHITECTURES: [(i32, i32); 3] = [(8, 0), (8, 9), (9, 0)];
 fn kernels_compile_to_cubin_for_every_architecture_without_warnings() {
     let (major, minor) = nvrtc_version().expect("libnvrtc loads");
     eprintln!("NVRTC {major}.{minor}");
-    for (source, arch) in [&PREPROCESS_KERNELS, &EPILOGUE_KERNELS]
+    for (source, arch) in [&PREPROCESS_KERNELS, &EPILOGUE_KERNELS, &ATTENTION_KERNELS]
         .into_iter()
         .flat_map(|s| ARCHITECTURES.map(|a| (s, a)))
     {

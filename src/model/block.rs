@@ -69,6 +69,10 @@ impl Attention {
         {
             return self.proj.forward_residual(&out, residual);
         }
+        #[cfg(feature = "cuda")]
+        if let Some(out) = super::cuda_attention::attention(&qkv, self.heads)? {
+            return self.proj.forward_residual(&out, residual);
+        }
         let qkv = qkv
             .reshape((b, n, 3, self.heads, head_dim))?
             .permute((2, 0, 3, 1, 4))?;

@@ -20,6 +20,8 @@ mod checkpoint;
 mod config;
 mod cpu_matmul;
 #[cfg(feature = "cuda")]
+mod cuda_attention;
+#[cfg(feature = "cuda")]
 mod cuda_epilogue;
 mod device;
 mod dims;
@@ -33,6 +35,8 @@ pub use adaptor::{Adaptor, AdaptorOutput};
 pub use checkpoint::KeyScheme;
 pub use config::{Config, ConfigLayout};
 pub use cpu_matmul::{CPU_MATMUL_ENV, CpuMatmul, CpuMatmulError, Isa};
+#[cfg(feature = "cuda")]
+pub use cuda_attention::{ATTENTION_ENV, ATTENTION_KERNELS, AttentionPath};
 #[cfg(feature = "cuda")]
 pub use cuda_epilogue::EPILOGUE_KERNELS;
 pub use device::{parse_device, parse_dtype};

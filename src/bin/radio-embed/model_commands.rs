@@ -187,6 +187,12 @@ impl Bench {
                 "CPU matmul: {matmul} (override: {CPU_MATMUL_ENV}=gemm|openblas|bf16|bf16-amx|bf16-avx512)"
             );
         }
+        #[cfg(feature = "cuda")]
+        if model.device().is_cuda() {
+            use gstradio::model::{ATTENTION_ENV, AttentionPath};
+            let path = AttentionPath::current().map_err(anyhow::Error::msg)?;
+            println!("GPU attention: {path:?} (override: {ATTENTION_ENV}=reference|fused)");
+        }
         let (h, w) = self.size;
         let input = Tensor::rand(0f32, 1f32, (self.batch, 3, h, w), model.device())?;
         let adaptor_features = !self.adaptor_summary_only;
