@@ -250,22 +250,7 @@ mod tests {
         let d = heads * hd;
         let qkv = Tensor::randn(0f32, 1.0, (b, n, 3 * d), &Device::Cpu).unwrap();
         let ours = attention(&qkv, heads).unwrap().expect("taken by BLAS");
-        let split = qkv
-            .reshape((b, n, 3, heads, hd))
-            .unwrap()
-            .permute((2, 0, 3, 1, 4))
-            .unwrap();
-        let part = |i| split.get(i).unwrap().contiguous().unwrap();
-        let (q, k, v) = (part(0), part(1), part(2));
-        let weights = q.matmul(&k.t().unwrap()).unwrap();
-        let weights = candle_nn::ops::softmax_last_dim(&weights).unwrap();
-        let candle = weights
-            .matmul(&v)
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .reshape((b, n, d))
-            .unwrap();
+        let candle = crate::model::fused::tests::reference_attention(&qkv, heads);
         let diff = crate::model::fused::tests::max_err(&ours, &candle);
         assert!(diff < 1e-5, "{diff}");
     }

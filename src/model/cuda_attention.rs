@@ -199,32 +199,6 @@ mod tests {
         );
     }
 
-    /// candle's ops in f32 on the host: the reference the kernel must match.
-    fn reference(qkv: &Tensor, heads: usize) -> Tensor {
-        let (b, n, width3) = qkv.dims3().unwrap();
-        let d = width3 / 3;
-        let qkv = qkv
-            .to_dtype(DType::F32)
-            .unwrap()
-            .to_device(&Device::Cpu)
-            .unwrap()
-            .reshape((b, n, 3, heads, d / heads))
-            .unwrap()
-            .permute((2, 0, 3, 1, 4))
-            .unwrap();
-        let part = |i| qkv.get(i).unwrap().contiguous().unwrap();
-        let (q, k, v) = (part(0), part(1), part(2));
-        let weights = q.matmul(&k.t().unwrap()).unwrap();
-        let weights = candle_nn::ops::softmax_last_dim(&weights).unwrap();
-        weights
-            .matmul(&v)
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .reshape((b, n, d))
-            .unwrap()
-    }
-
     /// The worst row cosine, the largest difference and the largest value of
     /// `expected`.
     fn compare(ours: &Tensor, expected: &Tensor) -> (f32, f32, f32) {
@@ -273,7 +247,7 @@ mod tests {
                         .unwrap()
                         .to_device(&Device::Cpu)
                         .unwrap();
-                    let expected = reference(&qkv, heads);
+                    let expected = crate::model::fused::tests::reference_attention(&qkv, heads);
                     let (worst, diff, scale) = compare(&ours, &expected);
                     let case = format!("head dim {head_dim}, {n} tokens, {dtype:?}");
                     assert!(worst >= 0.999, "{case}: row cosine {worst}");

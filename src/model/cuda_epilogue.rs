@@ -105,6 +105,35 @@ fn variant(slice: &CudaStorageSlice) -> Result<usize> {
     }
 }
 
+/// What both epilogues launch with: the kernel of `y`'s dtype, `y`'s stream,
+/// the element count (and as the kernel's `long long`) and the row length.
+struct Launch {
+    kernel: CudaFunction,
+    stream: Arc<cudarc::driver::CudaStream>,
+    total: usize,
+    total_arg: i64,
+    n: i32,
+}
+
+impl Launch {
+    fn new(
+        y: &CudaStorage,
+        yl: &Layout,
+        bias_layout: &Layout,
+        pick: impl Fn(&Kernels) -> &[CudaFunction; 3],
+    ) -> Result<Self> {
+        let kernel = pick(&*Kernels::on(y)?)[variant(&y.slice)?].clone();
+        let total = yl.shape().elem_count();
+        Ok(Self {
+            kernel,
+            stream: y.device.cuda_stream(),
+            total,
+            total_arg: total as i64,
+            n: bias_layout.shape().elem_count() as i32,
+        })
+    }
+}
+
 /// A grid-stride launch over `total` elements.
 fn launch_config(total: usize) -> LaunchConfig {
     let blocks = total.div_ceil(BLOCK as usize).clamp(1, MAX_BLOCKS as usize) as u32;
@@ -178,10 +207,13 @@ impl InplaceOp2 for BiasAct {
         bias: &CudaStorage,
         bl: &Layout,
     ) -> Result<()> {
-        let kernel = Kernels::on(y)?.bias_act[variant(&y.slice)?].clone();
-        let stream = y.device.cuda_stream();
-        let total = yl.shape().elem_count();
-        let (total_arg, n) = (total as i64, bl.shape().elem_count() as i32);
+        let Launch {
+            kernel,
+            stream,
+            total,
+            total_arg,
+            n,
+        } = Launch::new(y, yl, bl, |k| &k.bias_act)?;
         let act: i32 = match self.act {
             Activation::None => 0,
             Activation::Gelu => 1,
@@ -227,10 +259,13 @@ impl InplaceOp3 for BiasResidual {
         residual: &CudaStorage,
         rl: &Layout,
     ) -> Result<()> {
-        let kernel = Kernels::on(y)?.bias_residual[variant(&y.slice)?].clone();
-        let stream = y.device.cuda_stream();
-        let total = yl.shape().elem_count();
-        let (total_arg, n) = (total as i64, bl.shape().elem_count() as i32);
+        let Launch {
+            kernel,
+            stream,
+            total,
+            total_arg,
+            n,
+        } = Launch::new(y, yl, bl, |k| &k.bias_residual)?;
         with_slices!(y, yl, [(bias, bl), (residual, rl)], |out, [b, r]| {
             let mut args = stream.launch_builder(&kernel);
             args.arg(out).arg(&b).arg(&r).arg(&total_arg).arg(&n);

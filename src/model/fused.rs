@@ -484,6 +484,35 @@ pub(super) mod tests {
             .unwrap()
     }
 
+    /// Multi-head self-attention by candle's ops, in f32 on the host, from a
+    /// `(B, N, 3·D)` qkv tensor (heads side by side), as `(B, N, D)`: what the
+    /// BLAS and GPU attention paths are checked against.
+    #[cfg(any(feature = "openblas", feature = "cuda"))]
+    pub(in crate::model) fn reference_attention(qkv: &Tensor, heads: usize) -> Tensor {
+        let (b, n, width3) = qkv.dims3().unwrap();
+        let d = width3 / 3;
+        let split = qkv
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_device(&candle_core::Device::Cpu)
+            .unwrap()
+            .reshape((b, n, 3, heads, d / heads))
+            .unwrap()
+            .permute((2, 0, 3, 1, 4))
+            .unwrap();
+        let part = |i| split.get(i).unwrap().contiguous().unwrap();
+        let (q, k, v) = (part(0), part(1), part(2));
+        let weights = q.matmul(&k.t().unwrap()).unwrap();
+        let weights = candle_nn::ops::softmax_last_dim(&weights).unwrap();
+        weights
+            .matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, n, d))
+            .unwrap()
+    }
+
     #[test]
     fn erf_matches_libm() {
         let worst = (-6000..=6000)
