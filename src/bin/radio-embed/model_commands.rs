@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use gstradio::engine::{Batch, Engine, EngineOptions, FrameJob};
 use gstradio::meta::MetaDtype;
-use gstradio::model::{CPU_MATMUL_ENV, CpuMatmul, RadioModel};
+use gstradio::model::{CPU_MATMUL_ENV, CpuMatmul, Isa, RadioModel};
 use gstradio::postprocess::OutputOptions;
 use gstradio::preprocess::{Frame, FrameLayout, TargetSize};
 
@@ -169,6 +169,16 @@ impl Bench {
                 .num_threads(n)
                 .build_global()?;
         }
+        // The clock printed with the peak below is the one /proc/cpuinfo
+        // reports; what the cores reach with the f32 path's FMAs is the truer
+        // peak. Measured before the model's threads exist to compete with it.
+        let fma_peak = match CpuMatmul::current().ok().map(CpuMatmul::isa) {
+            Some(isa @ (Isa::Avx2Fma | Isa::Avx512)) if self.model.device.name == "cpu" => {
+                let threads = self.threads.unwrap_or_else(rayon::current_num_threads);
+                gstradio::cpu::measured_fma_gflops(isa == Isa::Avx512, threads)
+            }
+            _ => None,
+        };
         let folder = self.model.folder()?;
         let model = Arc::new(self.adaptors.attach(self.model.load(&folder)?, &folder)?);
         print_resident(&folder)?;
@@ -227,6 +237,13 @@ impl Bench {
                  x {ghz:.2} GHz",
                 100.0 * gflops / peak,
                 isa.flops_per_cycle(),
+            );
+        }
+        if let (Some(isa), Some(fma)) = (matmul.map(CpuMatmul::isa), fma_peak) {
+            println!(
+                "{:.0} % of the {isa} FMA rate measured here, {fma:.0} GFLOP/s ({threads} threads \
+                 of independent FMAs)",
+                100.0 * gflops / fma
             );
         }
         Ok(())
