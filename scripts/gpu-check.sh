@@ -5,15 +5,18 @@
 #
 #   scripts/gpu-check.sh build     here: target/gpu-check/bundle.tar.xz, with the
 #                                  stripped CUDA test executables (the library's
-#                                  epilogue test, numerics, preprocessing), radio-embed
-#                                  and the libraries they need that a machine
-#                                  without GStreamer lacks; prints its size
+#                                  epilogue and attention tests, numerics,
+#                                  preprocessing), radio-embed and the libraries
+#                                  they need that a machine without GStreamer
+#                                  lacks; prints its size
 #   scripts/gpu-check.sh run       there, from the repository root (the device
 #                                  call carries target/gpu-check): versions, the
 #                                  CUDA tests, then random-weight SO400M at
-#                                  512x512 batch 16 in bf16 against transformers'
-#                                  RadioModel (SDPA) on the same input; a table
-#                                  and a last line PASS or FAIL with the reasons
+#                                  512x512 batch 16 in bf16: transformers'
+#                                  RadioModel (SDPA) against ours on both
+#                                  attention paths (RADIO_ATTENTION), on the same
+#                                  input; a table and a last line PASS or FAIL
+#                                  with the reasons
 #   scripts/gpu-check.sh dry-run   here: `run` against the stub driver and the
 #                                  CPU PyTorch of benches/model-vs-pytorch.sh,
 #                                  so that a typo fails here and not on the GPU;
