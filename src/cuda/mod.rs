@@ -14,12 +14,22 @@ use cudarc::nvrtc::Ptx;
 
 pub use nvrtc::{Compiled, KernelSource, compile, nvrtc_version};
 
-/// `source`'s kernels on `context`, in the order of `source.kernels`. A
-/// driver that cannot load them is named with both versions in the error.
+/// `source`'s kernels on `context`'s GPU, in the order of `source.kernels`:
+/// compiled once per process and architecture, loaded once per GPU (a module
+/// belongs to the device's primary context, which every stream on it shares,
+/// and the functions keep it alive). A driver that cannot load them is named
+/// with both versions in the error.
 pub fn load_kernels(
     context: &Arc<CudaContext>,
     source: &'static KernelSource,
-) -> Result<Vec<CudaFunction>, String> {
+) -> Result<Arc<[CudaFunction]>, String> {
+    type Loaded = Mutex<HashMap<(&'static str, usize), Arc<[CudaFunction]>>>;
+    static LOADED: LazyLock<Loaded> = LazyLock::new(Default::default);
+    let key = (source.file, context.ordinal());
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(functions) = loaded.get(&key) {
+        return Ok(functions.clone());
+    }
     let arch = context.compute_capability().map_err(|e| e.to_string())?;
     let image = cubin(source, arch)?;
     let module = context
@@ -35,11 +45,13 @@ pub fn load_kernels(
                 arch.1
             )
         })?;
-    source
+    let functions = source
         .kernels
         .iter()
         .map(|name| module.load_function(name).map_err(|e| e.to_string()))
-        .collect()
+        .collect::<Result<Arc<[CudaFunction]>, String>>()?;
+    loaded.insert(key, functions.clone());
+    Ok(functions)
 }
 
 /// `source` compiled for compute capability `arch`, once per process.

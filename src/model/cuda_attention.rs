@@ -11,13 +11,13 @@
 //! `scripts/gpu-check.sh` runs both and compares them, and the default moves
 //! to `fused` once a GPU has checked it.
 
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::{CudaStorage, CudaStorageSlice};
+use candle_core::cuda_backend::CudaStorageSlice;
 use candle_core::op::BackpropOp;
 use candle_core::{DType, Result, Storage, Tensor};
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use crate::cuda::KernelSource;
 
@@ -112,7 +112,10 @@ fn fused_attention(qkv: &Tensor, heads: usize) -> Result<Option<Tensor>> {
     let Storage::Cuda(cuda) = &*storage else {
         return Ok(None);
     };
-    let kernel = Kernels::on(cuda)?.functions[dtype_index * HEAD_DIMS.len() + dim_index].clone();
+    let context = cuda.device.cuda_stream().context().clone();
+    let kernels =
+        crate::cuda::load_kernels(&context, &ATTENTION_KERNELS).map_err(candle_core::Error::msg)?;
+    let kernel = kernels[dtype_index * HEAD_DIMS.len() + dim_index].clone();
     let (start, end) = layout.contiguous_offsets().expect("checked contiguous");
     let stream = cuda.device.cuda_stream();
     let config = LaunchConfig {
@@ -151,28 +154,6 @@ fn fused_attention(qkv: &Tensor, heads: usize) -> Result<Option<Tensor>> {
         BackpropOp::none(),
         false,
     )))
-}
-
-/// The kernels, loaded once per GPU.
-struct Kernels {
-    functions: Vec<CudaFunction>,
-}
-
-impl Kernels {
-    fn on(storage: &CudaStorage) -> Result<Arc<Self>> {
-        static LOADED: LazyLock<Mutex<std::collections::HashMap<usize, Arc<Kernels>>>> =
-            LazyLock::new(Default::default);
-        let context = storage.device.cuda_stream().context().clone();
-        let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(kernels) = loaded.get(&context.ordinal()) {
-            return Ok(kernels.clone());
-        }
-        let functions = crate::cuda::load_kernels(&context, &ATTENTION_KERNELS)
-            .map_err(candle_core::Error::msg)?;
-        let kernels = Arc::new(Self { functions });
-        loaded.insert(context.ordinal(), kernels.clone());
-        Ok(kernels)
-    }
 }
 
 #[cfg(test)]

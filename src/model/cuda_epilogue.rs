@@ -5,8 +5,7 @@
 //! `gelu_erf` or `+`), each reading and writing the whole tensor. The CPU
 //! counterpart is `fused.rs`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 
 use candle_core::cuda_backend::{CudaDType, CudaStorage, CudaStorageSlice};
 use candle_core::{DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
@@ -15,8 +14,8 @@ use cudarc::driver::{CudaFunction, CudaView, DeviceRepr, LaunchConfig, PushKerne
 use super::fused::Activation;
 use crate::cuda::KernelSource;
 
-/// The epilogue kernels: bias + activation and bias + residual, for f32, f16
-/// and bf16 (the order [`Kernels`] is loaded in).
+/// The epilogue kernels: bias + activation, then bias + residual, each for
+/// f32, f16 and bf16 (see [`BIAS_ACT`] and [`BIAS_RESIDUAL`]).
 pub static EPILOGUE_KERNELS: KernelSource = KernelSource {
     file: "radio_epilogue.cu",
     code: include_str!("epilogue.cu"),
@@ -29,6 +28,10 @@ pub static EPILOGUE_KERNELS: KernelSource = KernelSource {
         "bias_residual_bf16",
     ],
 };
+
+/// Where each epilogue's three dtype variants start in [`EPILOGUE_KERNELS`].
+const BIAS_ACT: usize = 0;
+const BIAS_RESIDUAL: usize = 3;
 
 const BLOCK: u32 = 256;
 /// Enough blocks to fill any GPU; larger tensors loop (grid-stride).
@@ -64,37 +67,6 @@ fn suits(y: &Tensor, bias: &Tensor, residual: Option<&Tensor>) -> bool {
         && residual.is_none_or(|r| same(r) && r.is_contiguous() && r.shape() == y.shape())
 }
 
-/// The kernels, loaded once per GPU (modules belong to the device's primary
-/// context, which every stream on it shares).
-struct Kernels {
-    bias_act: [CudaFunction; 3],
-    bias_residual: [CudaFunction; 3],
-}
-
-impl Kernels {
-    fn on(storage: &CudaStorage) -> Result<Arc<Self>> {
-        static LOADED: LazyLock<Mutex<HashMap<usize, Arc<Kernels>>>> =
-            LazyLock::new(Default::default);
-        let context = storage.device.cuda_stream().context().clone();
-        let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(kernels) = loaded.get(&context.ordinal()) {
-            return Ok(kernels.clone());
-        }
-        let mut functions = crate::cuda::load_kernels(&context, &EPILOGUE_KERNELS)
-            .map_err(candle_core::Error::msg)?
-            .into_iter();
-        let mut three = || -> [CudaFunction; 3] {
-            std::array::from_fn(|_| functions.next().expect("six kernels"))
-        };
-        let kernels = Arc::new(Self {
-            bias_act: three(),
-            bias_residual: three(),
-        });
-        loaded.insert(context.ordinal(), kernels.clone());
-        Ok(kernels)
-    }
-}
-
 /// Which of the three dtype variants.
 fn variant(slice: &CudaStorageSlice) -> Result<usize> {
     match slice {
@@ -116,13 +88,11 @@ struct Launch {
 }
 
 impl Launch {
-    fn new(
-        y: &CudaStorage,
-        yl: &Layout,
-        bias_layout: &Layout,
-        pick: impl Fn(&Kernels) -> &[CudaFunction; 3],
-    ) -> Result<Self> {
-        let kernel = pick(&*Kernels::on(y)?)[variant(&y.slice)?].clone();
+    fn new(y: &CudaStorage, yl: &Layout, bias_layout: &Layout, first: usize) -> Result<Self> {
+        let context = y.device.cuda_stream().context().clone();
+        let kernels = crate::cuda::load_kernels(&context, &EPILOGUE_KERNELS)
+            .map_err(candle_core::Error::msg)?;
+        let kernel = kernels[first + variant(&y.slice)?].clone();
         let total = yl.shape().elem_count();
         Ok(Self {
             kernel,
@@ -213,7 +183,7 @@ impl InplaceOp2 for BiasAct {
             total,
             total_arg,
             n,
-        } = Launch::new(y, yl, bl, |k| &k.bias_act)?;
+        } = Launch::new(y, yl, bl, BIAS_ACT)?;
         let act: i32 = match self.act {
             Activation::None => 0,
             Activation::Gelu => 1,
@@ -265,7 +235,7 @@ impl InplaceOp3 for BiasResidual {
             total,
             total_arg,
             n,
-        } = Launch::new(y, yl, bl, |k| &k.bias_residual)?;
+        } = Launch::new(y, yl, bl, BIAS_RESIDUAL)?;
         with_slices!(y, yl, [(bias, bl), (residual, rl)], |out, [b, r]| {
             let mut args = stream.launch_builder(&kernel);
             args.arg(out).arg(&b).arg(&r).arg(&total_arg).arg(&n);

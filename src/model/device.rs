@@ -25,12 +25,15 @@ pub fn parse_device(name: &str) -> Result<Device> {
                     .ok_or_else(|| unavailable("expected `cpu` or `cuda:N`".into()))?,
                 None => return Err(unavailable("expected `cpu` or `cuda:N`".into())),
             };
-            if !candle_core::utils::cuda_is_available() {
-                return Err(unavailable(
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = ordinal;
+                Err(unavailable(
                     "this build has no CUDA support; rebuild with `cargo build --features cuda`"
                         .into(),
-                ));
+                ))
             }
+            #[cfg(feature = "cuda")]
             std::panic::catch_unwind(|| open_cuda(ordinal))
                 .map_err(|_| unavailable("the CUDA driver could not be initialised".into()))?
                 // candle appends a backtrace to driver errors: the first line is the reason.
@@ -62,12 +65,6 @@ fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
     crate::cuda::keep_freed_memory(device.cuda_stream().context())
         .map_err(candle_core::Error::msg)?;
     Ok(Device::Cuda(device))
-}
-
-/// Without the `cuda` feature: never reached (`cuda_is_available` is false).
-#[cfg(not(feature = "cuda"))]
-fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
-    Device::new_cuda(ordinal)
 }
 
 /// Maps `f32`, `f16` or `bf16` to a dtype.

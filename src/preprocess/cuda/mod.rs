@@ -77,20 +77,16 @@ struct Kernels {
 }
 
 impl Kernels {
-    /// Compiles the kernels for `device`'s architecture (once per process)
-    /// and loads them.
+    /// The kernels on `device`'s GPU (compiled and loaded once per process).
     fn load(device: &CudaDevice) -> Result<Self, PreprocessError> {
         let context = device.cuda_stream().context().clone();
-        let [vertical, f32, f16, bf16]: [CudaFunction; 4] =
-            crate::cuda::load_kernels(&context, &PREPROCESS_KERNELS)
-                .map_err(PreprocessError::Gpu)?
-                .try_into()
-                .expect("four kernels");
+        let functions = crate::cuda::load_kernels(&context, &PREPROCESS_KERNELS)
+            .map_err(PreprocessError::Gpu)?;
         Ok(Self {
-            vertical,
-            horizontal_f32: f32,
-            horizontal_f16: f16,
-            horizontal_bf16: bf16,
+            vertical: functions[0].clone(),
+            horizontal_f32: functions[1].clone(),
+            horizontal_f16: functions[2].clone(),
+            horizontal_bf16: functions[3].clone(),
         })
     }
 }
