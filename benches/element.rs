@@ -48,8 +48,17 @@ const CASES: [Case; 2] = [
     },
 ];
 
-/// One frame of the case's format from `videotestsrc`, with its layout.
-fn source_frame(case: &Case) -> (gst::Buffer, gst_video::VideoInfo) {
+/// A case with the one frame both sides run on.
+struct Input<'a> {
+    case: &'a Case,
+    /// One frame of the case's format from `videotestsrc`.
+    frame: gst::Buffer,
+    /// Its layout, as GStreamer gives it.
+    info: gst_video::VideoInfo,
+}
+
+/// The case's frame from `videotestsrc`, with its layout.
+fn source_frame(case: &Case) -> Input<'_> {
     let pipeline = gst::parse::launch(&format!(
         "videotestsrc num-buffers=1 pattern=ball ! \
          video/x-raw,format={},width={},height={},framerate=30/1 ! appsink name=sink sync=false",
@@ -67,17 +76,15 @@ fn source_frame(case: &Case) -> (gst::Buffer, gst_video::VideoInfo) {
         .unwrap();
     pipeline.set_state(gst::State::Null).unwrap();
     let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
-    (sample.buffer_owned().unwrap(), info)
+    Input {
+        case,
+        frame: sample.buffer_owned().unwrap(),
+        info,
+    }
 }
 
-fn element_run(
-    model: &str,
-    case: &Case,
-    frame: &gst::Buffer,
-    info: &gst_video::VideoInfo,
-    batch: usize,
-    frames: usize,
-) -> Duration {
+fn element_run(model: &str, input: &Input, batch: usize, frames: usize) -> Duration {
+    let Input { case, frame, info } = input;
     let pipeline = gst::parse::launch(&format!(
         "appsrc name=src format=time max-bytes=0 ! \
          radioembed model={model} device=cpu resolution={} batch-size={batch} \
@@ -112,14 +119,8 @@ fn element_run(
 }
 
 /// The same work called directly: preprocessing each batch, then its forward.
-fn bare_run(
-    model: &RadioModel,
-    case: &Case,
-    frame: &gst::Buffer,
-    info: &gst_video::VideoInfo,
-    batch: usize,
-    frames: usize,
-) -> Duration {
+fn bare_run(model: &RadioModel, input: &Input, batch: usize, frames: usize) -> Duration {
+    let Input { case, frame, info } = input;
     let mut layout = FrameLayout::packed(case.format, case.width, case.height);
     for plane in 0..info.n_planes() as usize {
         layout.strides[plane] = info.stride()[plane] as usize;
@@ -168,15 +169,15 @@ fn main() {
     let model = gstradio::model_store::shared_model(&model_dir, "cpu", DType::F32, None).unwrap();
     let model_str = model_dir.display().to_string();
     for case in &CASES {
-        let (frame, info) = source_frame(case);
+        let input = source_frame(case);
         // Warm up both paths, then alternate A B B A so that drifts in machine
         // speed hit both sides alike; report the medians.
-        element_run(&model_str, case, &frame, &info, batch, batch);
-        bare_run(&model, case, &frame, &info, batch, batch);
+        element_run(&model_str, &input, batch, batch);
+        bare_run(&model, &input, batch, batch);
         let (mut e, mut b) = (Vec::new(), Vec::new());
         for round in 0..6 {
-            let element = || element_run(&model_str, case, &frame, &info, batch, frames);
-            let bare = || bare_run(&model, case, &frame, &info, batch, frames);
+            let element = || element_run(&model_str, &input, batch, frames);
+            let bare = || bare_run(&model, &input, batch, frames);
             if round % 2 == 0 {
                 e.push(element());
                 b.push(bare());
