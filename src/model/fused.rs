@@ -414,6 +414,12 @@ fn lane_reduce(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
 
 /// exp for f32 (Cephes' `expf`: range reduction by ln 2 and a degree-5
 /// polynomial, about 1 ulp), branch-free so that it vectorises.
+///
+/// `2^n` is built from the float's bits: adding 1.5 · 2²³ puts the integer `n`
+/// in the low mantissa bits, so one integer add and shift make the exponent
+/// field. An `as i32` cast would do the same, but Rust's saturating cast does
+/// not vectorise: it compiled to one scalar convert and two compares per lane,
+/// and softmax spent most of its time there.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
@@ -427,7 +433,9 @@ fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 0.166_666_65);
     p = p.mul_add(r, 0.5);
     let y = p.mul_add(r * r, r) + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    const ROUNDING_MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
+    let two_to_n = (n + ROUNDING_MAGIC).to_bits().wrapping_add(127) << 23;
+    y * f32::from_bits(two_to_n)
 }
 
 /// Exact GELU, `0.5 · x · (1 + erf(x / √2))`.
