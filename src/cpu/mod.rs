@@ -88,39 +88,31 @@ mod fma_chains {
     /// Independent accumulators per thread.
     pub const CHAINS: usize = 12;
 
-    /// `iters` rounds of [`CHAINS`] 16-wide FMAs.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512(iters: u64) -> f32 {
-        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
-        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
+    /// `iters` rounds of [`CHAINS`] independent `fma`s, whose results are kept
+    /// (so the rounds cannot be optimised away).
+    #[inline(always)]
+    fn chains<V: Copy>(iters: u64, start: V, fma: impl Fn(V) -> V) {
+        let mut acc = [start; CHAINS];
         for _ in 0..iters {
             for r in acc.iter_mut() {
-                *r = _mm512_fmadd_ps(*r, a, b);
+                *r = fma(*r);
             }
         }
-        let sum = acc
-            .into_iter()
-            .fold(_mm512_setzero_ps(), |s, r| _mm512_add_ps(s, r));
-        std::hint::black_box(_mm512_reduce_add_ps(sum))
+        std::hint::black_box(acc);
+    }
+
+    /// `iters` rounds of [`CHAINS`] 16-wide FMAs.
+    #[target_feature(enable = "avx512f")]
+    pub fn avx512(iters: u64) {
+        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        chains(iters, _mm512_set1_ps(1.0), |r| _mm512_fmadd_ps(r, a, b));
     }
 
     /// `iters` rounds of [`CHAINS`] 8-wide FMAs.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn avx2(iters: u64) -> f32 {
+    pub fn avx2(iters: u64) {
         let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-        let mut acc = [_mm256_set1_ps(1.0); CHAINS];
-        for _ in 0..iters {
-            for r in acc.iter_mut() {
-                *r = _mm256_fmadd_ps(*r, a, b);
-            }
-        }
-        let sum = acc
-            .into_iter()
-            .fold(_mm256_setzero_ps(), |s, r| _mm256_add_ps(s, r));
-        // SAFETY: `lanes` holds the 8 floats stored.
-        let mut lanes = [0f32; 8];
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
-        std::hint::black_box(lanes.iter().sum())
+        chains(iters, _mm256_set1_ps(1.0), |r| _mm256_fmadd_ps(r, a, b));
     }
 }
 
