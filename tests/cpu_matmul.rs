@@ -64,7 +64,7 @@ fn paths() -> Vec<MatmulPath> {
         paths.push(MatmulPath {
             tag: "bf16-avx512",
             env: &[("RADIOEMBED_CPU_MATMUL", "bf16-avx512")],
-            named: "bf16 linear layers (AVX512-BF16 dot products, f32 sums)",
+            named: "bf16 linear layers and attention (AVX512-BF16 dot products, f32 sums)",
             bf16: true,
         });
     } else {
@@ -74,7 +74,7 @@ fn paths() -> Vec<MatmulPath> {
         paths.push(MatmulPath {
             tag: "bf16-amx",
             env: &[("RADIOEMBED_CPU_MATMUL", "bf16-amx")],
-            named: "bf16 linear layers (AMX-BF16 tiles, f32 sums)",
+            named: "bf16 linear layers and attention (AMX-BF16 tiles, f32 sums)",
             bf16: true,
         });
     } else {

@@ -46,6 +46,15 @@ impl TileConfig {
 
 static CONFIG: TileConfig = TileConfig::every_tile_full();
 
+/// Where a block's 32 rows of 32 f32 sums lie in memory.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sums {
+    /// The first sum.
+    pub first: *mut f32,
+    /// f32s from the start of one row to the next's.
+    pub row_stride: usize,
+}
+
 /// The tile registers configured on this thread for as long as it lives;
 /// released (`tilerelease`) on drop, so the kernel does not save 8 KiB of tile
 /// state at every context switch after the work is done.
@@ -73,10 +82,11 @@ impl Tiles {
     /// `c` = the 32 × 32 block of `A · B`, plus `c` when `accumulate`: `a`
     /// points at 32 rows of `steps` × 16 u32 bf16 pairs, `lda` bytes apart;
     /// `b` at a weight panel of `steps` × 16 pairs, each pair 32 u32s (one
-    /// per column); `c` holds the block row-major.
+    /// per column).
     ///
     /// # Safety
-    /// `a` and `b` hold what is said above, readable.
+    /// `a` and `b` hold what is said above, readable; `c`'s block is
+    /// readable and writable.
     #[cfg(target_arch = "x86_64")]
     pub unsafe fn block(
         &self,
@@ -84,16 +94,16 @@ impl Tiles {
         lda: usize,
         b: *const u32,
         steps: usize,
-        c: &mut [f32; BLOCK_ROWS * BLOCK_COLS],
+        c: Sums,
         accumulate: bool,
     ) {
         debug_assert!(steps > 0);
-        let c0 = c.as_mut_ptr();
+        let c0 = c.first;
         // SAFETY: row 16 of the 32 rows of c.
-        let c1 = unsafe { c0.add(16 * BLOCK_COLS) };
-        let ldc = BLOCK_COLS * 4;
+        let c1 = unsafe { c0.add(16 * c.row_stride) };
+        let ldc = c.row_stride * 4;
         if accumulate {
-            // SAFETY: the tiles are configured; the loads read the 4 KiB of c.
+            // SAFETY: the tiles are configured; the loads read the block of c.
             unsafe {
                 std::arch::asm!(
                     "tileloadd tmm0, [{c0} + {ldc} * 1]",
@@ -121,8 +131,8 @@ impl Tiles {
         // SAFETY: the tiles are configured (self exists on this thread) and
         // tmm0–3 hold the sums so far; every load stays inside the caller's
         // buffers (16 rows × 64 bytes per tile, the second A tile 16 rows
-        // down, the second B tile 64 bytes right); the stores write the 4 KiB
-        // of `c`.
+        // down, the second B tile 64 bytes right); the stores write the
+        // block of `c`.
         unsafe {
             std::arch::asm!(
                 "2:",

@@ -28,8 +28,8 @@ use candle_core::{DType, Result, Tensor};
 
 use super::CpuMatmul;
 #[cfg(target_arch = "x86_64")]
-use super::amx_tiles::{self, BLOCK_ROWS, PAIRS_PER_STEP, Tiles};
-use super::fused::with_f32;
+use super::amx_tiles::{self, BLOCK_ROWS, PAIRS_PER_STEP, Sums, Tiles};
+use super::fused::{SendPtr, with_f32};
 
 #[cfg(not(target_arch = "x86_64"))]
 const PAIRS_PER_STEP: usize = 16;
@@ -38,7 +38,7 @@ const PAIRS_PER_STEP: usize = 16;
 const MR: usize = 12;
 /// Columns of the output tile and of a weight panel: two registers of 16 f32,
 /// or two AMX B tiles.
-const NR: usize = 32;
+pub(super) const NR: usize = 32;
 #[cfg(target_arch = "x86_64")]
 const _: () = assert!(NR == amx_tiles::BLOCK_COLS);
 
@@ -72,7 +72,7 @@ impl Kernel {
 
 /// Two bfloat16 values in one `u32`, the even-K one in the low half: how
 /// `vdpbf16ps` pairs its operands.
-fn pair(lo: f32, hi: f32) -> u32 {
+pub(super) fn pair(lo: f32, hi: f32) -> u32 {
     u32::from(half::bf16::from_f32(lo).to_bits())
         | (u32::from(half::bf16::from_f32(hi).to_bits()) << 16)
 }
@@ -191,6 +191,89 @@ fn dot_product_run(
     }
 }
 
+/// A [`Kernel`] ready to run on the calling thread (for AMX, with the tile
+/// shapes loaded), multiplying rows of bf16 pairs by one packed panel at a
+/// time: how attention, whose operands are new on every call, runs its
+/// products.
+#[cfg(target_arch = "x86_64")]
+pub(super) enum PanelKernel {
+    /// [`Kernel::DotProduct`].
+    DotProduct,
+    /// [`Kernel::Amx`], its tiles configured on this thread.
+    Amx(Tiles),
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PanelKernel {
+    /// Rows one [`product`](Self::product) may compute, whatever it is asked
+    /// for: its operands must be padded to this many rows.
+    pub const ROWS: usize = BLOCK_ROWS;
+
+    /// `kernel`, on this thread. Panics unless it is
+    /// [`supported`](Kernel::supported).
+    pub fn new(kernel: Kernel) -> Self {
+        assert!(
+            kernel.supported(),
+            "the {kernel:?} kernel needs a CPU that has it"
+        );
+        match kernel {
+            Kernel::DotProduct => Self::DotProduct,
+            // SAFETY: supported() asserted above.
+            Kernel::Amx => Self::Amx(unsafe { Tiles::configure() }),
+        }
+    }
+
+    /// `c = a · panel`: the first `rows` rows of `a`, each `pairs` bf16
+    /// pairs, times one panel of `pairs` × [`NR`] (packed as
+    /// [`PackedWeight`]'s), stored as rows of [`NR`] f32s `ldc` apart. The
+    /// AMX kernel computes and stores all [`ROWS`](Self::ROWS) rows.
+    ///
+    /// # Safety
+    /// `a` points at [`ROWS`](Self::ROWS) readable rows of `pairs` u32s,
+    /// contiguous; `panel` at `pairs` × [`NR`] u32s; `c` at
+    /// [`ROWS`](Self::ROWS) rows of [`NR`] writable f32s, `ldc` apart;
+    /// `rows` ≤ [`ROWS`](Self::ROWS), and `pairs` is a non-zero multiple of
+    /// [`PAIRS_PER_STEP`].
+    pub unsafe fn product(
+        &self,
+        a: *const u32,
+        rows: usize,
+        pairs: usize,
+        panel: *const u32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        match self {
+            // SAFETY: the caller's contract; the tiles are configured on
+            // this thread (Tiles is !Send).
+            Self::Amx(tiles) => unsafe {
+                let sums = Sums {
+                    first: c,
+                    row_stride: ldc,
+                };
+                tiles.block(a, pairs * 4, panel, pairs / PAIRS_PER_STEP, sums, false)
+            },
+            Self::DotProduct => {
+                for row in (0..rows).step_by(MR) {
+                    // SAFETY: the caller's contract, for rows row..row + MR
+                    // (or fewer) of a and c; new() checked the CPU.
+                    unsafe {
+                        tile(
+                            MR.min(rows - row),
+                            a.add(row * pairs),
+                            pairs,
+                            panel,
+                            c.add(row * ldc),
+                            ldc,
+                            NR,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Bytes of activations one pass over a task's panels reuses: they stay in
 /// the core's L2 cache (2 MiB on Sapphire Rapids) while every weight panel of
 /// the task streams past them once, so the weights are read M / rows times.
@@ -236,7 +319,10 @@ unsafe fn amx_run(
                             pairs * 4,
                             panel[step * PAIRS_PER_STEP * NR..].as_ptr(),
                             pass,
-                            block,
+                            Sums {
+                                first: block.as_mut_ptr(),
+                                row_stride: NR,
+                            },
                             step > 0,
                         );
                     }
@@ -279,7 +365,7 @@ fn activations(x: &[f32], m: usize, w: &PackedWeight) -> Vec<u32> {
 /// One row of f32 into bf16 pairs, 32 values an instruction (round to nearest
 /// even, as the scalar tail and the packed weights).
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn round_row(src: &[f32], dst: &mut [u32]) {
+pub(super) unsafe fn round_row(src: &[f32], dst: &mut [u32]) {
     let full = src.len() / 32;
     for i in 0..full {
         // SAFETY: 32 values from 32·i lie inside src, 16 u32s from 16·i inside
@@ -419,10 +505,6 @@ pub(crate) fn linear(x: &Tensor, w: &PackedWeight, kernel: Kernel) -> Result<Opt
     Tensor::from_vec(out, shape, x.device()).map(Some)
 }
 
-struct SendPtr(*mut f32);
-// SAFETY: each task writes a disjoint set of output tiles (see matmul_t).
-unsafe impl Sync for SendPtr {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,8 +529,8 @@ mod tests {
     /// Against the exact products of the bf16-rounded factors, summed in f64:
     /// only the f32 accumulation differs. Each kernel the CPU has; shapes cover
     /// every tile height, a last panel of 1..31 columns, odd K, K past whole
-    /// AMX steps, rows past one AMX row block, and edge blocks summed over
-    /// several K passes.
+    /// AMX steps, rows past one AMX row block, and blocks summed over several
+    /// K passes, both whole and at the edges.
     #[test]
     fn matches_the_rounded_products_on_every_edge() {
         for (kernel, path, needs) in [
@@ -470,6 +552,7 @@ mod tests {
                 (7, 96, 33),
                 (140, 70, 70),
                 (70, 47, 300),
+                (33, 64, 600),
             ] {
                 let x = values(m * k, m as u32);
                 let w = values(n * k, n as u32 + 7);

@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::fused::with_f32;
+use super::fused::{SendPtr, with_f32};
 
 /// Whether this process's [`CpuMatmul`](super::CpuMatmul) runs OpenBLAS (the
 /// default path, and the bf16 path's attention): the one question the model's
@@ -197,11 +197,6 @@ pub(crate) fn attention(qkv: &Tensor, heads: usize) -> Result<Option<Tensor>> {
     };
     Tensor::from_vec(out, (b, n, d), qkv.device()).map(Some)
 }
-
-struct SendPtr(*mut f32);
-// SAFETY: what each task writes through it is disjoint from every other task's
-// (see sgemm_nt_split and attention).
-unsafe impl Sync for SendPtr {}
 
 unsafe extern "C" {
     fn openblas_set_num_threads(n: i32);

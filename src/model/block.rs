@@ -7,6 +7,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
+#[cfg(target_arch = "x86_64")]
+use super::bf16_matmul::Kernel;
 use super::checkpoint::KeyNames;
 use super::fused::{Activation, FusedLayerNorm, FusedLinear, layer_norm, softmax_last_dim};
 
@@ -25,6 +27,9 @@ struct Attention {
     qkv: FusedLinear,
     proj: FusedLinear,
     heads: usize,
+    /// The bf16 kernel attention runs on, on the bf16 CPU path.
+    #[cfg(target_arch = "x86_64")]
+    bf16: Option<Kernel>,
 }
 
 impl Attention {
@@ -55,6 +60,8 @@ impl Attention {
             qkv: FusedLinear::new(fold_query_scale(qkv, d, head_dim)?)?,
             proj: FusedLinear::new(proj)?,
             heads: dims.heads,
+            #[cfg(target_arch = "x86_64")]
+            bf16: super::CpuMatmul::current().ok().and_then(Kernel::of),
         })
     }
 
@@ -63,6 +70,12 @@ impl Attention {
         let (b, n, d) = x.dims3()?;
         let head_dim = d / self.heads;
         let qkv = self.qkv.forward(x, Activation::None)?;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(kernel) = self.bf16
+            && let Some(out) = super::bf16_attention::attention(&qkv, self.heads, kernel)?
+        {
+            return self.proj.forward_residual(&out, residual);
+        }
         #[cfg(feature = "openblas")]
         if super::blas::in_use()
             && let Some(out) = super::blas::attention(&qkv, self.heads)?

@@ -204,11 +204,11 @@ impl fmt::Display for CpuMatmul {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CpuMatmul::Gemm => write!(f, "gemm crate, {} kernels", self.isa()),
-            CpuMatmul::Bf16 => f.write_str(
-                "bf16 linear layers (AVX512-BF16 dot products, f32 sums), attention in f32",
-            ),
+            CpuMatmul::Bf16 => {
+                f.write_str("bf16 linear layers and attention (AVX512-BF16 dot products, f32 sums)")
+            }
             CpuMatmul::Amx => {
-                f.write_str("bf16 linear layers (AMX-BF16 tiles, f32 sums), attention in f32")
+                f.write_str("bf16 linear layers and attention (AMX-BF16 tiles, f32 sums)")
             }
             #[cfg(feature = "openblas")]
             CpuMatmul::OpenBlas => write!(

@@ -164,6 +164,21 @@ pub(crate) fn with_f32<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Option<T> 
     Some(f(&data[start..end]))
 }
 
+/// An output buffer's address shared by parallel tasks, each of which writes
+/// a part of it that no other task writes (each user names the parts in its
+/// `SAFETY` comments).
+pub(crate) struct SendPtr(pub *mut f32);
+// SAFETY: the tasks' writes through it are disjoint (above).
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The address. A closure that calls this captures the whole `SendPtr`
+    /// (which is `Sync`), where one that reads `.0` captures the bare pointer.
+    pub fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// The f32 values of a contiguous CPU tensor, to be transformed in place.
 fn contiguous_f32_mut<'a>(
     op: &str,
@@ -494,8 +509,8 @@ pub(super) mod tests {
 
     /// Multi-head self-attention by candle's ops, in f32 on the host, from a
     /// `(B, N, 3·D)` qkv tensor (heads side by side), as `(B, N, D)`: what the
-    /// BLAS and GPU attention paths are checked against.
-    #[cfg(any(feature = "openblas", feature = "cuda"))]
+    /// BLAS, bf16 and GPU attention paths are checked against.
+    #[cfg(any(feature = "openblas", feature = "cuda", target_arch = "x86_64"))]
     pub(in crate::model) fn reference_attention(qkv: &Tensor, heads: usize) -> Tensor {
         let (b, n, width3) = qkv.dims3().unwrap();
         let d = width3 / 3;

@@ -12,6 +12,8 @@
 mod adaptor;
 #[cfg(target_arch = "x86_64")]
 mod amx_tiles;
+#[cfg(target_arch = "x86_64")]
+mod bf16_attention;
 mod bf16_matmul;
 #[cfg(feature = "openblas")]
 mod blas;

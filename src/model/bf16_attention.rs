@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Multi-head self-attention on the bf16 CPU path: both products of
+//! `softmax(q·kᵀ)·v` on the bf16 kernels (AMX tiles, or AVX512-BF16 dot
+//! products), the scores and their softmax in f32.
+//!
+//! Before this, the bf16 path ran attention as the f32 path does (two OpenBLAS
+//! `sgemm`s per head, `blas.rs`), and at 512 px that f32 attention was about
+//! 30 % of an SO400M forward whose linear layers ran on AMX. Here q, k and v
+//! are rounded to bfloat16 once per head, and the probabilities before they
+//! multiply v, as PyTorch's bf16 attention on the CPU does: every product is
+//! summed in f32, and the precision is the linear layers' (the tests bound it).
+//!
+//! Each (image, head) is one task on rayon's pool, with buffers of its own:
+//! - q rounded into rows of bf16 pairs; k packed as a weight of N columns over
+//!   the head's dimensions, v as a weight of head_dim columns over the N
+//!   tokens, both in [`PackedWeight`](super::bf16_matmul::PackedWeight)'s
+//!   panel layout;
+//! - then, per block of [`PanelKernel::ROWS`] queries: their scores against
+//!   every key (ROWS × N f32, which stay in the core's L2), softmax per row,
+//!   the probabilities rounded into rows of pairs, and those times v: the
+//!   block's output rows, written into the head's columns of the output.
+//!
+//! The N × N score matrix never exists whole, so its memory traffic is the
+//! cache's, not DRAM's.
+
+use std::arch::x86_64::*;
+
+use candle_core::{DType, Result, Tensor};
+
+use super::amx_tiles::PAIRS_PER_STEP;
+use super::bf16_matmul::{Kernel, NR, PanelKernel, pair, round_row};
+use super::fused::{SendPtr, softmax_rows, with_f32};
+
+/// `softmax(q·kᵀ)·v` per head, read straight from the qkv projection's output
+/// `(B, N, 3·D)` (q, k and v side by side in each row, heads side by side in
+/// each; the 1/√head_dim scale already folded into q) and returned as
+/// `(B, N, D)`, heads side by side. `None` when the tensor does not suit (an
+/// f32 path takes it) or the CPU lacks the kernel.
+pub(crate) fn attention(qkv: &Tensor, heads: usize, kernel: Kernel) -> Result<Option<Tensor>> {
+    use rayon::prelude::*;
+    if !qkv.device().is_cpu() || qkv.dtype() != DType::F32 || !kernel.supported() {
+        return Ok(None);
+    }
+    let (b, n, width3) = qkv.dims3()?;
+    let d = width3 / 3;
+    if heads == 0 || width3 % 3 != 0 || d % heads != 0 || n == 0 {
+        return Ok(None);
+    }
+    let head_dim = d / heads;
+    let mut out = vec![0f32; b * n * d];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let done = with_f32(qkv, |src| {
+        (0..b * heads).into_par_iter().for_each_init(
+            || Head::new(n, head_dim),
+            |scratch, task| {
+                let (image, head) = (task / heads, task % heads);
+                let rows = &src[image * n * width3..(image + 1) * n * width3];
+                let columns = [0, d, 2 * d].map(|part| part + head * head_dim);
+                // SAFETY: the output is B × N × D; this task writes only
+                // columns head·head_dim.. of its head_dim columns in its
+                // image's N rows (stride D), which no other task writes.
+                unsafe {
+                    scratch.run(
+                        &PanelKernel::new(kernel),
+                        rows,
+                        width3,
+                        columns,
+                        out_ptr.get().add(image * n * d + head * head_dim),
+                        d,
+                    );
+                }
+            },
+        )
+    });
+    if done.is_none() {
+        return Ok(None);
+    }
+    Tensor::from_vec(out, (b, n, d), qkv.device()).map(Some)
+}
+
+/// One head's operands in the kernels' layouts, and the buffers of one block
+/// of queries; a task's own, reused for every head it runs. What lies past the
+/// real rows and columns (padding to whole tiles and steps) is zero from the
+/// start and never written, so it adds nothing to the sums.
+struct Head {
+    /// Tokens.
+    n: usize,
+    head_dim: usize,
+    /// bf16 pairs per q or k row: head_dim / 2, padded to whole kernel steps.
+    dim_pairs: usize,
+    /// bf16 pairs per probability row (and v panel): N / 2, padded likewise.
+    token_pairs: usize,
+    /// q rows of `dim_pairs` u32s, N padded to whole blocks of rows.
+    q: Vec<u32>,
+    /// k as the panels of a weight (N, head_dim): ⌈N / NR⌉ × `dim_pairs` × NR.
+    k: Vec<u32>,
+    /// v as the panels of a weight (head_dim, N): ⌈head_dim / NR⌉ ×
+    /// `token_pairs` × NR.
+    v: Vec<u32>,
+    /// The block's scores, ROWS rows of ⌈N / NR⌉ · NR f32.
+    scores: Vec<f32>,
+    /// The block's probabilities, ROWS rows of `token_pairs` u32s.
+    probabilities: Vec<u32>,
+    /// The block's output, ROWS rows of ⌈head_dim / NR⌉ · NR f32.
+    output: Vec<f32>,
+}
+
+impl Head {
+    fn new(n: usize, head_dim: usize) -> Self {
+        let rows = PanelKernel::ROWS;
+        let dim_pairs = head_dim.div_ceil(2).next_multiple_of(PAIRS_PER_STEP);
+        let token_pairs = n.div_ceil(2).next_multiple_of(PAIRS_PER_STEP);
+        Self {
+            n,
+            head_dim,
+            dim_pairs,
+            token_pairs,
+            q: vec![0; n.next_multiple_of(rows) * dim_pairs],
+            k: vec![0; n.div_ceil(NR) * dim_pairs * NR],
+            v: vec![0; head_dim.div_ceil(NR) * token_pairs * NR],
+            scores: vec![0.0; rows * n.div_ceil(NR) * NR],
+            probabilities: vec![0; rows * token_pairs],
+            output: vec![0.0; rows * head_dim.div_ceil(NR) * NR],
+        }
+    }
+
+    /// Attention of one head of one image: `rows` holds the image's N rows of
+    /// qkv, `stride` f32s apart, and the head's q, k and v start at
+    /// `columns` of each; its N × head_dim output goes to `out`, rows `ldo`
+    /// apart.
+    ///
+    /// # Safety
+    /// `out` points at N rows of head_dim writable f32s, `ldo` apart, and
+    /// the CPU has AVX512-BF16 (every bf16 kernel's CPU has).
+    unsafe fn run(
+        &mut self,
+        unit: &PanelKernel,
+        rows: &[f32],
+        stride: usize,
+        columns: [usize; 3],
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let (n, head_dim) = (self.n, self.head_dim);
+        let row = |t: usize, part: usize| &rows[t * stride + columns[part]..][..head_dim];
+        let used_pairs = head_dim.div_ceil(2);
+        let mut pairs = vec![0u32; used_pairs];
+        for t in 0..n {
+            let q = &mut self.q[t * self.dim_pairs..][..used_pairs];
+            // SAFETY: the CPU has AVX512-BF16 (the caller's contract); q and
+            // pairs hold head_dim / 2 rounded up.
+            unsafe {
+                round_row(row(t, 0), q);
+                round_row(row(t, 1), &mut pairs);
+            }
+            let panel = &mut self.k[(t / NR) * self.dim_pairs * NR..];
+            for (i, &p) in pairs.iter().enumerate() {
+                panel[i * NR + t % NR] = p;
+            }
+        }
+        let zeros = vec![0f32; head_dim];
+        for tp in 0..n.div_ceil(2) {
+            let (even, odd) = (row(2 * tp, 2), (2 * tp + 1 < n).then(|| row(2 * tp + 1, 2)));
+            let odd = odd.unwrap_or(&zeros);
+            for (p, panel) in self.v.chunks_exact_mut(self.token_pairs * NR).enumerate() {
+                let cols = p * NR..head_dim.min((p + 1) * NR);
+                let dst = &mut panel[tp * NR..][..cols.len()];
+                // SAFETY: the caller's contract (AVX512-BF16).
+                unsafe { interleave(&even[cols.clone()], &odd[cols], dst) };
+            }
+        }
+
+        let rows_per_block = PanelKernel::ROWS;
+        let score_stride = n.div_ceil(NR) * NR;
+        let out_stride = head_dim.div_ceil(NR) * NR;
+        for first in (0..n).step_by(rows_per_block) {
+            let rows = rows_per_block.min(n - first);
+            for (p, panel) in self.k.chunks_exact(self.dim_pairs * NR).enumerate() {
+                // SAFETY: q holds whole blocks of ROWS rows of dim_pairs u32s
+                // from `first`; the panel is dim_pairs × NR; scores has ROWS
+                // rows of score_stride f32s, NR of them from p·NR.
+                unsafe {
+                    unit.product(
+                        self.q[first * self.dim_pairs..].as_ptr(),
+                        rows,
+                        self.dim_pairs,
+                        panel.as_ptr(),
+                        self.scores[p * NR..].as_mut_ptr(),
+                        score_stride,
+                    );
+                }
+            }
+            for r in 0..rows {
+                let scores = &mut self.scores[r * score_stride..][..n];
+                softmax_rows(scores, n);
+                let probabilities =
+                    &mut self.probabilities[r * self.token_pairs..][..n.div_ceil(2)];
+                // SAFETY: the caller's contract; the row holds N / 2 rounded up.
+                unsafe { round_row(scores, probabilities) };
+            }
+            for (p, panel) in self.v.chunks_exact(self.token_pairs * NR).enumerate() {
+                // SAFETY: probabilities is ROWS rows of token_pairs u32s; the
+                // panel token_pairs × NR; output has ROWS rows of out_stride
+                // f32s, NR of them from p·NR.
+                unsafe {
+                    unit.product(
+                        self.probabilities.as_ptr(),
+                        rows,
+                        self.token_pairs,
+                        panel.as_ptr(),
+                        self.output[p * NR..].as_mut_ptr(),
+                        out_stride,
+                    );
+                }
+            }
+            for r in 0..rows {
+                // SAFETY: row first + r < N of out has head_dim writable f32s
+                // (the caller's contract).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        self.output[r * out_stride..].as_ptr(),
+                        out.add((first + r) * ldo),
+                        head_dim,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `dst[j]` = the bf16 pair (`even[j]`, `odd[j]`), the even one in the low
+/// half: two rows of v side by side, as the kernels pair the K axis. Rounds to
+/// nearest even, as [`pair`] does.
+///
+/// # Safety
+/// The CPU has AVX512-BF16; the three slices are as long.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn interleave(even: &[f32], odd: &[f32], dst: &mut [u32]) {
+    debug_assert!(even.len() == dst.len() && odd.len() == dst.len());
+    let full = dst.len() / 16;
+    for i in 0..full {
+        // SAFETY: 16 values from 16·i lie inside each slice.
+        unsafe {
+            let widen = |row: &[f32]| {
+                let bf = _mm512_cvtneps_pbh(_mm512_loadu_ps(row.as_ptr().add(16 * i)));
+                _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(bf))
+            };
+            let both = _mm512_or_si512(widen(even), _mm512_slli_epi32::<16>(widen(odd)));
+            _mm512_storeu_si512(dst.as_mut_ptr().add(16 * i).cast(), both);
+        }
+    }
+    for j in 16 * full..dst.len() {
+        dst[j] = pair(even[j], odd[j]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fused::tests::{max_err, reference_attention};
+    use candle_core::Device;
+
+    /// Against f32 attention, on each kernel the CPU has. q, k, v and the
+    /// probabilities are rounded to 8 significant bits, so an output (a
+    /// weighted mean of v, |v| ≤ 3 here) may be off by v's rounding (2⁻⁹ of
+    /// max |v|) plus what the rounded scores and probabilities shift: the
+    /// bound is 2⁻⁷ of max |v| (0.6 % to 2.4 % of it seen); a wrong pairing
+    /// or panel layout is off by the size of v. Shapes cover odd N, N past several
+    /// blocks of rows, a last block of 1 row, head_dim 8, 64, 72 (SO400M) and
+    /// 80 (H), and two images.
+    #[test]
+    fn matches_f32_attention_to_bf16_precision() {
+        for kernel in [Kernel::DotProduct, Kernel::Amx] {
+            if !kernel.supported() {
+                println!("this CPU has no {kernel:?} kernel: not run here");
+                continue;
+            }
+            for (b, n, heads, head_dim) in [
+                (1, 1, 1, 8),
+                (2, 23, 3, 8),
+                (1, 70, 2, 72),
+                (2, 33, 2, 64),
+                (1, 257, 2, 80),
+            ] {
+                let d = heads * head_dim;
+                let qkv = Tensor::randn(0f32, 1.0, (b, n, 3 * d), &Device::Cpu).unwrap();
+                // The model folds 1/√head_dim into q.
+                let scale = Tensor::cat(
+                    &[
+                        Tensor::full((head_dim as f32).powf(-0.5), d, &Device::Cpu).unwrap(),
+                        Tensor::ones(2 * d, DType::F32, &Device::Cpu).unwrap(),
+                    ],
+                    0,
+                )
+                .unwrap();
+                let qkv = qkv
+                    .broadcast_mul(&scale)
+                    .unwrap()
+                    .clamp(-3f32, 3f32)
+                    .unwrap();
+                let ours = attention(&qkv, heads, kernel).unwrap().expect("taken");
+                assert_eq!(ours.dims(), [b, n, d]);
+                let err = max_err(&ours, &reference_attention(&qkv, heads));
+                assert!(
+                    err <= 3.0 / 128.0,
+                    "{kernel:?} (b {b}, n {n}, heads {heads}, head_dim {head_dim}): off by {err}"
+                );
+            }
+        }
+    }
+}
