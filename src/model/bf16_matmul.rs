@@ -29,7 +29,7 @@ use candle_core::{DType, Result, Tensor};
 use super::CpuMatmul;
 #[cfg(target_arch = "x86_64")]
 use super::amx_tiles::{self, BLOCK_ROWS, PAIRS_PER_STEP, Sums, Tiles};
-use super::fused::{SendPtr, with_f32};
+use super::fused::{SendPtr, with_f32, written_by};
 
 #[cfg(not(target_arch = "x86_64"))]
 const PAIRS_PER_STEP: usize = 16;
@@ -124,37 +124,38 @@ impl PackedWeight {
     }
 }
 
-/// `out = x · Wᵀ` for `x` row-major (M, K) and `out` (M, N), the output's
+/// `x · Wᵀ` for `x` row-major (M, K), as (M, N) row-major, the output's
 /// column panels split over rayon's pool. Panics unless the kernel is
 /// [`supported`](Kernel::supported).
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn matmul_t(x: &[f32], m: usize, w: &PackedWeight, out: &mut [f32], kernel: Kernel) {
+pub(crate) fn matmul_t(x: &[f32], m: usize, w: &PackedWeight, kernel: Kernel) -> Vec<f32> {
     use rayon::prelude::*;
     assert!(
         kernel.supported(),
         "the {kernel:?} kernel needs a CPU that has it"
     );
-    assert_eq!(
-        (x.len(), out.len()),
-        (m * w.k, m * w.n),
-        "x is M × K, out M × N"
-    );
+    assert_eq!(x.len(), m * w.k, "x is M × K");
     let a = activations(x, m, w);
     let panels = w.n.div_ceil(NR);
     // Contiguous runs of panels, a few per thread so that uneven runs even out.
     let runs = (rayon::current_num_threads() * 4).clamp(1, panels);
     let per_run = panels.div_ceil(runs);
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    (0..panels.div_ceil(per_run))
-        .into_par_iter()
-        .for_each(|run| {
-            let panels = run * per_run..((run + 1) * per_run).min(panels);
-            match kernel {
-                Kernel::DotProduct => dot_product_run(&a, m, w, panels, &out_ptr),
-                // SAFETY: supported() asserted above.
-                Kernel::Amx => unsafe { amx_run(&a, m, w, panels, &out_ptr) },
-            }
-        });
+    let run_all = |out: *mut f32| {
+        let out_ptr = SendPtr(out);
+        (0..panels.div_ceil(per_run))
+            .into_par_iter()
+            .for_each(|run| {
+                let panels = run * per_run..((run + 1) * per_run).min(panels);
+                match kernel {
+                    Kernel::DotProduct => dot_product_run(&a, m, w, panels, &out_ptr),
+                    // SAFETY: supported() asserted above.
+                    Kernel::Amx => unsafe { amx_run(&a, m, w, panels, &out_ptr) },
+                }
+            })
+    };
+    // SAFETY: the runs cover every panel, and each stores all M rows of its
+    // panels' columns.
+    unsafe { written_by(m * w.n, run_all) }
 }
 
 /// The output columns of weight panels `panels`, by the dot-product kernel.
@@ -484,7 +485,7 @@ fn from_bh(v: __m512bh) -> __m512i {
 
 /// Without x86-64 there is no kernel, and [`Kernel::supported`] says so.
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn matmul_t(_: &[f32], _: usize, _: &PackedWeight, _: &mut [f32], _: Kernel) {
+pub(crate) fn matmul_t(_: &[f32], _: usize, _: &PackedWeight, _: Kernel) -> Vec<f32> {
     unreachable!("the bf16 kernels are x86-64 only, and supported() is false elsewhere")
 }
 
@@ -496,10 +497,9 @@ pub(crate) fn linear(x: &Tensor, w: &PackedWeight, kernel: Kernel) -> Result<Opt
         return Ok(None);
     }
     let m = x.elem_count() / w.k;
-    let mut out = vec![0f32; m * w.n];
-    if with_f32(x, |x| matmul_t(x, m, w, &mut out, kernel)).is_none() {
+    let Some(out) = with_f32(x, |x| matmul_t(x, m, w, kernel)) else {
         return Ok(None);
-    }
+    };
     let mut shape = dims.to_vec();
     *shape.last_mut().expect("checked above") = w.n;
     Tensor::from_vec(out, shape, x.device()).map(Some)
@@ -557,8 +557,7 @@ mod tests {
                 let x = values(m * k, m as u32);
                 let w = values(n * k, n as u32 + 7);
                 let packed = PackedWeight::new(&w, n, k);
-                let mut out = vec![f32::NAN; m * n];
-                matmul_t(&x, m, &packed, &mut out, kernel);
+                let out = matmul_t(&x, m, &packed, kernel);
                 for i in 0..m {
                     for j in 0..n {
                         let exact: f64 = (0..k)

@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::fused::{SendPtr, with_f32};
+use super::fused::{SendPtr, with_f32, written_by};
 
 /// Whether this process's [`CpuMatmul`](super::CpuMatmul) runs OpenBLAS (the
 /// default path, and the bf16 path's attention): the one question the model's
@@ -47,21 +47,6 @@ pub(crate) fn matmul_t(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
     let mut shape = dims.to_vec();
     *shape.last_mut().expect("checked above") = n;
     Tensor::from_vec(out, shape, x.device()).map(Some)
-}
-
-/// A vector of `len` f32 that `write` fills through the pointer it is given,
-/// never zeroed first. Outputs of `sgemm` with beta = 0 are stored without
-/// being read, and zeroing them (`vec![0; len]`, a `memset` once the
-/// allocator reuses memory) took 3 % of an SO400M forward.
-///
-/// # Safety
-/// `write` must initialise all `len` elements.
-unsafe fn written_by(len: usize, write: impl FnOnce(*mut f32)) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    write(out.as_mut_ptr());
-    // SAFETY: the caller's promise: write initialised all len elements.
-    unsafe { out.set_len(len) };
-    out
 }
 
 /// `out = a · bᵀ` (a m×k, b n×k, out m×n, row-major), its columns split into

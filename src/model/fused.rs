@@ -179,6 +179,21 @@ impl SendPtr {
     }
 }
 
+/// A vector of `len` f32 that `write` fills through the pointer it is given,
+/// never zeroed first. Matrix products store every output without reading
+/// it, and zeroing their outputs (`vec![0; len]`, a `memset` once the
+/// allocator reuses memory) took 3 % of an SO400M forward.
+///
+/// # Safety
+/// `write` must initialise all `len` elements.
+pub(crate) unsafe fn written_by(len: usize, write: impl FnOnce(*mut f32)) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    write(out.as_mut_ptr());
+    // SAFETY: the caller's promise: write initialised all len elements.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// The f32 values of a contiguous CPU tensor, to be transformed in place.
 fn contiguous_f32_mut<'a>(
     op: &str,
