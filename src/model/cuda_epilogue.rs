@@ -265,7 +265,13 @@ mod tests {
 
     /// The largest difference between two tensors, in f32 on the host.
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+        let host = |t: &Tensor| {
+            t.to_dtype(DType::F32)
+                .unwrap()
+                .to_device(&Device::Cpu)
+                .unwrap()
+        };
+        let d = (host(a) - host(b)).unwrap();
         d.abs()
             .unwrap()
             .flatten_all()
