@@ -167,9 +167,9 @@ EOF
   fi
 
   # The tests print SKIPPED without a usable GPU and still pass: here that is a failure.
-  # The library's own GPU tests are the epilogue and attention kernels' (the
-  # rest is CPU work).
-  local -A filter=([gstradio]=model::cuda_)
+  # The library's own GPU tests are the epilogue and attention kernels' and
+  # the outputs' copy to the host (the rest is CPU work).
+  local -A filter=([gstradio]="model::cuda_ postprocess::tests::cuda_")
   for t in gstradio cuda_numerics gpu_preprocess; do
     if step "$t" 300 "${ours[@]}" "$exe/$t" ${filter[$t]:-} --test-threads=1 --nocapture; then
       if grep -q SKIPPED "$work/$t.log"; then

@@ -2,7 +2,8 @@
 //! From a batch of model outputs to one [`Embedding`] per frame: choosing the
 //! outputs, pooling the patch grid, and choosing the stored precision.
 
-use candle_core::{IndexOp, Tensor};
+use candle_core::{DType, IndexOp, Tensor};
+use rayon::prelude::*;
 
 use crate::meta::{AdaptorEmbedding, Embedding, MetaDtype, RegionAdaptor, RegionVectors};
 use crate::model::{ModelError, RadioOutput};
@@ -27,67 +28,80 @@ pub struct OutputOptions {
     pub source_id: String,
 }
 
+/// Host memory a batch's outputs cross into. On CUDA, page-locked buffers
+/// kept from batch to batch, grown to the largest output: a copy into them
+/// runs at the bus's speed, where one into fresh pageable memory goes through
+/// the driver's bounce buffers and faults in every page. Empty on the CPU.
+#[derive(Default)]
+pub struct HostStaging {
+    #[cfg(feature = "cuda")]
+    f32: Option<cudarc::driver::PinnedHostSlice<f32>>,
+    #[cfg(feature = "cuda")]
+    f16: Option<cudarc::driver::PinnedHostSlice<half::f16>>,
+}
+
 /// Splits a batch output into per-frame embeddings, numbered by `frame_indices`.
-/// Each output crosses to host memory once for the whole batch (on CUDA a
-/// per-frame copy would copy the batch's storage each time).
+/// Each output crosses to host memory once for the whole batch, through
+/// `staging` (on CUDA a per-frame copy would copy the batch's storage each
+/// time).
 pub fn embeddings(
     output: &RadioOutput,
     options: &OutputOptions,
     frame_indices: &[u64],
+    staging: &mut HostStaging,
 ) -> Result<Vec<Embedding>, ModelError> {
     let (h, w) = output.grid;
     let (batch, _, width) = output.features.dims3()?;
-    let summaries = if options.summary {
-        Some(to_host(&output.summary, options.dtype)?)
+    let mut per_frame = |t: &Tensor| to_host(t, options.dtype, staging);
+    let mut summaries = if options.summary {
+        Some(per_frame(&output.summary)?.into_iter())
     } else {
         None
     };
-    let grids = if options.spatial {
+    let (mut grids, grid) = if options.spatial {
         let (pooled, grid) = pool(&output.features, (h, w), options.spatial_pool)?;
-        Some((to_host(&pooled, options.dtype)?, grid))
+        (Some(per_frame(&pooled)?.into_iter()), grid)
     } else {
-        None
+        (None, (0, 0))
     };
     // Each adaptor's summary always (it is what a text query is compared with),
     // its patch features when spatial outputs are asked for, pooled alike.
-    let adaptors = output
+    let mut adaptors = output
         .adaptors
         .iter()
         .map(|a| {
-            let summary = to_host(&a.summary, options.dtype)?;
+            let summary = per_frame(&a.summary)?.into_iter();
             let features = a.features.as_ref().filter(|_| options.spatial);
             let spatial = features
                 .map(|f| {
                     let (pooled, _) = pool(f, (h, w), options.spatial_pool)?;
-                    to_host(&pooled, options.dtype)
+                    per_frame(&pooled)
                 })
-                .transpose()?;
+                .transpose()?
+                .map(Vec::into_iter);
             let dim = features.map(|f| f.dim(2)).transpose()?.unwrap_or(0);
             Ok((a.name.as_str(), summary, spatial, dim))
         })
         .collect::<Result<Vec<_>, ModelError>>()?;
-    let frame = |all: &[f32], i: usize| {
-        let n = all.len() / batch.max(1);
-        all[i * n..(i + 1) * n].to_vec()
-    };
-    let embeddings = (0..batch)
-        .zip(frame_indices)
-        .map(|(i, &frame_index)| Embedding {
-            summary: summaries.as_deref().map(|all| frame(all, i)),
-            spatial: grids.as_ref().map(|(all, _)| frame(all, i)),
+    let embeddings = frame_indices
+        .iter()
+        .take(batch)
+        .map(|&frame_index| Embedding {
+            summary: summaries.as_mut().and_then(Iterator::next),
+            spatial: grids.as_mut().and_then(Iterator::next),
             spatial_dim: if options.spatial { width } else { 0 },
-            grid: grids.as_ref().map_or((0, 0), |(_, grid)| *grid),
+            grid,
             dtype: options.dtype,
             model: options.model.clone(),
             input_size: options.input_size,
             frame_index,
             source_id: options.source_id.clone(),
             adaptors: adaptors
-                .iter()
+                .iter_mut()
                 .map(|(name, summary, spatial, dim)| AdaptorEmbedding {
                     name: name.to_string(),
-                    summary: frame(summary, i),
-                    spatial: spatial.as_deref().map(|all| frame(all, i)),
+                    summary: summary.next().unwrap_or_default(),
+                    spatial: spatial.as_mut().and_then(Iterator::next),
                     spatial_dim: if spatial.is_some() { *dim } else { 0 },
                 })
                 .collect(),
@@ -96,22 +110,103 @@ pub fn embeddings(
     Ok(embeddings)
 }
 
-/// All of `t`'s values in host memory, in one copy: converted to f16 on the
-/// device first when the meta stores f16 (half the bytes to copy; the values
-/// come back widened, as the meta will store them).
-fn to_host(t: &Tensor, dtype: MetaDtype) -> Result<Vec<f32>, ModelError> {
+/// The (B, …) tensor `t` in host memory, one `Vec` a frame, after one copy of
+/// the whole batch: converted to f16 on the device first when the meta stores
+/// f16 (half the bytes to copy; the values come back widened, as the meta will
+/// store them).
+fn to_host(
+    t: &Tensor,
+    dtype: MetaDtype,
+    staging: &mut HostStaging,
+) -> Result<Vec<Vec<f32>>, ModelError> {
     #[cfg(test)]
     tests::HOST_COPIES.with(|n| n.set(n.get() + 1));
+    let batch = t.dim(0)?;
     let flat = t.flatten_all()?;
+    let per_frame = flat.elem_count() / batch.max(1);
+    // One frame a thread: each frame's `Vec` is fresh memory, and faulting
+    // its pages in costs more than the copy (a 512 px SO400M grid in f32 is
+    // 4.7 MB a frame).
+    let split = |all: &[f32]| -> Vec<Vec<f32>> {
+        (0..batch)
+            .into_par_iter()
+            .map(|i| all[i * per_frame..(i + 1) * per_frame].to_vec())
+            .collect()
+    };
+    let widen = |all: &[half::f16]| -> Vec<Vec<f32>> {
+        (0..batch)
+            .into_par_iter()
+            .map(|i| {
+                all[i * per_frame..(i + 1) * per_frame]
+                    .iter()
+                    .map(|v| v.to_f32())
+                    .collect()
+            })
+            .collect()
+    };
+    #[cfg(feature = "cuda")]
+    if flat.device().is_cuda() {
+        return match dtype {
+            MetaDtype::F32 => pinned_copy(&flat.to_dtype(DType::F32)?, &mut staging.f32, split),
+            MetaDtype::F16 => pinned_copy(&flat.to_dtype(DType::F16)?, &mut staging.f16, widen),
+        };
+    }
+    let _ = staging;
     Ok(match dtype {
-        MetaDtype::F32 => flat.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
-        MetaDtype::F16 => flat
-            .to_dtype(candle_core::DType::F16)?
-            .to_vec1::<half::f16>()?
-            .into_iter()
-            .map(half::f16::to_f32)
-            .collect(),
+        MetaDtype::F32 => split(&flat.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+        MetaDtype::F16 => widen(&flat.to_dtype(DType::F16)?.to_vec1::<half::f16>()?),
     })
+}
+
+/// `read` of a CUDA tensor's values, copied into the page-locked buffer
+/// `slot` (allocated, or replaced by a larger one, as needed).
+#[cfg(feature = "cuda")]
+fn pinned_copy<T, R>(
+    t: &Tensor,
+    slot: &mut Option<cudarc::driver::PinnedHostSlice<T>>,
+    read: impl FnOnce(&[T]) -> R,
+) -> Result<R, ModelError>
+where
+    T: candle_core::cuda_backend::CudaDType
+        + cudarc::driver::DeviceRepr
+        + cudarc::driver::ValidAsZeroBits,
+{
+    let n = t.elem_count();
+    if n == 0 {
+        return Ok(read(&[]));
+    }
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cuda(cuda) = &*storage else {
+        return Err(candle_core::Error::Msg("pinned_copy: not a CUDA tensor".into()).into());
+    };
+    let start = layout.start_offset();
+    let source = cuda.as_cuda_slice::<T>()?.slice(start..start + n);
+    let stream = cuda.device.cuda_stream();
+    let cuda_error = |e: cudarc::driver::DriverError| candle_core::Error::wrap(e);
+    if slot.as_ref().is_none_or(|pinned| pinned.len() < n) {
+        // The old buffer goes first: both need not fit at once.
+        *slot = None;
+        // SAFETY: left unset; only the first `n` values are read, after the
+        // copy below has written them. Flags 0, not cudarc's default
+        // write-combined memory, which the CPU reads uncached.
+        *slot = Some(
+            unsafe { stream.context().alloc_pinned_with_flags::<T>(n, 0) }.map_err(cuda_error)?,
+        );
+    }
+    let pinned = slot.as_mut().expect("allocated above");
+    let host = &mut pinned.as_mut_slice().map_err(cuda_error)?[..n];
+    stream.memcpy_dtoh(&source, host).map_err(cuda_error)?;
+    // Into page-locked memory the copy is asynchronous, and with one stream a
+    // device cudarc records no events of its own: wait for an event after
+    // the copy (not for the stream, where another thread's forward may follow).
+    stream
+        .record_event(Some(
+            cudarc::driver::sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC,
+        ))
+        .and_then(|copied| copied.synchronize())
+        .map_err(cuda_error)?;
+    Ok(read(host))
 }
 
 /// A region of a frame as fractions of its width and height: left, top,
@@ -282,7 +377,7 @@ mod tests {
 
     #[test]
     fn pooling_averages_windows() {
-        let e = embeddings(&output(), &options(2), &[5, 6]).unwrap();
+        let e = embeddings(&output(), &options(2), &[5, 6], &mut HostStaging::default()).unwrap();
         assert_eq!(e[0].grid, (1, 2));
         // Window of tokens 0, 1, 4, 5 → 2.5; tokens 2, 3, 6, 7 → 4.5.
         assert_eq!(e[0].spatial, Some(vec![2.5, 4.5]));
@@ -362,7 +457,7 @@ mod tests {
         let mut out = output();
         // 1/3 is not an f16: the meta's rounding shows.
         out.summary = Tensor::new(&[[1f32 / 3.0, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap();
-        let e = embeddings(&out, &o, &[0, 1]).unwrap();
+        let e = embeddings(&out, &o, &[0, 1], &mut HostStaging::default()).unwrap();
         assert_eq!(
             HOST_COPIES.with(|n| n.get()),
             2,
@@ -373,18 +468,55 @@ mod tests {
         assert_eq!(e[1].spatial.as_ref().unwrap()[7], 107.0);
     }
 
+    /// On a GPU, the outputs cross through the page-locked staging as they do
+    /// on the CPU, in both stored dtypes, with the staging reused by smaller
+    /// outputs (the summary) after larger ones (the features).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_outputs_reach_the_host_as_on_the_cpu() {
+        let device = match crate::model::parse_device("cuda:0") {
+            Ok(device) => device,
+            Err(err) => {
+                eprintln!(
+                    "SKIPPED cuda_outputs_reach_the_host_as_on_the_cpu: no usable GPU ({err})"
+                );
+                return;
+            }
+        };
+        let on_cpu = output();
+        let on_gpu = RadioOutput {
+            summary: on_cpu.summary.to_device(&device).unwrap(),
+            features: on_cpu.features.to_device(&device).unwrap(),
+            grid: on_cpu.grid,
+            adaptors: Vec::new(),
+        };
+        let mut staging = HostStaging::default();
+        for dtype in [MetaDtype::F32, MetaDtype::F16] {
+            let mut o = options(1);
+            o.dtype = dtype;
+            let expected = embeddings(&on_cpu, &o, &[0, 1], &mut HostStaging::default()).unwrap();
+            for _ in 0..2 {
+                let ours = embeddings(&on_gpu, &o, &[0, 1], &mut staging).unwrap();
+                for (ours, expected) in ours.iter().zip(&expected) {
+                    assert_eq!(ours.summary, expected.summary, "{dtype:?}");
+                    assert_eq!(ours.spatial, expected.spatial, "{dtype:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn outputs_can_be_left_out() {
         let mut o = options(1);
         o.spatial = false;
-        let e = embeddings(&output(), &o, &[0, 1]).unwrap();
+        let e = embeddings(&output(), &o, &[0, 1], &mut HostStaging::default()).unwrap();
         assert_eq!(
             (e[0].spatial.as_ref(), e[0].spatial_dim, e[0].grid),
             (None, 0, (0, 0))
         );
         o.summary = false;
         o.spatial = true;
-        let e = embeddings(&output(), &o, &[0, 1]).unwrap();
+        let e = embeddings(&output(), &o, &[0, 1], &mut HostStaging::default()).unwrap();
         assert_eq!(e[0].summary, None);
         assert_eq!(e[0].spatial.as_ref().unwrap().len(), 8);
     }

@@ -6,7 +6,7 @@
 mod error;
 mod shared;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 pub use error::EngineError;
@@ -14,7 +14,7 @@ pub use shared::{InstanceStats, SharedBatcher, SharedError, SharedOutput, Shared
 
 use crate::meta::{Embedding, RegionAdaptor, RegionVectors};
 use crate::model::{RadioModel, RadioOutput};
-use crate::postprocess::{OutputOptions, RegionBox, embeddings, region_vectors};
+use crate::postprocess::{HostStaging, OutputOptions, RegionBox, embeddings, region_vectors};
 use crate::preprocess::{
     BatchSpec, Frame, Normalization, PreprocessError, Preprocessor, SizeLimits, TargetSize,
 };
@@ -71,7 +71,7 @@ pub struct Embeddings {
     pub forward_streams: usize,
 }
 
-/// A shared model with the options of one stream. Immutable: the mutable scratch
+/// A shared model with the options of one stream. The preprocessing scratch
 /// state lives in the [`Preprocessor`] its caller passes to [`Engine::embed`], so a
 /// caller can check caps while another thread runs a batch.
 pub struct Engine {
@@ -79,6 +79,9 @@ pub struct Engine {
     options: EngineOptions,
     /// Set when this stream batches with others on one [`SharedBatcher`].
     shared: Option<SharedStream>,
+    /// The host buffers outputs cross into, held only while a batch's
+    /// outputs are copied.
+    staging: Mutex<HostStaging>,
 }
 
 impl Engine {
@@ -96,6 +99,7 @@ impl Engine {
             model,
             options,
             shared,
+            staging: Mutex::default(),
         })
     }
 
@@ -153,7 +157,11 @@ impl Engine {
             ..self.options.outputs.clone()
         };
         let indices: Vec<u64> = batch.jobs.iter().map(|job| job.index).collect();
-        let frames = embeddings(&output, &options, &indices)?
+        let per_frame = {
+            let mut staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
+            embeddings(&output, &options, &indices, &mut staging)?
+        };
+        let frames = per_frame
             .into_iter()
             .zip(batch.jobs)
             .enumerate()
