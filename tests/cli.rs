@@ -153,6 +153,14 @@ fn bench_times_host_frames_through_the_element_path() {
         ) && line.contains(" ms a frame"),
         "{line}"
     );
+    // The same path stage by stage, so a slow stage shows by name.
+    let stages = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("stage by stage"))
+        .unwrap_or_else(|| panic!("no stage line in:\n{out}"));
+    for stage in ["preprocess ", "forward ", "outputs to host "] {
+        assert!(stages.contains(stage), "{stage:?} missing from {stages}");
+    }
     let (ok, _, err) = outcome(run_cli(&[
         "bench",
         "--model",

@@ -12,8 +12,8 @@ use clap::Args;
 use gstradio::engine::{Batch, Engine, EngineOptions, FrameJob};
 use gstradio::meta::MetaDtype;
 use gstradio::model::{CPU_MATMUL_ENV, CpuMatmul, Isa, RadioModel};
-use gstradio::postprocess::OutputOptions;
-use gstradio::preprocess::{Frame, FrameLayout, TargetSize};
+use gstradio::postprocess::{HostStaging, OutputOptions, embeddings};
+use gstradio::preprocess::{BatchSpec, Frame, FrameLayout, Normalization, TargetSize};
 
 use crate::args::{AdaptorArgs, ModelArgs, SourceFrames, resolve, size, source_frames};
 
@@ -277,6 +277,7 @@ impl Bench {
                 source_id: "bench".into(),
             },
         };
+        let outputs = options.outputs.clone();
         let engine = Engine::new(Arc::clone(model), options, None)?;
         let mut preprocessor = engine.preprocessor()?;
         let layout = FrameLayout::packed(source.format, source.width, source.height);
@@ -325,6 +326,52 @@ impl Bench {
             self.batch,
             self.batch as f64 * 1000.0 / median,
             (median - forward_ms) / self.batch as f64
+        );
+        // The same path stage by stage, each waited for: where the time beyond
+        // the forward goes.
+        let dims = &model.info().dims;
+        let spec = BatchSpec {
+            size: (h, w),
+            antialias: true,
+            norm: Normalization {
+                mean: dims.norm_mean,
+                std: dims.norm_std,
+            },
+            dtype: model.dtype(),
+        };
+        let indices: Vec<u64> = (0..self.batch as u64).collect();
+        let mut staging = HostStaging::default();
+        let mut stage = || -> anyhow::Result<[f64; 3]> {
+            let started = Instant::now();
+            let input = preprocessor.batch(&frames, &spec)?;
+            model.device().synchronize()?;
+            let preprocessed = Instant::now();
+            let output = model.forward_normalized_with(&input, !self.adaptor_summary_only)?;
+            model.device().synchronize()?;
+            let forwarded = Instant::now();
+            embeddings(&output, &outputs, &indices, &mut staging)?;
+            let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1000.0;
+            Ok([
+                ms(started, preprocessed),
+                ms(preprocessed, forwarded),
+                ms(forwarded, Instant::now()),
+            ])
+        };
+        stage()?;
+        let runs = (0..self.iters.max(1))
+            .map(|_| stage())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let [pre, forward, out] = [0, 1, 2].map(|i| {
+            let mut times: Vec<f64> = runs.iter().map(|run| run[i]).collect();
+            times.sort_by(f64::total_cmp);
+            times[times.len() / 2]
+        });
+        let per_frame = |ms: f64| ms / self.batch as f64;
+        println!(
+            "  stage by stage, each waited for (medians): preprocess {pre:.2} ms ({:.3} ms a \
+             frame), forward {forward:.2} ms, outputs to host {out:.2} ms ({:.3} ms a frame)",
+            per_frame(pre),
+            per_frame(out)
         );
         Ok(())
     }
