@@ -48,11 +48,13 @@ pub(crate) fn attention(qkv: &Tensor, heads: usize, kernel: Kernel) -> Result<Op
     }
     let head_dim = d / heads;
     let mut out = vec![0f32; b * n * d];
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = SendPtr::new(out.as_mut_ptr());
     let done = with_f32(qkv, |src| {
+        // Each job's buffers and kernel (on AMX, the tile shapes loaded once
+        // on its thread) serve every head it runs.
         (0..b * heads).into_par_iter().for_each_init(
-            || Head::new(n, head_dim),
-            |scratch, task| {
+            || (Head::new(n, head_dim), PanelKernel::new(kernel)),
+            |(scratch, unit), task| {
                 let (image, head) = (task / heads, task % heads);
                 let rows = &src[image * n * width3..(image + 1) * n * width3];
                 let columns = [0, d, 2 * d].map(|part| part + head * head_dim);
@@ -61,7 +63,7 @@ pub(crate) fn attention(qkv: &Tensor, heads: usize, kernel: Kernel) -> Result<Op
                 // image's N rows (stride D), which no other task writes.
                 unsafe {
                     scratch.run(
-                        &PanelKernel::new(kernel),
+                        unit,
                         rows,
                         width3,
                         columns,
@@ -94,6 +96,9 @@ struct Head {
     q: Vec<u32>,
     /// k as the panels of a weight (N, head_dim): ⌈N / NR⌉ × `dim_pairs` × NR.
     k: Vec<u32>,
+    /// One k row's pairs on their way into `k`'s panels: head_dim / 2
+    /// rounded up.
+    k_row: Vec<u32>,
     /// v as the panels of a weight (head_dim, N): ⌈head_dim / NR⌉ ×
     /// `token_pairs` × NR.
     v: Vec<u32>,
@@ -103,6 +108,8 @@ struct Head {
     probabilities: Vec<u32>,
     /// The block's output, ROWS rows of ⌈head_dim / NR⌉ · NR f32.
     output: Vec<f32>,
+    /// head_dim zeros: the missing odd row of v when N is odd.
+    zeros: Vec<f32>,
 }
 
 impl Head {
@@ -117,10 +124,12 @@ impl Head {
             token_pairs,
             q: vec![0; n.next_multiple_of(rows) * dim_pairs],
             k: vec![0; n.div_ceil(NR) * dim_pairs * NR],
+            k_row: vec![0; head_dim.div_ceil(2)],
             v: vec![0; head_dim.div_ceil(NR) * token_pairs * NR],
             scores: vec![0.0; rows * n.div_ceil(NR) * NR],
             probabilities: vec![0; rows * token_pairs],
             output: vec![0.0; rows * head_dim.div_ceil(NR) * NR],
+            zeros: vec![0.0; head_dim],
         }
     }
 
@@ -144,24 +153,22 @@ impl Head {
         let (n, head_dim) = (self.n, self.head_dim);
         let row = |t: usize, part: usize| &rows[t * stride + columns[part]..][..head_dim];
         let used_pairs = head_dim.div_ceil(2);
-        let mut pairs = vec![0u32; used_pairs];
         for t in 0..n {
             let q = &mut self.q[t * self.dim_pairs..][..used_pairs];
             // SAFETY: the CPU has AVX512-BF16 (the caller's contract); q and
-            // pairs hold head_dim / 2 rounded up.
+            // k_row hold head_dim / 2 rounded up.
             unsafe {
                 round_row(row(t, 0), q);
-                round_row(row(t, 1), &mut pairs);
+                round_row(row(t, 1), &mut self.k_row);
             }
             let panel = &mut self.k[(t / NR) * self.dim_pairs * NR..];
-            for (i, &p) in pairs.iter().enumerate() {
+            for (i, &p) in self.k_row.iter().enumerate() {
                 panel[i * NR + t % NR] = p;
             }
         }
-        let zeros = vec![0f32; head_dim];
         for tp in 0..n.div_ceil(2) {
             let (even, odd) = (row(2 * tp, 2), (2 * tp + 1 < n).then(|| row(2 * tp + 1, 2)));
-            let odd = odd.unwrap_or(&zeros);
+            let odd = odd.unwrap_or(&self.zeros);
             for (p, panel) in self.v.chunks_exact_mut(self.token_pairs * NR).enumerate() {
                 let cols = p * NR..head_dim.min((p + 1) * NR);
                 let dst = &mut panel[tp * NR..][..cols.len()];
