@@ -141,7 +141,7 @@ pub(crate) fn matmul_t(x: &[f32], m: usize, w: &PackedWeight, kernel: Kernel) ->
     let runs = (rayon::current_num_threads() * 4).clamp(1, panels);
     let per_run = panels.div_ceil(runs);
     let run_all = |out: *mut f32| {
-        let out_ptr = SendPtr(out);
+        let out_ptr = SendPtr::new(out);
         (0..panels.div_ceil(per_run))
             .into_par_iter()
             .for_each(|run| {
@@ -183,7 +183,7 @@ fn dot_product_run(
                     a[row * pairs..].as_ptr(),
                     pairs,
                     panel.as_ptr(),
-                    out_ptr.0.add(row * w.n + col),
+                    out_ptr.get().add(row * w.n + col),
                     w.n,
                     cols,
                 );
@@ -337,7 +337,7 @@ unsafe fn amx_run(
                     unsafe {
                         std::ptr::copy_nonoverlapping(
                             values.as_ptr(),
-                            out_ptr.0.add((row + r) * w.n + col),
+                            out_ptr.get().add((row + r) * w.n + col),
                             cols,
                         );
                     }

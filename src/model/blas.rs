@@ -59,7 +59,7 @@ fn sgemm_nt_split(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], out: *mut 
     single_threaded_blas();
     let bands = rayon::current_num_threads().clamp(1, n.div_ceil(64));
     let band = n.div_ceil(bands).next_multiple_of(16);
-    let out_ptr = SendPtr(out);
+    let out_ptr = SendPtr::new(out);
     (0..n.div_ceil(band)).into_par_iter().for_each(|i| {
         let (start, width) = (i * band, band.min(n - i * band));
         let out_ptr = &out_ptr;
@@ -80,7 +80,7 @@ fn sgemm_nt_split(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], out: *mut 
                 b[start * k..].as_ptr(),
                 k as i32,
                 0.0,
-                out_ptr.0.add(start),
+                out_ptr.get().add(start),
                 n as i32,
             );
         }
@@ -165,7 +165,7 @@ pub(crate) fn attention(qkv: &Tensor, heads: usize) -> Result<Option<Tensor>> {
                         v.as_ptr(),
                         ld,
                         0.0,
-                        out_ptr.0.add(image * n * d + head * hd),
+                        out_ptr.get().add(image * n * d + head * hd),
                         d as i32,
                     );
                 }
@@ -175,7 +175,7 @@ pub(crate) fn attention(qkv: &Tensor, heads: usize) -> Result<Option<Tensor>> {
     // SAFETY: the tasks cover every (image, head), and each stores its head's
     // columns of all its image's rows.
     let output = with_f32(qkv, |src| unsafe {
-        written_by(b * n * d, |out| per_head(src, &SendPtr(out)))
+        written_by(b * n * d, |out| per_head(src, &SendPtr::new(out)))
     });
     let Some(out) = output else {
         return Ok(None);

@@ -167,13 +167,19 @@ pub(crate) fn with_f32<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Option<T> 
 /// An output buffer's address shared by parallel tasks, each of which writes
 /// a part of it that no other task writes (each user names the parts in its
 /// `SAFETY` comments).
-pub(crate) struct SendPtr(pub *mut f32);
+pub(crate) struct SendPtr(*mut f32);
 // SAFETY: the tasks' writes through it are disjoint (above).
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
-    /// The address. A closure that calls this captures the whole `SendPtr`
-    /// (which is `Sync`), where one that reads `.0` captures the bare pointer.
+    /// Shares `ptr` with the tasks.
+    pub fn new(ptr: *mut f32) -> Self {
+        Self(ptr)
+    }
+
+    /// The address. Only through this method: a closure that calls it
+    /// captures the whole `SendPtr` (which is `Sync`), where one that read a
+    /// public field would capture the bare pointer.
     pub fn get(&self) -> *mut f32 {
         self.0
     }
@@ -184,10 +190,15 @@ impl SendPtr {
 /// it, and zeroing their outputs (`vec![0; len]`, a `memset` once the
 /// allocator reuses memory) took 3 % of an SO400M forward.
 ///
+/// The library's own tests start `write` from NaNs instead, so that a
+/// product's test against exact values also shows an element left unwritten.
+///
 /// # Safety
 /// `write` must initialise all `len` elements.
 pub(crate) unsafe fn written_by(len: usize, write: impl FnOnce(*mut f32)) -> Vec<f32> {
     let mut out = Vec::with_capacity(len);
+    #[cfg(test)]
+    out.spare_capacity_mut()[..len].fill(std::mem::MaybeUninit::new(f32::NAN));
     write(out.as_mut_ptr());
     // SAFETY: the caller's promise: write initialised all len elements.
     unsafe { out.set_len(len) };
