@@ -17,6 +17,10 @@
 #                                  attention paths (RADIO_ATTENTION), on the same
 #                                  input; a table and a last line PASS or FAIL
 #                                  with the reasons
+#   scripts/gpu-check.sh profile   there, after `run`: our forward and PyTorch's,
+#                                  one each under Nsight Compute (ncu), their
+#                                  kernels' GPU time by kind side by side
+#                                  (scripts/kernel_profile.py)
 #   scripts/gpu-check.sh dry-run   here: `run` against the stub driver and the
 #                                  CPU PyTorch of benches/model-vs-pytorch.sh,
 #                                  so that a typo fails here and not on the GPU;
@@ -117,7 +121,7 @@ step() {
 value() { grep -o "$2=[^ ]*" "$work/$1.log" 2>/dev/null | tail -1 | cut -d= -f2; }
 
 run() {
-  local dry=$1
+  local dry=$1 profile=${2:-0}
   [ -f "$bundle" ] || { echo "no $bundle: run 'scripts/gpu-check.sh build' first" >&2; exit 2; }
   work=${GPU_CHECK_WORK:-/tmp/gpu-check}
   rm -rf "$work" && mkdir -p "$work/bundle"
@@ -164,6 +168,11 @@ for pkg in ("transformers", "nvidia-cuda-nvrtc", "nvidia-cublas", "nvidia-cuda-r
 EOF
   if ! "$python" -c 'from transformers import RadioModel' 2> /dev/null; then
     fail "this python's transformers has no RadioModel (added July 2026): carry a newer transformers wheel"
+  fi
+
+  if [ "$profile" = 1 ]; then
+    profile_steps "$work/models/so400m-bench" "$BATCH" "$SIZE"
+    return
   fi
 
   # The tests print SKIPPED without a usable GPU and still pass: here that is a failure.
@@ -241,6 +250,26 @@ model_steps() {
   rm -f "$ref"
 }
 
+# profile_steps MODEL BATCH SIZE: one bf16 forward of ours and one of PyTorch's, on
+# the same input, each under ncu timing every kernel alone; then the table.
+profile_steps() {
+  local model=$1 batch=$2 size=$3 ref="$work/ref-f32.safetensors"
+  local ncu=${NCU:-$(command -v ncu || echo /usr/local/cuda/bin/ncu)}
+  [ -x "$ncu" ] || { echo "profile: no ncu (Nsight Compute) here; set NCU" >&2; exit 1; }
+  local ncu_args=(--csv --metrics gpu__time_duration.sum --target-processes all)
+  step make-model 300 "$python" benches/pytorch/make_bench_model.py "$work/models" --which so400m \
+    || { echo "make_bench_model.py failed" >&2; exit 1; }
+  step input 300 "$python" benches/pytorch/torch_reference.py "$model" --device cuda \
+    --input "${batch}x3x${size}x${size}" --seed 0 --out "$ref" || { echo "no input" >&2; exit 1; }
+  step ncu-ours 400 "$ncu" "${ncu_args[@]}" --log-file "$work/ncu-ours.csv" "${ours[@]}" \
+    "$exe/radio-embed" forward --model "$model" --device cuda:0 --dtype bf16 --input "$ref" \
+    --output "$work/ours.safetensors"
+  step ncu-pytorch 400 "$ncu" "${ncu_args[@]}" --log-file "$work/ncu-pytorch.csv" "$python" \
+    benches/pytorch/torch_reference.py "$model" --device cuda --bf16 --input "$ref:input"
+  echo "== kernels, $(basename "$model") ${size}x${size} batch $batch bf16, each timed alone by ncu"
+  "$python" scripts/kernel_profile.py "$work/ncu-ours.csv" "$work/ncu-pytorch.csv"
+}
+
 summarize() {
   local theirs peak_theirs path best=""
   theirs=$(value pytorch-bf16 median_forward_ms)
@@ -281,6 +310,7 @@ summarize() {
 case "${1:-}" in
   build) build ;;
   run) run 0 ;;
+  profile) run 0 1 ;;
   dry-run) run 1 ;;
-  *) echo "usage: $0 build|run|dry-run" >&2; exit 2 ;;
+  *) echo "usage: $0 build|run|profile|dry-run" >&2; exit 2 ;;
 esac
