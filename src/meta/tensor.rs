@@ -46,7 +46,10 @@ pub(super) fn attach(
     };
     let (rows, columns) = embedding.grid;
     let tensors: Vec<Tensor> = [
-        summary.map(|data| tensor(SUMMARY_TENSOR, data, &[1, embedding.summary_dim()])),
+        summary.map(|data| {
+            let values = data.size() / embedding.dtype.size();
+            tensor(SUMMARY_TENSOR, data, &[1, values])
+        }),
         spatial.map(|data| {
             tensor(
                 SPATIAL_TENSOR,

@@ -471,8 +471,10 @@ impl RadioEmbed {
     }
 
     /// Runs the model on the `embed` buffers of `batch` and attaches their metas
-    /// (the frame's, and its regions'). The state lock is held only to take the
-    /// engine, the format and the preprocessor, and to put the preprocessor back.
+    /// (the frame's, and its regions'); the embeddings come back without their
+    /// summary and patch vectors, which moved into the metas. The state lock is
+    /// held only to take the engine, the format and the preprocessor, and to put
+    /// the preprocessor back.
     fn embed_batch(
         &self,
         batch: &mut [Queued],
@@ -502,7 +504,7 @@ impl RadioEmbed {
                 }
                 embedded
             });
-        let (embeddings, regions) = result.map_err(|err| match err {
+        let (mut embeddings, regions) = result.map_err(|err| match err {
             // Flushing or stopping: the queue knows, the task pauses.
             EngineError::Shared(crate::engine::SharedError::Cancelled) => gst::FlowError::Flushing,
             err => {
@@ -510,9 +512,10 @@ impl RadioEmbed {
                 gst::FlowError::Error
             }
         })?;
-        for ((&i, embedded), regions) in embed.iter().zip(&embeddings.frames).zip(&regions) {
+        // The vectors move into the metas (only the counts are used after).
+        for ((&i, embedded), regions) in embed.iter().zip(&mut embeddings.frames).zip(&regions) {
             let buffer = batch[i].buffer.make_mut();
-            if embedded.embedding.attach(buffer).is_err() {
+            if embedded.embedding.move_into_meta(buffer).is_err() {
                 gst::warning!(CAT, imp = self, "could not attach the meta to frame {i}");
             }
             regions.attach(buffer, &embedded.regions, embedded.embedding.dtype);
