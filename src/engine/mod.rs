@@ -140,13 +140,7 @@ impl Engine {
         preprocessor: &mut Preprocessor,
         batch: &Batch,
     ) -> Result<Embeddings, EngineError> {
-        let spec = BatchSpec {
-            size: batch.size,
-            antialias: self.options.antialias,
-            norm: self.normalization(),
-            dtype: self.model.dtype(),
-        };
-        let input = preprocessor.batch(batch.frames, &spec)?;
+        let input = preprocessor.batch(batch.frames, &self.batch_spec(batch.size))?;
         // Adaptor patch features cost a head pass over every patch: only when
         // the meta keeps spatial outputs or regions pool them.
         let adaptor_features =
@@ -190,12 +184,7 @@ impl Engine {
         deadline: Option<Instant>,
     ) -> Result<Vec<RegionVectors>, EngineError> {
         self.model.info().check_resolution(size.0, size.1)?;
-        let spec = BatchSpec {
-            size,
-            antialias: self.options.antialias,
-            norm: self.normalization(),
-            dtype: self.model.dtype(),
-        };
+        let spec = self.batch_spec(size);
         let mut vectors = Vec::with_capacity(crops.len());
         for chunk in crops.chunks(max_batch.max(1)) {
             let input = preprocessor.batch(chunk, &spec)?;
@@ -225,11 +214,19 @@ impl Engine {
         Ok(vectors)
     }
 
-    fn normalization(&self) -> Normalization {
+    /// What preprocessing makes of each frame for a model input of `size`
+    /// (height, width): the model's normalisation and dtype, this stream's
+    /// antialiasing.
+    pub fn batch_spec(&self, size: (usize, usize)) -> BatchSpec {
         let dims = &self.model.info().dims;
-        Normalization {
-            mean: dims.norm_mean,
-            std: dims.norm_std,
+        BatchSpec {
+            size,
+            antialias: self.options.antialias,
+            norm: Normalization {
+                mean: dims.norm_mean,
+                std: dims.norm_std,
+            },
+            dtype: self.model.dtype(),
         }
     }
 
