@@ -158,7 +158,7 @@ fn bench_times_host_frames_through_the_element_path() {
         .lines()
         .find(|l| l.trim_start().starts_with("stage by stage"))
         .unwrap_or_else(|| panic!("no stage line in:\n{out}"));
-    for stage in ["preprocess ", "forward ", "outputs to host "] {
+    for stage in ["preprocess ", "forward ", "outputs to host ", "metas "] {
         assert!(stages.contains(stage), "{stage:?} missing from {stages}");
     }
     let (ok, _, err) = outcome(run_cli(&[

@@ -13,7 +13,7 @@ use gstradio::engine::{Batch, Engine, EngineOptions, FrameJob};
 use gstradio::meta::MetaDtype;
 use gstradio::model::{CPU_MATMUL_ENV, CpuMatmul, Isa, RadioModel};
 use gstradio::postprocess::{HostStaging, OutputOptions, embeddings};
-use gstradio::preprocess::{BatchSpec, Frame, FrameLayout, Normalization, TargetSize};
+use gstradio::preprocess::{Frame, FrameLayout, TargetSize};
 
 use crate::args::{AdaptorArgs, ModelArgs, SourceFrames, resolve, size, source_frames};
 
@@ -329,19 +329,12 @@ impl Bench {
         );
         // The same path stage by stage, each waited for: where the time beyond
         // the forward goes.
-        let dims = &model.info().dims;
-        let spec = BatchSpec {
-            size: (h, w),
-            antialias: true,
-            norm: Normalization {
-                mean: dims.norm_mean,
-                std: dims.norm_std,
-            },
-            dtype: model.dtype(),
-        };
+        let spec = engine.batch_spec((h, w));
         let indices: Vec<u64> = (0..self.batch as u64).collect();
         let mut staging = HostStaging::default();
-        let mut stage = || -> anyhow::Result<[f64; 3]> {
+        gst::init()?;
+        gstradio::meta::register();
+        let mut stage = || -> anyhow::Result<[f64; 4]> {
             let started = Instant::now();
             let input = preprocessor.batch(&frames, &spec)?;
             model.device().synchronize()?;
@@ -349,19 +342,28 @@ impl Bench {
             let output = model.forward_normalized_with(&input, !self.adaptor_summary_only)?;
             model.device().synchronize()?;
             let forwarded = Instant::now();
-            embeddings(&output, &outputs, &indices, &mut staging)?;
+            let mut frames = embeddings(&output, &outputs, &indices, &mut staging)?;
+            let copied = Instant::now();
+            // As the element does: each frame's vectors move into its meta.
+            let mut buffers = Vec::with_capacity(frames.len());
+            for embedding in &mut frames {
+                let mut buffer = gst::Buffer::new();
+                embedding.move_into_meta(buffer.get_mut().expect("a new buffer"))?;
+                buffers.push(buffer);
+            }
             let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1000.0;
             Ok([
                 ms(started, preprocessed),
                 ms(preprocessed, forwarded),
-                ms(forwarded, Instant::now()),
+                ms(forwarded, copied),
+                ms(copied, Instant::now()),
             ])
         };
         stage()?;
         let runs = (0..self.iters.max(1))
             .map(|_| stage())
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let [pre, forward, out] = [0, 1, 2].map(|i| {
+        let [pre, forward, out, metas] = [0, 1, 2, 3].map(|i| {
             let mut times: Vec<f64> = runs.iter().map(|run| run[i]).collect();
             times.sort_by(f64::total_cmp);
             times[times.len() / 2]
@@ -369,9 +371,11 @@ impl Bench {
         let per_frame = |ms: f64| ms / self.batch as f64;
         println!(
             "  stage by stage, each waited for (medians): preprocess {pre:.2} ms ({:.3} ms a \
-             frame), forward {forward:.2} ms, outputs to host {out:.2} ms ({:.3} ms a frame)",
+             frame), forward {forward:.2} ms, outputs to host {out:.2} ms ({:.3} ms a frame), \
+             metas {metas:.2} ms ({:.3} ms a frame)",
             per_frame(pre),
-            per_frame(out)
+            per_frame(out),
+            per_frame(metas)
         );
         Ok(())
     }
