@@ -110,10 +110,10 @@ pub fn embeddings(
     Ok(embeddings)
 }
 
-/// The (B, …) tensor `t` in host memory, one `Vec` a frame, after one copy of
-/// the whole batch: converted to f16 on the device first when the meta stores
-/// f16 (half the bytes to copy; the values come back widened, as the meta will
-/// store them).
+/// The (B, …) tensor `t` in host memory, one `Vec` a frame. From a GPU, after
+/// one copy of the whole batch, converted to f16 on the device first when the
+/// meta stores f16 (half the bytes to copy; the values come back widened, as
+/// the meta will store them); from the CPU's f32, copied once, frame by frame.
 fn to_host(
     t: &Tensor,
     dtype: MetaDtype,
@@ -152,6 +152,13 @@ fn to_host(
         };
     }
     let _ = staging;
+    // An f32 output already in host memory is split straight from its
+    // storage: `to_vec1` first would copy the whole batch once more.
+    if dtype == MetaDtype::F32
+        && let Some(frames) = crate::model::with_f32(&flat, split)
+    {
+        return Ok(frames);
+    }
     Ok(match dtype {
         MetaDtype::F32 => split(&flat.to_dtype(DType::F32)?.to_vec1::<f32>()?),
         MetaDtype::F16 => widen(&flat.to_dtype(DType::F16)?.to_vec1::<half::f16>()?),
@@ -466,6 +473,37 @@ mod tests {
         let third = half::f16::from_f32(1.0 / 3.0).to_f32();
         assert_eq!(e[0].summary, Some(vec![third, 2.0]));
         assert_eq!(e[1].spatial.as_ref().unwrap()[7], 107.0);
+    }
+
+    /// f32 outputs are split straight from the model's storage: views that
+    /// start inside it (a batch's later frames) and views whose rows are not
+    /// contiguous (the patch tokens after the prefix tokens) each give every
+    /// frame its own values.
+    #[test]
+    fn f32_outputs_split_from_views_of_the_model_output() {
+        let o = options(1);
+        // Three frames of 10 tokens: 2 prefix tokens, then the 2 × 4 grid;
+        // value = 100 · frame + token.
+        let tokens: Vec<f32> = (0..3)
+            .flat_map(|b| (0..10).map(move |t| (100 * b + t) as f32))
+            .collect();
+        let tokens = Tensor::from_vec(tokens, (3, 10, 1), &Device::Cpu).unwrap();
+        let summaries = Tensor::new(&[[0f32, 1.0], [2.0, 3.0], [4.0, 5.0]], &Device::Cpu).unwrap();
+        let out = RadioOutput {
+            // Frames 1 and 2: contiguous, from an offset into the storage.
+            summary: summaries.narrow(0, 1, 2).unwrap(),
+            // Frames 1 and 2, tokens 2..10: neither contiguous nor at 0.
+            features: tokens.narrow(0, 1, 2).unwrap().narrow(1, 2, 8).unwrap(),
+            grid: (2, 4),
+            adaptors: Vec::new(),
+        };
+        let e = embeddings(&out, &o, &[7, 8], &mut HostStaging::default()).unwrap();
+        assert_eq!(e[0].summary, Some(vec![2.0, 3.0]));
+        assert_eq!(e[1].summary, Some(vec![4.0, 5.0]));
+        let grid = |f: usize| (2..10).map(|t| (100 * f + t) as f32).collect::<Vec<_>>();
+        assert_eq!(e[0].spatial, Some(grid(1)));
+        assert_eq!(e[1].spatial, Some(grid(2)));
+        assert_eq!((e[0].frame_index, e[1].frame_index), (7, 8));
     }
 
     /// On a GPU, the outputs cross through the page-locked staging as they do

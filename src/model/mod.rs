@@ -44,6 +44,6 @@ pub use cuda_epilogue::EPILOGUE_KERNELS;
 pub use device::{parse_device, parse_dtype};
 pub use dims::Dims;
 pub use error::{ModelError, Result};
-pub(crate) use fused::{Activation, FusedLayerNorm, FusedLinear, layer_norm};
+pub(crate) use fused::{Activation, FusedLayerNorm, FusedLinear, layer_norm, with_f32};
 pub use radio::{ModelInfo, RadioModel, RadioOutput};
 pub use torch_checkpoint::{Teacher, TorchCheckpoint, TrainingArgs};
