@@ -79,62 +79,30 @@ impl Tiles {
         Tiles(std::marker::PhantomData)
     }
 
-    /// `c` = the 32 × 32 block of `A · B`, plus `c` when `accumulate`: `a`
-    /// points at 32 rows of `steps` × 16 u32 bf16 pairs, `lda` bytes apart;
-    /// `b` at a weight panel of `steps` × 16 pairs, each pair 32 u32s (one
-    /// per column).
+    /// `c` = the 32 × 32 block of `A · B`: `a` points at 32 rows of `steps` ×
+    /// 16 u32 bf16 pairs, `lda` bytes apart; `b` at a weight panel of `steps`
+    /// × 16 pairs, each pair 32 u32s (one per column).
     ///
     /// # Safety
     /// `a` and `b` hold what is said above, readable; `c`'s block is
-    /// readable and writable.
+    /// writable.
     #[cfg(target_arch = "x86_64")]
-    pub unsafe fn block(
-        &self,
-        a: *const u32,
-        lda: usize,
-        b: *const u32,
-        steps: usize,
-        c: Sums,
-        accumulate: bool,
-    ) {
+    pub unsafe fn block(&self, a: *const u32, lda: usize, b: *const u32, steps: usize, c: Sums) {
         debug_assert!(steps > 0);
         let c0 = c.first;
         // SAFETY: row 16 of the 32 rows of c.
         let c1 = unsafe { c0.add(16 * c.row_stride) };
         let ldc = c.row_stride * 4;
-        if accumulate {
-            // SAFETY: the tiles are configured; the loads read the block of c.
-            unsafe {
-                std::arch::asm!(
-                    "tileloadd tmm0, [{c0} + {ldc} * 1]",
-                    "tileloadd tmm1, [{c0} + {ldc} * 1 + 64]",
-                    "tileloadd tmm2, [{c1} + {ldc} * 1]",
-                    "tileloadd tmm3, [{c1} + {ldc} * 1 + 64]",
-                    c0 = in(reg) c0,
-                    c1 = in(reg) c1,
-                    ldc = in(reg) ldc,
-                    options(nostack, preserves_flags, readonly)
-                );
-            }
-        } else {
-            // SAFETY: the tiles are configured.
-            unsafe {
-                std::arch::asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack, preserves_flags, nomem)
-                );
-            }
-        }
-        // SAFETY: the tiles are configured (self exists on this thread) and
-        // tmm0–3 hold the sums so far; every load stays inside the caller's
-        // buffers (16 rows × 64 bytes per tile, the second A tile 16 rows
-        // down, the second B tile 64 bytes right); the stores write the
-        // block of `c`.
+        // SAFETY: the tiles are configured (self exists on this thread);
+        // every load stays inside the caller's buffers (16 rows × 64 bytes
+        // per tile, the second A tile 16 rows down, the second B tile 64
+        // bytes right); the stores write the block of `c`.
         unsafe {
             std::arch::asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
                 "2:",
                 "tileloadd tmm4, [{a0} + {lda} * 1]",
                 "tileloadd tmm6, [{b} + {ldb} * 1]",

@@ -252,7 +252,7 @@ impl PanelKernel {
                     first: c,
                     row_stride: ldc,
                 };
-                tiles.block(a, pairs * 4, panel, pairs / PAIRS_PER_STEP, sums, false)
+                tiles.block(a, pairs * 4, panel, pairs / PAIRS_PER_STEP, sums)
             },
             Self::DotProduct => {
                 for row in (0..rows).step_by(MR) {
@@ -275,18 +275,16 @@ impl PanelKernel {
     }
 }
 
-/// Bytes of activations one pass over a task's panels reuses: they stay in
-/// the core's L2 cache (2 MiB on Sapphire Rapids) while every weight panel of
-/// the task streams past them once, so the weights are read M / rows times.
-#[cfg(target_arch = "x86_64")]
-const AMX_ROWS_BYTES: usize = 1 << 20;
-
-/// K steps of one pass over those rows: the panel's slice of them (8 steps of
-/// 16 pairs × 32 columns, 16 KiB) stays in L1 while each row block reads it.
-#[cfg(target_arch = "x86_64")]
-const AMX_STEPS_PER_PASS: usize = 8;
-
 /// The output columns of weight panels `panels`, by the AMX kernel.
+///
+/// Each 32 × 32 block of the output is summed over the whole of K in the tile
+/// registers and stored once, straight into the output's rows. Row blocks
+/// run outermost: one block's activations (32 rows × K) serve every panel of
+/// the task from the core's caches, and the task's panels (about N / 8
+/// columns × K) stay in its L2 from one row block to the next. Measured on
+/// SO400M's four linear layers at 1025 tokens (Intel Xeon, AMX, 2 threads):
+/// 30.6 ms a layer with 8 K steps per pass through a compact buffer, 27.4 ms
+/// with panels outermost, 21.9 ms in this order.
 ///
 /// # Safety
 /// The CPU has AMX and Linux granted it ([`crate::cpu::amx_bf16`]).
@@ -302,45 +300,52 @@ unsafe fn amx_run(
     let steps = pairs / PAIRS_PER_STEP;
     // SAFETY: the caller's contract.
     let tiles = unsafe { Tiles::configure() };
-    let row_blocks = (AMX_ROWS_BYTES / (BLOCK_ROWS * pairs * 4)).clamp(1, m.div_ceil(BLOCK_ROWS));
-    let mut blocks = vec![[0f32; BLOCK_ROWS * NR]; row_blocks];
-    for rows_from in (0..m).step_by(row_blocks * BLOCK_ROWS) {
-        let rows = (rows_from..m.min(rows_from + row_blocks * BLOCK_ROWS)).step_by(BLOCK_ROWS);
+    // The sums of a block at the output's bottom or right edge, which the
+    // tile stores cannot write whole into the output.
+    let mut edge = [0f32; BLOCK_ROWS * NR];
+    for row in (0..m).step_by(BLOCK_ROWS) {
         for p in panels.clone() {
             let panel = &w.panels[p * pairs * NR..(p + 1) * pairs * NR];
-            for step in (0..steps).step_by(AMX_STEPS_PER_PASS) {
-                let pass = AMX_STEPS_PER_PASS.min(steps - step);
-                for (row, block) in rows.clone().zip(&mut blocks) {
-                    // SAFETY: `a` holds whole blocks of BLOCK_ROWS rows of
-                    // `pairs` u32s (activations pads it), and `panel` pairs ×
-                    // NR u32s; step + pass ≤ steps.
-                    unsafe {
-                        tiles.block(
-                            a[row * pairs + step * PAIRS_PER_STEP..].as_ptr(),
-                            pairs * 4,
-                            panel[step * PAIRS_PER_STEP * NR..].as_ptr(),
-                            pass,
-                            Sums {
-                                first: block.as_mut_ptr(),
-                                row_stride: NR,
-                            },
-                            step > 0,
-                        );
-                    }
-                }
-            }
             let (col, cols) = (p * NR, NR.min(w.n - p * NR));
-            for (row, block) in rows.clone().zip(&blocks) {
-                for (r, values) in block.chunks_exact(NR).take(m - row).enumerate() {
-                    // SAFETY: out[row + r][col..col + cols] lies inside out's
-                    // M × N, and only this panel and row block write it.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            values.as_ptr(),
-                            out_ptr.get().add((row + r) * w.n + col),
-                            cols,
-                        );
-                    }
+            let whole = cols == NR && row + BLOCK_ROWS <= m;
+            let sums = if whole {
+                Sums {
+                    // SAFETY: rows row..row + 32 and columns col..col + 32
+                    // lie inside out's M × N.
+                    first: unsafe { out_ptr.get().add(row * w.n + col) },
+                    row_stride: w.n,
+                }
+            } else {
+                Sums {
+                    first: edge.as_mut_ptr(),
+                    row_stride: NR,
+                }
+            };
+            // SAFETY: `a` holds whole blocks of BLOCK_ROWS rows of `pairs`
+            // u32s (activations pads it), `panel` pairs × NR u32s; the sums
+            // go to this block of the output, which only this panel and row
+            // block write, or to `edge`.
+            unsafe {
+                tiles.block(
+                    a[row * pairs..].as_ptr(),
+                    pairs * 4,
+                    panel.as_ptr(),
+                    steps,
+                    sums,
+                )
+            };
+            if whole {
+                continue;
+            }
+            for (r, values) in edge.chunks_exact(NR).take(m - row).enumerate() {
+                // SAFETY: out[row + r][col..col + cols] lies inside out's
+                // M × N, and only this panel and row block write it.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        values.as_ptr(),
+                        out_ptr.get().add((row + r) * w.n + col),
+                        cols,
+                    );
                 }
             }
         }
@@ -529,8 +534,8 @@ mod tests {
     /// Against the exact products of the bf16-rounded factors, summed in f64:
     /// only the f32 accumulation differs. Each kernel the CPU has; shapes cover
     /// every tile height, a last panel of 1..31 columns, odd K, K past whole
-    /// AMX steps, rows past one AMX row block, and blocks summed over several
-    /// K passes, both whole and at the edges.
+    /// AMX steps, rows past one AMX row block, long K, and AMX blocks both
+    /// whole (stored straight into the output) and at the edges.
     #[test]
     fn matches_the_rounded_products_on_every_edge() {
         for (kernel, path, needs) in [
