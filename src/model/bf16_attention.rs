@@ -29,7 +29,7 @@ use candle_core::{DType, Result, Tensor};
 
 use super::amx_tiles::PAIRS_PER_STEP;
 use super::bf16_matmul::{Kernel, NR, PanelKernel, pair, round_row};
-use super::fused::{SendPtr, softmax_rows, with_f32};
+use super::fused::{SendPtr, softmax_rows, with_f32, written_by};
 
 /// `softmax(q·kᵀ)·v` per head, read straight from the qkv projection's output
 /// `(B, N, 3·D)` (q, k and v side by side in each row, heads side by side in
@@ -47,9 +47,8 @@ pub(crate) fn attention(qkv: &Tensor, heads: usize, kernel: Kernel) -> Result<Op
         return Ok(None);
     }
     let head_dim = d / heads;
-    let mut out = vec![0f32; b * n * d];
-    let out_ptr = SendPtr::new(out.as_mut_ptr());
-    let done = with_f32(qkv, |src| {
+    let run_all = |src: &[f32], out: *mut f32| {
+        let out_ptr = SendPtr::new(out);
         // Each job's buffers and kernel (on AMX, the tile shapes loaded once
         // on its thread) serve every head it runs.
         (0..b * heads).into_par_iter().for_each_init(
@@ -73,10 +72,15 @@ pub(crate) fn attention(qkv: &Tensor, heads: usize, kernel: Kernel) -> Result<Op
                 }
             },
         )
+    };
+    // SAFETY: the tasks cover every (image, head), and the heads' columns
+    // every column of D.
+    let out = with_f32(qkv, |src| unsafe {
+        written_by(b * n * d, |out| run_all(src, out))
     });
-    if done.is_none() {
+    let Some(out) = out else {
         return Ok(None);
-    }
+    };
     Tensor::from_vec(out, (b, n, d), qkv.device()).map(Some)
 }
 

@@ -353,40 +353,69 @@ unsafe fn amx_run(
 }
 
 /// `x` (M, K) rounded to bfloat16 pairs: M rows rounded up to whole AMX
-/// blocks, of `w`'s padded pair count of `u32`s, zeros past x.
+/// blocks, of `w`'s padded pair count of `u32`s, zeros past x. Each value is
+/// written once (no zeroing first: that `memset` was 3 % of a forward).
 #[cfg(target_arch = "x86_64")]
 fn activations(x: &[f32], m: usize, w: &PackedWeight) -> Vec<u32> {
     use rayon::prelude::*;
-    let mut a = vec![0u32; m.next_multiple_of(BLOCK_ROWS) * w.pairs];
-    a.par_chunks_mut(w.pairs)
-        .zip(x.par_chunks(w.k))
-        .for_each(|(dst, src)| {
-            // SAFETY: the caller checked the CPU (matmul_t asserts it).
-            unsafe { round_row(src, &mut dst[..w.k.div_ceil(2)]) }
+    let (pairs, len) = (w.pairs, m.next_multiple_of(BLOCK_ROWS) * w.pairs);
+    let mut a = Vec::with_capacity(len);
+    // The library's tests start from all ones, which no rounded pair or
+    // padding is, so that a value left unwritten shows.
+    #[cfg(test)]
+    a.spare_capacity_mut()[..len].fill(std::mem::MaybeUninit::new(u32::MAX));
+    a.spare_capacity_mut()[..len]
+        .par_chunks_mut(pairs)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let src = x.get(row * w.k..(row + 1) * w.k).unwrap_or(&[]);
+            // SAFETY: the caller checked the CPU (matmul_t asserts it); dst
+            // holds `pairs` u32s, all of which round_to writes.
+            unsafe { round_to(src, dst.as_mut_ptr().cast(), pairs) }
         });
+    // SAFETY: every row of `pairs` values was written above.
+    unsafe { a.set_len(len) };
     a
 }
 
 #[cfg(target_arch = "x86_64")]
-/// One row of f32 into bf16 pairs, 32 values an instruction (round to nearest
-/// even, as the scalar tail and the packed weights).
-#[target_feature(enable = "avx512f,avx512bf16")]
+/// One row of f32 into bf16 pairs, `dst` filled whole (zeros past `src`).
+///
+/// # Safety
+/// The CPU has AVX512-BF16.
 pub(super) unsafe fn round_row(src: &[f32], dst: &mut [u32]) {
-    let full = src.len() / 32;
+    // SAFETY: the caller's contract; dst has dst.len() writable u32s.
+    unsafe { round_to(src, dst.as_mut_ptr(), dst.len()) }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// `len` bf16 pairs of `src` (zeros past it) into `dst`, 32 values an
+/// instruction (round to nearest even, as the scalar tail and the packed
+/// weights).
+///
+/// # Safety
+/// The CPU has AVX512-BF16; `dst` points at `len` writable u32s.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round_to(src: &[f32], dst: *mut u32, len: usize) {
+    let full = (src.len() / 32).min(len / 16);
     for i in 0..full {
         // SAFETY: 32 values from 32·i lie inside src, 16 u32s from 16·i inside
-        // dst (dst holds src.len()/2 rounded up).
+        // dst's len.
         unsafe {
             let lo = _mm512_loadu_ps(src.as_ptr().add(32 * i));
             let hi = _mm512_loadu_ps(src.as_ptr().add(32 * i + 16));
             let bf = _mm512_cvtne2ps_pbh(hi, lo);
-            _mm512_storeu_si512(dst.as_mut_ptr().add(16 * i).cast(), from_bh(bf));
+            _mm512_storeu_si512(dst.add(16 * i).cast(), from_bh(bf));
         }
     }
-    for (q, slot) in dst.iter_mut().enumerate().skip(16 * full) {
+    let pairs_of_src = src.len().div_ceil(2).clamp(16 * full, len);
+    for q in 16 * full..pairs_of_src {
         let at = |c: usize| src.get(c).copied().unwrap_or(0.0);
-        *slot = pair(at(2 * q), at(2 * q + 1));
+        // SAFETY: q < len.
+        unsafe { dst.add(q).write(pair(at(2 * q), at(2 * q + 1))) };
     }
+    // SAFETY: pairs_of_src ≤ len.
+    unsafe { dst.add(pairs_of_src).write_bytes(0, len - pairs_of_src) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -575,6 +604,36 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Activations are each row's bf16 pairs, then zeros to the padded pair
+    /// count, then whole rows of zeros to a whole AMX row block; long rows
+    /// take the vector path, short ones and the tail the scalar one.
+    #[test]
+    fn activations_are_pairs_then_zeros() {
+        if !Kernel::DotProduct.supported() {
+            println!("this CPU has no AVX512-BF16: activations are never rounded here");
+            return;
+        }
+        for (m, k) in [(3, 5), (2, 70)] {
+            let x = values(m * k, 9);
+            let w = PackedWeight::new(&vec![0.0; k], 1, k);
+            let a = activations(&x, m, &w);
+            assert_eq!(a.len(), BLOCK_ROWS * w.pairs);
+            for (row, got) in a.chunks_exact(w.pairs).enumerate() {
+                let at = |c: usize| {
+                    if row < m && c < k {
+                        x[row * k + c]
+                    } else {
+                        0.0
+                    }
+                };
+                let want: Vec<u32> = (0..w.pairs)
+                    .map(|q| pair(at(2 * q), at(2 * q + 1)))
+                    .collect();
+                assert_eq!(got, want, "{m}×{k}, row {row}");
             }
         }
     }
