@@ -16,9 +16,12 @@
 //!   tokens, both in [`PackedWeight`](super::bf16_matmul::PackedWeight)'s
 //!   panel layout;
 //! - then, per block of [`PanelKernel::ROWS`] queries: their scores against
-//!   every key (ROWS × N f32, which stay in the core's L2), softmax per row,
-//!   the probabilities rounded into rows of pairs, and those times v: the
-//!   block's output rows, written into the head's columns of the output.
+//!   every key (ROWS × N f32, which stay in the core's L2); per row, in one
+//!   pass after its maximum, the weights `exp(s − max)` rounded into rows of
+//!   pairs and their sum; those times v; and each output row divided by its
+//!   sum as it is written into the head's columns of the output (the
+//!   normalisation on head_dim values instead of N, as flash attention
+//!   does).
 //!
 //! The N × N score matrix never exists whole, so its memory traffic is the
 //! cache's, not DRAM's.
@@ -29,7 +32,7 @@ use candle_core::{DType, Result, Tensor};
 
 use super::amx_tiles::PAIRS_PER_STEP;
 use super::bf16_matmul::{Kernel, NR, PanelKernel, pair, round_row};
-use super::fused::{SendPtr, softmax_rows, with_f32, written_by};
+use super::fused::{SendPtr, with_f32, written_by};
 
 /// `softmax(q·kᵀ)·v` per head, read straight from the qkv projection's output
 /// `(B, N, 3·D)` (q, k and v side by side in each row, heads side by side in
@@ -108,8 +111,11 @@ struct Head {
     v: Vec<u32>,
     /// The block's scores, ROWS rows of ⌈N / NR⌉ · NR f32.
     scores: Vec<f32>,
-    /// The block's probabilities, ROWS rows of `token_pairs` u32s.
+    /// The block's softmax weights before normalisation, `exp(s − max)`
+    /// rounded to bf16: ROWS rows of `token_pairs` u32s.
     probabilities: Vec<u32>,
+    /// One over each row's sum of weights, by which its output is scaled.
+    inv_sums: Vec<f32>,
     /// The block's output, ROWS rows of ⌈head_dim / NR⌉ · NR f32.
     output: Vec<f32>,
     /// head_dim zeros: the missing odd row of v when N is odd.
@@ -132,6 +138,7 @@ impl Head {
             v: vec![0; head_dim.div_ceil(NR) * token_pairs * NR],
             scores: vec![0.0; rows * n.div_ceil(NR) * NR],
             probabilities: vec![0; rows * token_pairs],
+            inv_sums: vec![0.0; rows],
             output: vec![0.0; rows * head_dim.div_ceil(NR) * NR],
             zeros: vec![0.0; head_dim],
         }
@@ -201,13 +208,11 @@ impl Head {
                     );
                 }
             }
-            for r in 0..rows {
-                let scores = &mut self.scores[r * score_stride..][..n];
-                softmax_rows(scores, n);
-                let probabilities =
-                    &mut self.probabilities[r * self.token_pairs..][..n.div_ceil(2)];
+            for (r, inv_sum) in self.inv_sums.iter_mut().enumerate().take(rows) {
+                let scores = &self.scores[r * score_stride..][..n];
+                let weights = &mut self.probabilities[r * self.token_pairs..][..n.div_ceil(2)];
                 // SAFETY: the caller's contract; the row holds N / 2 rounded up.
-                unsafe { round_row(scores, probabilities) };
+                *inv_sum = unsafe { 1.0 / exp_weights(scores, weights) };
             }
             for (p, panel) in self.v.chunks_exact(self.token_pairs * NR).enumerate() {
                 // SAFETY: probabilities is ROWS rows of token_pairs u32s; the
@@ -224,19 +229,98 @@ impl Head {
                     );
                 }
             }
-            for r in 0..rows {
+            for (r, &inv_sum) in self.inv_sums.iter().enumerate().take(rows) {
+                let values = &self.output[r * out_stride..][..head_dim];
                 // SAFETY: row first + r < N of out has head_dim writable f32s
                 // (the caller's contract).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        self.output[r * out_stride..].as_ptr(),
-                        out.add((first + r) * ldo),
-                        head_dim,
-                    );
-                }
+                let row =
+                    unsafe { std::slice::from_raw_parts_mut(out.add((first + r) * ldo), head_dim) };
+                row.iter_mut()
+                    .zip(values)
+                    .for_each(|(o, v)| *o = v * inv_sum);
             }
         }
     }
+}
+
+/// One row of softmax weights, in one pass after its maximum: `exp(s − max)`
+/// of each score, rounded into `dst`'s bf16 pairs (as [`round_row`] would),
+/// and their sum, returned. The row is normalised after its product with v,
+/// on head_dim values instead of N (as flash attention does). The exp is
+/// [`fused::exp`](super::fused)'s polynomial on 16 lanes, `2^n` applied by
+/// `vscalefps`.
+///
+/// # Safety
+/// The CPU has AVX512-BF16; `dst` holds `scores.len()` / 2 rounded up.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn exp_weights(scores: &[f32], dst: &mut [u32]) -> f32 {
+    debug_assert_eq!(dst.len(), scores.len().div_ceil(2));
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let full = scores.len() / 32;
+    let mut sums = _mm512_setzero_ps();
+    for i in 0..full {
+        // SAFETY: 32 scores from 32·i lie inside scores, 16 pairs from 16·i
+        // inside dst.
+        unsafe {
+            let at = |j: usize| {
+                _mm512_sub_ps(_mm512_loadu_ps(scores.as_ptr().add(j)), _mm512_set1_ps(max))
+            };
+            let (lo, hi) = (exp16(at(32 * i)), exp16(at(32 * i + 16)));
+            sums = _mm512_add_ps(sums, _mm512_add_ps(lo, hi));
+            let pairs = _mm512_cvtne2ps_pbh(hi, lo);
+            _mm512_storeu_si512(
+                dst.as_mut_ptr().add(16 * i).cast(),
+                std::mem::transmute::<__m512bh, __m512i>(pairs),
+            );
+        }
+    }
+    let rest = scores.len() - 32 * full;
+    if rest > 0 {
+        let mask = |k: usize| ((1u32 << k) - 1) as u16;
+        let (low, high) = (mask(rest.min(16)), mask(rest.saturating_sub(16)));
+        // SAFETY: the masks read only the row's last `rest` scores and write
+        // only its last rest / 2 (rounded up) pairs; masked-off lanes do
+        // not fault.
+        unsafe {
+            let base = scores.as_ptr().add(32 * full);
+            let at = |mask: u16, from: *const f32| {
+                let x = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, from), _mm512_set1_ps(max));
+                _mm512_maskz_mov_ps(mask, exp16(x))
+            };
+            let (lo, hi) = (at(low, base), at(high, base.wrapping_add(16)));
+            sums = _mm512_add_ps(sums, _mm512_add_ps(lo, hi));
+            let pairs = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_mask_storeu_epi32(
+                dst.as_mut_ptr().add(16 * full).cast(),
+                mask(rest.div_ceil(2)),
+                pairs,
+            );
+        }
+    }
+    _mm512_reduce_add_ps(sums)
+}
+
+/// `e^x` on 16 lanes: the range reduction and degree-5 polynomial of
+/// [`fused::exp`](super::fused) (Cephes' `expf`), about 1 ulp.
+#[target_feature(enable = "avx512f")]
+fn exp16(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.3));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
+        x,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+        _mm512_set1_ps(0.5),
+    ));
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693_359_4), x);
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.987_569_1e-4);
+    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let y = _mm512_add_ps(
+        _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
+        _mm512_set1_ps(1.0),
+    );
+    _mm512_scalef_ps(y, n)
 }
 
 /// `dst[j]` = the bf16 pair (`even[j]`, `odd[j]`), the even one in the low
@@ -293,6 +377,7 @@ mod tests {
                 (1, 70, 2, 72),
                 (2, 33, 2, 64),
                 (1, 257, 2, 80),
+                (1, 64, 2, 64),
             ] {
                 let d = heads * head_dim;
                 let qkv = Tensor::randn(0f32, 1.0, (b, n, 3 * d), &Device::Cpu).unwrap();
@@ -318,6 +403,27 @@ mod tests {
                     "{kernel:?} (b {b}, n {n}, heads {heads}, head_dim {head_dim}): off by {err}"
                 );
             }
+        }
+    }
+
+    /// The 16-lane exp keeps the scalar one's accuracy (about 1 ulp; 4 ulp
+    /// allowed) over the range softmax feeds it, down to where it rounds to
+    /// (almost) nothing.
+    #[test]
+    fn exp16_is_exp() {
+        if !Kernel::DotProduct.supported() {
+            println!("this CPU has no AVX512-BF16: exp16 never runs here");
+            return;
+        }
+        for i in 0..=20_000 {
+            let x = -87.0 * i as f32 / 20_000.0;
+            // SAFETY: the CPU has AVX-512 (checked above).
+            let got = unsafe { _mm512_cvtss_f32(exp16(_mm512_set1_ps(x))) };
+            let want = x.exp();
+            assert!(
+                (got - want).abs() <= 4.0 * f32::EPSILON * want,
+                "exp({x}) = {got}, not {want}"
+            );
         }
     }
 }
