@@ -281,10 +281,10 @@ impl PanelKernel {
 /// registers and stored once, straight into the output's rows. Row blocks
 /// run outermost: one block's activations (32 rows × K) serve every panel of
 /// the task from the core's caches, and the task's panels (about N / 8
-/// columns × K) stay in its L2 from one row block to the next. Measured on
-/// SO400M's four linear layers at 1025 tokens (Intel Xeon, AMX, 2 threads):
-/// 30.6 ms a layer with 8 K steps per pass through a compact buffer, 27.4 ms
-/// with panels outermost, 21.9 ms in this order.
+/// columns × K) stay in its L2 from one row block to the next. Summing in
+/// passes of a few K steps through a compact buffer, panels outermost, and
+/// K blocked to keep the activations in L1 were each slower (README:
+/// Performance).
 ///
 /// # Safety
 /// The CPU has AMX and Linux granted it ([`crate::cpu::amx_bf16`]).
