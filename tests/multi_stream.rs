@@ -63,43 +63,96 @@ fn camera_frames(stream: u64) -> Vec<gst::Buffer> {
         .collect()
 }
 
+/// A serialized event. Reaching the head of a stream's queue, it closes the
+/// batch waiting there, as the gap between a live camera's frames would, with
+/// no clock to race.
+fn close_batch() -> gst::Event {
+    gst::event::CustomDownstream::new(gst::Structure::new_empty("close-batch"))
+}
+
+/// Pulls the outputs of `frames` (numbered from `first`) from stream `s` and
+/// checks each against the summary its frame gets alone.
+fn check_outputs(
+    s: usize,
+    h: &mut Harness,
+    first: usize,
+    frames: &[gst::Buffer],
+    alone: &[Vec<f32>],
+) {
+    for (i, (frame, summary)) in frames.iter().zip(alone).enumerate().skip(first) {
+        let out = h.pull().unwrap();
+        assert_eq!(out.pts(), frame.pts(), "stream {s}: frame {i} out of order");
+        let e = embedding(&out).expect("every frame is embedded");
+        assert_eq!(e.frame_index, i as u64);
+        let err = common::max_abs_diff_slices(&e.summary.unwrap(), summary);
+        assert!(
+            err <= 1e-5,
+            "stream {s} frame {i}: off by {err} from running alone"
+        );
+    }
+}
+
 #[test]
 fn streams_of_one_instance_share_forwards_and_get_their_own_embeddings() {
-    let props = "resolution=32 batch-size=4 batch-timeout=500000000 model-instance-id=cams";
+    // Each frame is followed by `close_batch`, so a stream asks for one frame
+    // at a time and a forward of four fills only with a frame of every stream.
+    // The timeout (10 s) never runs out in a passing run.
+    let props = "resolution=32 batch-size=4 batch-timeout=10000000000 model-instance-id=cams";
     let mut hs: Vec<Harness> = (0..STREAMS).map(|_| harness(props)).collect();
     let frames: Vec<Vec<gst::Buffer>> = (0..STREAMS).map(camera_frames).collect();
-    // Each harness is read on a thread of its own, as each camera's downstream would.
-    for i in 0..FRAMES as usize {
-        for (h, frames) in hs.iter_mut().zip(&frames) {
-            h.push(frames[i].clone()).unwrap();
+    let expected: Vec<Vec<Vec<f32>>> = frames.iter().map(|f| alone(f)).collect();
+    let push_rounds = |hs: &mut [Harness], rounds: std::ops::Range<usize>| {
+        for i in rounds {
+            for (h, frames) in hs.iter_mut().zip(&frames) {
+                h.push(frames[i].clone()).unwrap();
+                assert!(h.push_event(close_batch()));
+            }
         }
+    };
+    // A stream joins the instance's forwards with its first request, so the
+    // first frames may run before every stream has joined.
+    push_rounds(&mut hs, 0..1);
+    for (s, h) in hs.iter_mut().enumerate() {
+        check_outputs(s, h, 0, &frames[s][..1], &expected[s]);
     }
+    let counts = |h: &Harness| {
+        [
+            "batches",
+            "shared-batches",
+            "instance-forwards",
+            "instance-frames",
+        ]
+        .map(|f| stat(h, f))
+    };
+    let joined: Vec<[u64; 4]> = hs.iter().map(counts).collect();
+    // From here on, every forward is one frame of each of the four streams.
+    push_rounds(&mut hs, 1..FRAMES as usize);
     for h in &mut hs {
         h.push_event(gst::event::Eos::new());
     }
-    let mut shared = 0;
-    let mut batches = 0;
-    for (s, (h, frames)) in hs.iter_mut().zip(&frames).enumerate() {
-        let expected = alone(frames);
-        for (i, (frame, summary)) in frames.iter().zip(&expected).enumerate() {
-            let out = h.pull().unwrap();
-            assert_eq!(out.pts(), frame.pts(), "stream {s}: frame {i} out of order");
-            let e = embedding(&out).expect("every frame is embedded");
-            assert_eq!(e.frame_index, i as u64);
-            let err = common::max_abs_diff_slices(&e.summary.unwrap(), summary);
-            assert!(
-                err <= 1e-5,
-                "stream {s} frame {i}: off by {err} from running alone"
-            );
-        }
-        shared += stat(h, "shared-batches");
-        batches += stat(h, "batches");
+    for (s, h) in hs.iter_mut().enumerate() {
+        check_outputs(s, h, 1, &frames[s], &expected[s]);
     }
-    // The first frames may run before the other streams start; then forwards mix.
-    assert!(
-        shared * 2 > batches,
-        "only {shared} of {batches} batches shared a forward with another stream"
-    );
+    let rounds = FRAMES - 1;
+    for (s, (h, joined)) in hs.iter().zip(&joined).enumerate() {
+        let [batches, shared, forwards, instance_frames] = counts(h);
+        assert_eq!(
+            batches - joined[0],
+            rounds,
+            "stream {s}: forwards of its frames"
+        );
+        assert_eq!(shared - joined[1], rounds, "stream {s}: forwards it shared");
+        assert_eq!(
+            forwards - joined[2],
+            rounds,
+            "stream {s}: the instance's forwards"
+        );
+        assert_eq!(
+            instance_frames - joined[3],
+            rounds * STREAMS,
+            "stream {s}: frames in them"
+        );
+    }
 }
 
 #[test]
