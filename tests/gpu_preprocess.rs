@@ -86,22 +86,32 @@ fn gpu_equals_cpu_for_every_format_and_dtype() {
             let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
             // bf16 keeps 8 significant bits; normalised inputs stay below 2.2 in
             // magnitude, so 1e-2 absolute covers its rounding.
+            let per_frame = 3 * target.0 * target.1;
             for (dtype, tol) in [(DType::F32, 1e-5f32), (DType::BF16, 1e-2)] {
-                let got = gpu
-                    .process_batch(&refs, &layout, target, aa, &norm, dtype)
-                    .unwrap()
-                    .to_dtype(DType::F32)
-                    .unwrap()
-                    .to_device(&Device::Cpu)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap();
-                let worst = max_abs_diff_slices(&got, &expected);
+                let mut run = |frames: &[&[u8]]| {
+                    gpu.process_batch(frames, &layout, target, aa, &norm, dtype)
+                        .unwrap()
+                        .to_dtype(DType::F32)
+                        .unwrap()
+                        .to_device(&Device::Cpu)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                };
+                let worst = max_abs_diff_slices(&run(&refs), &expected);
                 assert!(
                     worst <= tol,
                     "{format:?} {w}x{h} -> {target:?} {dtype:?}: off by {worst}"
+                );
+                // A partial batch of the second frame alone, through the
+                // plan of the full batch: its one frame lands where the
+                // first frame was.
+                let worst = max_abs_diff_slices(&run(&refs[1..]), &expected[per_frame..]);
+                assert!(
+                    worst <= tol,
+                    "{format:?} {w}x{h} -> {target:?} {dtype:?}, a partial batch: off by {worst}"
                 );
             }
         }

@@ -246,15 +246,20 @@ impl GpuPreprocessor {
         if let Some(copied) = plan.uploaded.take() {
             copied.synchronize().map_err(gpu)?;
         }
-        let staging = plan.staging.as_mut_slice().map_err(gpu)?;
+        // This batch's frames only: a partial batch (a timeout, EOS) copies
+        // less than the plan's capacity.
+        let staging = &mut plan.staging.as_mut_slice().map_err(gpu)?[..frames.len() * frame_bytes];
         // One frame a thread: a single core's memcpy does not fill the
         // memory bus (a batch of 1080p NV12 frames is 50 MB).
         staging
             .par_chunks_exact_mut(frame_bytes)
             .zip(frames.par_iter())
             .for_each(|(slot, frame)| slot.copy_from_slice(&frame[..frame_bytes]));
+        // From the pinned memory as a plain slice, which cudarc copies
+        // asynchronously as it would the whole buffer, without an event of
+        // its own: `uploaded` below is what the next batch waits for.
         stream
-            .memcpy_htod(&plan.staging, &mut plan.frames)
+            .memcpy_htod(&*staging, &mut plan.frames)
             .map_err(gpu)?;
         plan.uploaded = Some(
             stream
