@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::ops::Range;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -70,21 +71,25 @@ fn close_batch() -> gst::Event {
     gst::event::CustomDownstream::new(gst::Structure::new_empty("close-batch"))
 }
 
-/// Pulls the outputs of `frames` (numbered from `first`) from stream `s` and
-/// checks each against the summary its frame gets alone.
+/// Pulls the outputs of stream `s`'s frames `rounds` and checks each against
+/// the summary its frame gets alone.
 fn check_outputs(
     s: usize,
     h: &mut Harness,
-    first: usize,
+    rounds: Range<usize>,
     frames: &[gst::Buffer],
     alone: &[Vec<f32>],
 ) {
-    for (i, (frame, summary)) in frames.iter().zip(alone).enumerate().skip(first) {
+    for i in rounds {
         let out = h.pull().unwrap();
-        assert_eq!(out.pts(), frame.pts(), "stream {s}: frame {i} out of order");
+        assert_eq!(
+            out.pts(),
+            frames[i].pts(),
+            "stream {s}: frame {i} out of order"
+        );
         let e = embedding(&out).expect("every frame is embedded");
         assert_eq!(e.frame_index, i as u64);
-        let err = common::max_abs_diff_slices(&e.summary.unwrap(), summary);
+        let err = common::max_abs_diff_slices(&e.summary.unwrap(), &alone[i]);
         assert!(
             err <= 1e-5,
             "stream {s} frame {i}: off by {err} from running alone"
@@ -101,7 +106,7 @@ fn streams_of_one_instance_share_forwards_and_get_their_own_embeddings() {
     let mut hs: Vec<Harness> = (0..STREAMS).map(|_| harness(props)).collect();
     let frames: Vec<Vec<gst::Buffer>> = (0..STREAMS).map(camera_frames).collect();
     let expected: Vec<Vec<Vec<f32>>> = frames.iter().map(|f| alone(f)).collect();
-    let push_rounds = |hs: &mut [Harness], rounds: std::ops::Range<usize>| {
+    let push_rounds = |hs: &mut [Harness], rounds: Range<usize>| {
         for i in rounds {
             for (h, frames) in hs.iter_mut().zip(&frames) {
                 h.push(frames[i].clone()).unwrap();
@@ -113,7 +118,7 @@ fn streams_of_one_instance_share_forwards_and_get_their_own_embeddings() {
     // first frames may run before every stream has joined.
     push_rounds(&mut hs, 0..1);
     for (s, h) in hs.iter_mut().enumerate() {
-        check_outputs(s, h, 0, &frames[s][..1], &expected[s]);
+        check_outputs(s, h, 0..1, &frames[s], &expected[s]);
     }
     let counts = |h: &Harness| {
         [
@@ -131,7 +136,7 @@ fn streams_of_one_instance_share_forwards_and_get_their_own_embeddings() {
         h.push_event(gst::event::Eos::new());
     }
     for (s, h) in hs.iter_mut().enumerate() {
-        check_outputs(s, h, 1, &frames[s], &expected[s]);
+        check_outputs(s, h, 1..FRAMES as usize, &frames[s], &expected[s]);
     }
     let rounds = FRAMES - 1;
     for (s, (h, joined)) in hs.iter().zip(&joined).enumerate() {
@@ -416,7 +421,7 @@ fn a_slow_stream_waits_at_most_one_timeout_and_one_forward_beside_a_fast_one() {
         Duration::from_secs_f64(stats.get::<f64>("max-inference-ms").unwrap() / 1e3)
     };
     // One forward of a full batch at this size, measured alone.
-    let alone = {
+    let forward_alone = {
         let mut h = harness("resolution=96 batch-size=8 batch-timeout=18446744073709551615");
         for i in 0..8 {
             h.push(frame(i, i)).unwrap();
@@ -455,7 +460,7 @@ fn a_slow_stream_waits_at_most_one_timeout_and_one_forward_beside_a_fast_one() {
     // The forward running when the frame comes, then its own, each as long
     // as the longest this run saw (tests beside this one load the cores, so
     // forwards are slower than alone); 100 ms on top for scheduling noise.
-    let forward = alone.max(fast_forward).max(longest_forward(&slow));
+    let forward = forward_alone.max(fast_forward).max(longest_forward(&slow));
     let limit = Duration::from_millis(TIMEOUT_MS + 100) + 2 * forward;
     let worst = waits.iter().max().unwrap();
     assert!(
