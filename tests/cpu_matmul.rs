@@ -46,14 +46,14 @@ fn paths() -> Vec<MatmulPath> {
         paths.push(MatmulPath {
             tag: "haswell",
             env: &[("OPENBLAS_CORETYPE", "Haswell")],
-            named: "Haswell kernels (AVX2+FMA)",
+            named: "Haswell kernels (AVX2+FMA); attention: OpenBLAS",
             bf16: false,
         });
         if std::arch::is_x86_feature_detected!("avx512f") {
             paths.push(MatmulPath {
                 tag: "skylakex",
                 env: &[("OPENBLAS_CORETYPE", "SkylakeX")],
-                named: "SkylakeX kernels (AVX-512)",
+                named: "SkylakeX kernels (AVX-512); attention: fused AVX-512",
                 bf16: false,
             });
         } else {

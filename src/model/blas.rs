@@ -93,8 +93,9 @@ fn sgemm_nt_split(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], out: *mut 
 /// returned as `(B, N, D)`, heads side by side: the layout the output
 /// projection reads. Each (image, head) is one task on rayon's pool: two
 /// single-threaded `sgemm`s on strided views (no copy of q, k or v, no
-/// transpose of the result) around a softmax of its N×N scores, which stay
-/// in the task's cache. `None` when the tensor does not suit (candle's path
+/// transpose of the result) around a softmax of its N×N scores. Where
+/// OpenBLAS runs AVX-512 kernels, `f32_attention`'s fused kernels take
+/// attention instead. `None` when the tensor does not suit (candle's path
 /// takes it).
 pub(crate) fn attention(qkv: &Tensor, heads: usize) -> Result<Option<Tensor>> {
     use rayon::prelude::*;

@@ -30,6 +30,10 @@ struct Attention {
     /// The bf16 kernel attention runs on, on the bf16 CPU path.
     #[cfg(target_arch = "x86_64")]
     bf16: Option<Kernel>,
+    /// Whether f32 attention runs on the fused AVX-512 kernels
+    /// ([`CpuMatmul::fused_f32_attention`](super::CpuMatmul::fused_f32_attention)).
+    #[cfg(all(target_arch = "x86_64", feature = "openblas"))]
+    fused_f32: bool,
 }
 
 impl Attention {
@@ -62,6 +66,8 @@ impl Attention {
             heads: dims.heads,
             #[cfg(target_arch = "x86_64")]
             bf16: super::CpuMatmul::current().ok().and_then(Kernel::of),
+            #[cfg(all(target_arch = "x86_64", feature = "openblas"))]
+            fused_f32: super::CpuMatmul::current().is_ok_and(super::CpuMatmul::fused_f32_attention),
         })
     }
 
@@ -73,6 +79,12 @@ impl Attention {
         #[cfg(target_arch = "x86_64")]
         if let Some(kernel) = self.bf16
             && let Some(out) = super::bf16_attention::attention(&qkv, self.heads, kernel)?
+        {
+            return self.proj.forward_residual(&out, residual);
+        }
+        #[cfg(all(target_arch = "x86_64", feature = "openblas"))]
+        if self.fused_f32
+            && let Some(out) = super::f32_attention::attention(&qkv, self.heads)?
         {
             return self.proj.forward_residual(&out, residual);
         }

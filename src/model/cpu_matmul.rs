@@ -10,7 +10,9 @@
 //! library and picks one per CPU when it loads: AVX-512 on Intel Xeons and Zen 4
 //! (`SkylakeX`, `Cooperlake`, `SapphireRapids`), AVX2 + FMA on older ones
 //! (`Haswell`, `Zen`). Its own `OPENBLAS_CORETYPE` forces a kernel family, which
-//! is how the tests run both on one AVX-512 machine.
+//! is how the tests run both on one AVX-512 machine. With AVX-512 kernels,
+//! attention runs on fused AVX-512 kernels of this crate (`f32_attention`),
+//! else as OpenBLAS products around a softmax (`blas`).
 //!
 //! A third path, asked for by name only (`bf16`), trades precision for speed
 //! on CPUs with AVX512-BF16: the linear layers as bfloat16 products with f32
@@ -172,6 +174,14 @@ impl CpuMatmul {
         }
     }
 
+    /// Whether attention runs on the fused AVX-512 kernels (`f32_attention`)
+    /// instead of OpenBLAS: on the OpenBLAS path when OpenBLAS itself runs
+    /// AVX-512 kernels, so that `OPENBLAS_CORETYPE=Haswell` (or any AVX2
+    /// family) puts the whole forward on AVX2.
+    pub fn fused_f32_attention(self) -> bool {
+        self == CpuMatmul::OpenBlas && self.isa() == Isa::Avx512
+    }
+
     /// The kernel family by the library's own name (OpenBLAS's core name).
     fn kernels(self) -> String {
         match self {
@@ -199,8 +209,8 @@ fn openblas_isa(core: &str) -> Isa {
 }
 
 impl fmt::Display for CpuMatmul {
-    /// E.g. `OpenBLAS 0.3.21, Cooperlake kernels (AVX-512)` or
-    /// `gemm crate, AVX2+FMA kernels`.
+    /// E.g. `OpenBLAS 0.3.21, Cooperlake kernels (AVX-512); attention: fused
+    /// AVX-512` or `gemm crate, AVX2+FMA kernels`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CpuMatmul::Gemm => write!(f, "gemm crate, {} kernels", self.isa()),
@@ -213,10 +223,15 @@ impl fmt::Display for CpuMatmul {
             #[cfg(feature = "openblas")]
             CpuMatmul::OpenBlas => write!(
                 f,
-                "{}, {} kernels ({})",
+                "{}, {} kernels ({}); attention: {}",
                 super::blas::version(),
                 self.kernels(),
-                self.isa()
+                self.isa(),
+                if self.fused_f32_attention() {
+                    "fused AVX-512"
+                } else {
+                    "OpenBLAS"
+                }
             ),
             #[cfg(not(feature = "openblas"))]
             CpuMatmul::OpenBlas => f.write_str("OpenBLAS (not built in)"),

@@ -13,6 +13,8 @@ mod adaptor;
 #[cfg(target_arch = "x86_64")]
 mod amx_tiles;
 #[cfg(target_arch = "x86_64")]
+mod avx512_softmax;
+#[cfg(target_arch = "x86_64")]
 mod bf16_attention;
 mod bf16_matmul;
 #[cfg(feature = "openblas")]
@@ -28,6 +30,8 @@ mod cuda_epilogue;
 mod device;
 mod dims;
 mod error;
+#[cfg(all(target_arch = "x86_64", feature = "openblas"))]
+mod f32_attention;
 mod fused;
 mod patch_generator;
 mod radio;

@@ -1,0 +1,429 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Multi-head self-attention in f32 on AVX-512, fused: `softmax(q·kᵀ)·v` per
+//! head with no BLAS call, where OpenBLAS runs AVX-512 kernels
+//! ([`CpuMatmul::fused_f32_attention`](super::CpuMatmul::fused_f32_attention)).
+//!
+//! Through OpenBLAS (`blas.rs`) each head is two `sgemm`s around a softmax,
+//! and at 512 px (N = 1025) that attention ran at half the rate of the linear
+//! layers: a quarter of its time went to `sgemm` packing its operands, the
+//! N × N probabilities above all (a whole pass over them, each value then
+//! used for only head_dim multiply-adds), and a fifth to a softmax of four
+//! passes. Here, per (image, head):
+//! - k is gathered once into panels of [`KEYS`] keys (head_dim rows of 32),
+//!   and v copied into contiguous rows (qkv's rows lie more than a page
+//!   apart, which defeats the prefetchers);
+//! - per block of [`ROWS`] queries, read in place: their scores against every
+//!   key, 12 rows × 32 keys of sums held in registers over head_dim; per row,
+//!   `exp(s − max)` and its sum in one pass after the maximum; those weights
+//!   times v, up to 6 rows × 80 columns of sums in registers over N, read
+//!   straight from the score rows, each output row divided by its sum
+//!   (head_dim values instead of N, as flash attention does) as it is stored
+//!   into the head's columns of the output.
+//!
+//! The sums are f32 throughout, in another order than `sgemm`'s; the tests
+//! bound the difference.
+
+use std::arch::x86_64::*;
+
+use candle_core::{DType, Result, Tensor};
+
+use super::avx512_softmax::{exp16, row_max};
+use super::fused::{SendPtr, with_f32, written_by};
+
+/// Queries per block: the score kernel's rows.
+const ROWS: usize = 12;
+/// Keys per score kernel call: two vectors of 16.
+const KEYS: usize = 32;
+/// The widest column chunk of the weights · v kernel, in vectors of 16
+/// (4 rows × 5 vectors of sums, 6 × 4 below it).
+const PV_VECTORS: usize = 5;
+
+/// `softmax(q·kᵀ)·v` per head, read straight from the qkv projection's output
+/// `(B, N, 3·D)` (q, k and v side by side in each row, heads side by side in
+/// each; the 1/√head_dim scale already folded into q) and returned as
+/// `(B, N, D)`. `None` when the tensor does not suit or the CPU lacks
+/// AVX-512 (the BLAS path takes it).
+pub(crate) fn attention(qkv: &Tensor, heads: usize) -> Result<Option<Tensor>> {
+    use rayon::prelude::*;
+    if !qkv.device().is_cpu() || qkv.dtype() != DType::F32 || !is_x86_feature_detected!("avx512f") {
+        return Ok(None);
+    }
+    let (b, n, width3) = qkv.dims3()?;
+    let d = width3 / 3;
+    if heads == 0 || width3 % 3 != 0 || d % heads != 0 || n == 0 {
+        return Ok(None);
+    }
+    let head_dim = d / heads;
+    if i32::try_from(width3 * KEYS).is_err() {
+        return Ok(None);
+    }
+    let run_all = |src: &[f32], out: *mut f32| {
+        let out_ptr = SendPtr::new(out);
+        (0..b * heads).into_par_iter().for_each_init(
+            || Head::new(n, head_dim),
+            |scratch, task| {
+                let (image, head) = (task / heads, task % heads);
+                let rows = &src[image * n * width3..(image + 1) * n * width3];
+                let columns = [0, d, 2 * d].map(|part| part + head * head_dim);
+                // SAFETY: AVX-512F and stride · KEYS checked above; the
+                // output is B × N × D, and
+                // this task writes only its head's head_dim columns of its
+                // image's N rows (stride D), which no other task writes.
+                unsafe {
+                    scratch.run(
+                        rows,
+                        width3,
+                        columns,
+                        out_ptr.get().add(image * n * d + head * head_dim),
+                        d,
+                    );
+                }
+            },
+        )
+    };
+    // SAFETY: the tasks cover every (image, head), and the heads' columns
+    // every column of D.
+    let output = with_f32(qkv, |src| unsafe {
+        written_by(b * n * d, |out| run_all(src, out))
+    });
+    let Some(out) = output else {
+        return Ok(None);
+    };
+    Tensor::from_vec(out, (b, n, d), qkv.device()).map(Some)
+}
+
+/// One task's buffers, reused for every head it runs.
+struct Head {
+    n: usize,
+    head_dim: usize,
+    /// Values per row of `v`: head_dim rounded up to 16.
+    width: usize,
+    /// Scores per row: N rounded up to [`KEYS`].
+    keys: usize,
+    /// v, N rows of `width` values, zeros past head_dim: contiguous, where
+    /// qkv's rows lie more than a page apart and defeat the prefetchers.
+    v: Vec<f32>,
+    /// k in panels of [`KEYS`] keys: for each panel, head_dim rows of 32
+    /// values (one per key), zeros past N.
+    k: Vec<f32>,
+    /// The block's scores, then weights: [`ROWS`] rows of `keys` values.
+    scores: Vec<f32>,
+}
+
+impl Head {
+    fn new(n: usize, head_dim: usize) -> Self {
+        let (width, keys) = (head_dim.next_multiple_of(16), n.next_multiple_of(KEYS));
+        Self {
+            n,
+            head_dim,
+            width,
+            keys,
+            v: vec![0.0; n * width],
+            k: vec![0.0; keys * head_dim],
+            scores: vec![0.0; ROWS * keys],
+        }
+    }
+
+    /// Attention of one head of one image: `rows` holds the image's N rows of
+    /// qkv, `stride` f32s apart, and the head's q, k and v start at
+    /// `columns` of each; its N × head_dim output goes to `out`, rows `ldo`
+    /// apart.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `stride` · [`KEYS`] fits an i32; `out` points
+    /// at N rows of head_dim writable f32s, `ldo` apart.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run(
+        &mut self,
+        rows: &[f32],
+        stride: usize,
+        columns: [usize; 3],
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let (n, head_dim, width, keys) = (self.n, self.head_dim, self.width, self.keys);
+        let at = |t: usize, part: usize| &rows[t * stride + columns[part]..][..head_dim];
+        for (p, panel) in self.k.chunks_exact_mut(head_dim * KEYS).enumerate() {
+            // SAFETY: the keys p·KEYS.. (fewer in the last panel) are rows of
+            // `rows` with head_dim values from columns[1]; the panel holds
+            // head_dim × KEYS; stride · KEYS fits an i32 (the caller's
+            // contract).
+            unsafe {
+                k_panel(
+                    at(p * KEYS, 1).as_ptr(),
+                    stride,
+                    KEYS.min(n - p * KEYS),
+                    head_dim,
+                    panel.as_mut_ptr(),
+                )
+            };
+        }
+        for t in 0..n {
+            self.v[t * width..][..head_dim].copy_from_slice(at(t, 2));
+        }
+        for first in (0..n).step_by(ROWS) {
+            let block = ROWS.min(n - first);
+            // Rows past N repeat the last query; their results are dropped.
+            let queries: [*const f32; ROWS] =
+                std::array::from_fn(|r| at((first + r).min(n - 1), 0).as_ptr());
+            for (p, panel) in self.k.chunks_exact(head_dim * KEYS).enumerate() {
+                // SAFETY: each query has head_dim values, the panel is
+                // head_dim × KEYS, and scores ROWS rows of `keys` values,
+                // KEYS of them from p·KEYS.
+                unsafe {
+                    scores_block(
+                        &queries,
+                        panel.as_ptr(),
+                        head_dim,
+                        self.scores.as_mut_ptr().add(p * KEYS),
+                        keys,
+                    )
+                };
+            }
+            let mut inv_sums = [0f32; ROWS];
+            for (r, inv_sum) in inv_sums.iter_mut().enumerate().take(block) {
+                *inv_sum = 1.0 / exp_weights_in_place(&mut self.scores[r * keys..][..n]);
+            }
+            let mut column = 0;
+            while column < head_dim {
+                let vectors = PV_VECTORS.min((head_dim - column).div_ceil(16));
+                let lanes = (head_dim - column - 16 * (vectors - 1)).min(16);
+                let last = (((1u32 << lanes) - 1) & 0xffff) as u16;
+                // SAFETY: scores has ROWS rows of `keys` ≥ N values, v N rows
+                // of `width` ≥ the chunk's columns; out's rows first.. first +
+                // block hold the chunk's columns up to head_dim, where the
+                // mask stops the last vector (the caller's contract).
+                unsafe {
+                    let (p, v) = (self.scores.as_ptr(), self.v.as_ptr().add(column));
+                    let o = out.add(first * ldo + column);
+                    let (ld, n) = ((keys, width, ldo), n);
+                    match vectors {
+                        5 => weights_times_v::<4, 5>(block, p, v, last, n, &inv_sums, o, ld),
+                        4 => weights_times_v::<6, 4>(block, p, v, last, n, &inv_sums, o, ld),
+                        3 => weights_times_v::<6, 3>(block, p, v, last, n, &inv_sums, o, ld),
+                        2 => weights_times_v::<6, 2>(block, p, v, last, n, &inv_sums, o, ld),
+                        _ => weights_times_v::<6, 1>(block, p, v, last, n, &inv_sums, o, ld),
+                    }
+                }
+                column += 16 * vectors;
+            }
+        }
+    }
+}
+
+/// A panel of k: `dim` rows of [`KEYS`] values, `panel[i][j]` = value i of
+/// key j, gathered 16 keys at a time; zeros for keys past `keys`.
+///
+/// # Safety
+/// The CPU has AVX-512F; `k` points at `keys` ≤ KEYS rows of `dim` values,
+/// `stride` apart (`stride` · KEYS fits an i32); `panel` at `dim` × KEYS
+/// writable values.
+#[target_feature(enable = "avx512f")]
+unsafe fn k_panel(k: *const f32, stride: usize, keys: usize, dim: usize, panel: *mut f32) {
+    let lanes = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(stride as i32),
+    );
+    for half in 0..KEYS / 16 {
+        let present = keys.saturating_sub(16 * half).min(16);
+        let mask = ((1u32 << present) - 1) as u16;
+        // SAFETY: keys 16·half.. lie inside k's rows (only the present ones
+        // are read: masked-off lanes do not fault).
+        let first = unsafe { k.add(16 * half * stride) };
+        for i in 0..dim {
+            // SAFETY: value i of the present keys; row i of the panel.
+            unsafe {
+                let values =
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, lanes, first.add(i));
+                _mm512_storeu_ps(panel.add(i * KEYS + 16 * half), values);
+            }
+        }
+    }
+}
+
+/// `scores[r][j]` = Σ_i `q[r][i]` · `k[i][j]` for the block's [`ROWS`] query
+/// rows and a panel's [`KEYS`] keys: 24 vectors of sums over head_dim.
+///
+/// # Safety
+/// The CPU has AVX-512F; each of `q` points at `dim` values, `k` at `dim` ×
+/// KEYS, and `scores` at ROWS rows of KEYS writable values, `lds` apart.
+#[target_feature(enable = "avx512f")]
+#[inline(never)] // inlined into `run`, its sums spilled out of the registers
+unsafe fn scores_block(
+    q: &[*const f32; ROWS],
+    k: *const f32,
+    dim: usize,
+    scores: *mut f32,
+    lds: usize,
+) {
+    let mut sums = [[_mm512_setzero_ps(); 2]; ROWS];
+    for i in 0..dim {
+        // SAFETY: value i of each query, row i of k (the caller's contract).
+        unsafe {
+            let k0 = _mm512_loadu_ps(k.add(i * KEYS));
+            let k1 = _mm512_loadu_ps(k.add(i * KEYS + 16));
+            for (sum, q) in sums.iter_mut().zip(q) {
+                let q = _mm512_set1_ps(*q.add(i));
+                sum[0] = _mm512_fmadd_ps(q, k0, sum[0]);
+                sum[1] = _mm512_fmadd_ps(q, k1, sum[1]);
+            }
+        }
+    }
+    for (r, sum) in sums.iter().enumerate() {
+        // SAFETY: row r of the block (the caller's contract).
+        unsafe {
+            _mm512_storeu_ps(scores.add(r * lds), sum[0]);
+            _mm512_storeu_ps(scores.add(r * lds + 16), sum[1]);
+        }
+    }
+}
+
+/// `out[r][c]` = `scale[r]` · Σ_t `p[r][t]` · `v[t][c]` for the block's
+/// first `rows` rows and `W` vectors of 16 columns, the last one stored
+/// masked by `last`: R rows at a time, R × W vectors of sums over the N tokens, which
+/// with W vectors of v and a broadcast weight must fit the 32 registers.
+///
+/// # Safety
+/// The CPU has AVX-512F; `rows` rounded up to R ≤ [`ROWS`]; `p` holds that
+/// many rows of `n` values, `ld.0` apart; `v` `n` rows of 16·W values, `ld.1`
+/// apart; `out` `rows` rows of the columns `last` keeps, writable, `ld.2`
+/// apart.
+#[target_feature(enable = "avx512f")]
+#[inline(never)] // as scores_block
+#[allow(clippy::too_many_arguments)]
+unsafe fn weights_times_v<const R: usize, const W: usize>(
+    rows: usize,
+    p: *const f32,
+    v: *const f32,
+    last: u16,
+    n: usize,
+    scale: &[f32; ROWS],
+    out: *mut f32,
+    ld: (usize, usize, usize),
+) {
+    let (ldp, ldv, ldo) = ld;
+    for first in (0..rows).step_by(R) {
+        let mut sums = [[_mm512_setzero_ps(); W]; R];
+        for t in 0..n {
+            // SAFETY: row t of v, column t of p's rows (the caller's
+            // contract).
+            unsafe {
+                let vs: [__m512; W] =
+                    std::array::from_fn(|c| _mm512_loadu_ps(v.add(t * ldv + 16 * c)));
+                for (r, sum) in sums.iter_mut().enumerate() {
+                    let weight = _mm512_set1_ps(*p.add((first + r) * ldp + t));
+                    for (s, &v) in sum.iter_mut().zip(&vs) {
+                        *s = _mm512_fmadd_ps(weight, v, *s);
+                    }
+                }
+            }
+        }
+        for (r, sum) in sums.iter().enumerate().take(rows - first) {
+            let scale = _mm512_set1_ps(scale[first + r]);
+            for (c, &s) in sum.iter().enumerate() {
+                // SAFETY: row first + r of out (the caller's contract; the
+                // mask keeps the last vector inside the columns).
+                unsafe {
+                    let at = out.add((first + r) * ldo + 16 * c);
+                    let value = _mm512_mul_ps(s, scale);
+                    if c + 1 == W {
+                        _mm512_mask_storeu_ps(at, last, value)
+                    } else {
+                        _mm512_storeu_ps(at, value)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One row of softmax weights in place, in one pass after its maximum:
+/// `exp(s − max)` of each score; returns their sum.
+#[target_feature(enable = "avx512f")]
+fn exp_weights_in_place(row: &mut [f32]) -> f32 {
+    let max = _mm512_set1_ps(row_max(row));
+    let mut sums = _mm512_setzero_ps();
+    let mut chunks = row.chunks_exact_mut(16);
+    for chunk in &mut chunks {
+        // SAFETY: the chunk holds 16 values.
+        unsafe {
+            let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(chunk.as_ptr()), max));
+            sums = _mm512_add_ps(sums, e);
+            _mm512_storeu_ps(chunk.as_mut_ptr(), e);
+        }
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let mask = ((1u32 << rest.len()) - 1) as u16;
+        // SAFETY: the mask reads and writes only the row's last values;
+        // masked-off lanes do not fault.
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(mask, rest.as_ptr());
+            let e = _mm512_maskz_mov_ps(mask, exp16(_mm512_sub_ps(x, max)));
+            sums = _mm512_add_ps(sums, e);
+            _mm512_mask_storeu_ps(rest.as_mut_ptr(), mask, e);
+        }
+    }
+    _mm512_reduce_add_ps(sums)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn matches_the_reference_attention() {
+        if !is_x86_feature_detected!("avx512f") {
+            println!("skipped: this CPU has no AVX-512F, and this path needs it");
+            return;
+        }
+        // Head dims of one vector (masked), 4.5, 4, 5 and 7 (two chunks, the
+        // last masked); N within one panel and block, and across several.
+        for (b, n, heads, hd) in [
+            (2, 23, 3, 8),
+            (1, 197, 2, 72),
+            (1, 45, 2, 64),
+            (2, 300, 2, 80),
+            (2, 70, 1, 100),
+        ] {
+            let d = heads * hd;
+            let qkv = Tensor::randn(0f32, 1.0, (b, n, 3 * d), &Device::Cpu).unwrap();
+            let ours = attention(&qkv, heads).unwrap().expect("taken by AVX-512");
+            let reference = crate::model::fused::tests::reference_attention(&qkv, heads);
+            let diff = crate::model::fused::tests::max_err(&ours, &reference);
+            assert!(diff < 1e-5, "N {n}, head_dim {hd}: {diff}");
+        }
+    }
+
+    /// Every weight is `exp(s − max)`, in whole chunks and in the tail, and
+    /// the sum returned is theirs.
+    #[test]
+    fn weights_in_place_are_shifted_exps_and_their_sum() {
+        if !is_x86_feature_detected!("avx512f") {
+            println!("skipped: this CPU has no AVX-512F, and exp_weights_in_place needs it");
+            return;
+        }
+        for len in [1, 15, 16, 17, 40] {
+            let scores: Vec<f32> = (0..len)
+                .map(|i| ((i * 7) % 11) as f32 * 0.9 - 4.0)
+                .collect();
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut row = scores.clone();
+            // SAFETY: the CPU has AVX-512 (checked above).
+            let sum = unsafe { exp_weights_in_place(&mut row) };
+            for (got, s) in row.iter().zip(&scores) {
+                let want = (s - max).exp();
+                assert!(
+                    (got - want).abs() <= 4.0 * f32::EPSILON * want,
+                    "{got} != {want}"
+                );
+            }
+            let want: f32 = row.iter().sum();
+            assert!(
+                (sum - want).abs() <= 1e-5 * want,
+                "length {len}: {sum} != {want}"
+            );
+        }
+    }
+}
