@@ -102,12 +102,12 @@ struct Head {
     keys: usize,
     /// v, N rows of `width` values, zeros past head_dim: contiguous, where
     /// qkv's rows lie more than a page apart and defeat the prefetchers.
-    v: Vec<f32>,
+    v: CacheAligned,
     /// k in panels of [`KEYS`] keys: for each panel, head_dim rows of 32
     /// values (one per key), zeros past N.
-    k: Vec<f32>,
+    k: CacheAligned,
     /// The block's scores, then weights: [`ROWS`] rows of `keys` values.
-    scores: Vec<f32>,
+    scores: CacheAligned,
 }
 
 impl Head {
@@ -118,9 +118,9 @@ impl Head {
             head_dim,
             width,
             keys,
-            v: vec![0.0; n * width],
-            k: vec![0.0; keys * head_dim],
-            scores: vec![0.0; ROWS * keys],
+            v: CacheAligned::zeros(n * width),
+            k: CacheAligned::zeros(keys * head_dim),
+            scores: CacheAligned::zeros(ROWS * keys),
         }
     }
 
@@ -208,6 +208,40 @@ impl Head {
                 column += 16 * vectors;
             }
         }
+    }
+}
+
+/// Zeroed f32s whose first value starts a cache line: rows of whole vectors
+/// in them then start lines too, where a 64-byte load across two lines costs
+/// two.
+struct CacheAligned {
+    buffer: Vec<f32>,
+    offset: usize,
+    len: usize,
+}
+
+impl CacheAligned {
+    fn zeros(len: usize) -> Self {
+        let buffer = vec![0.0; len + 15];
+        let offset = buffer.as_ptr().align_offset(64);
+        Self {
+            buffer,
+            offset,
+            len,
+        }
+    }
+}
+
+impl std::ops::Deref for CacheAligned {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buffer[self.offset..][..self.len]
+    }
+}
+
+impl std::ops::DerefMut for CacheAligned {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buffer[self.offset..][..self.len]
     }
 }
 
