@@ -413,8 +413,10 @@ mod tests {
             return;
         }
         // Head dims of one vector (masked), 4.5, 4, 5 and 7 (two chunks, the
-        // last masked); N within one panel and block, and across several.
+        // last masked); N of one token, within one panel and block, and
+        // across several.
         for (b, n, heads, hd) in [
+            (1, 1, 2, 72),
             (2, 23, 3, 8),
             (1, 197, 2, 72),
             (1, 45, 2, 64),
