@@ -223,6 +223,11 @@ mod tests {
     use super::super::fused::tests::max_err;
     use super::*;
 
+    /// A fold scales the weights before the products instead of the sums
+    /// after them, so the roundings differ: a few ulp of outputs up to about
+    /// 4 (1e-6 failed 3 runs in 300), where a wrong fold is off by O(1).
+    const FOLD_TOL: f32 = 1e-5;
+
     #[test]
     fn folded_query_scale_scales_q_only() {
         let dev = candle_core::Device::Cpu;
@@ -237,7 +242,7 @@ mod tests {
         let q = (plain.narrow(2, 0, d).unwrap() * scale).unwrap();
         let expected = Tensor::cat(&[q, plain.narrow(2, d, 2 * d).unwrap()], 2).unwrap();
         let err = max_err(&got, &expected);
-        assert!(err < 1e-6, "off by {err}");
+        assert!(err < FOLD_TOL, "off by {err}");
     }
 
     #[test]
@@ -251,6 +256,6 @@ mod tests {
         let expected = linear.forward(&x).unwrap().broadcast_mul(&gamma).unwrap();
         let folded = fold_layer_scale(linear, Some(gamma)).unwrap();
         let err = max_err(&folded.forward(&x).unwrap(), &expected);
-        assert!(err < 1e-6, "off by {err}");
+        assert!(err < FOLD_TOL, "off by {err}");
     }
 }
