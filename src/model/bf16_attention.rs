@@ -28,12 +28,12 @@
 
 use std::arch::x86_64::*;
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 use super::amx_tiles::PAIRS_PER_STEP;
 use super::avx512_softmax::{exp16, row_max};
 use super::bf16_matmul::{Kernel, NR, PanelKernel, pair, round_row};
-use super::fused::{SendPtr, with_f32, written_by};
+use super::head_tasks::{HeadTask, Heads, run_heads};
 
 /// `softmax(q·kᵀ)·v` per head, read straight from the qkv projection's output
 /// `(B, N, 3·D)` (q, k and v side by side in each row, heads side by side in
@@ -41,51 +41,30 @@ use super::fused::{SendPtr, with_f32, written_by};
 /// `(B, N, D)`, heads side by side. `None` when the tensor does not suit (an
 /// f32 path takes it) or the CPU lacks the kernel.
 pub(crate) fn attention(qkv: &Tensor, heads: usize, kernel: Kernel) -> Result<Option<Tensor>> {
-    use rayon::prelude::*;
-    if !qkv.device().is_cpu() || qkv.dtype() != DType::F32 || !kernel.supported() {
+    if !kernel.supported() {
         return Ok(None);
     }
-    let (b, n, width3) = qkv.dims3()?;
-    let d = width3 / 3;
-    if heads == 0 || width3 % 3 != 0 || d % heads != 0 || n == 0 {
+    let Some(shape) = Heads::of(qkv, heads)? else {
         return Ok(None);
-    }
-    let head_dim = d / heads;
-    let run_all = |src: &[f32], out: *mut f32| {
-        let out_ptr = SendPtr::new(out);
-        // Each job's buffers and kernel (on AMX, the tile shapes loaded once
-        // on its thread) serve every head it runs.
-        (0..b * heads).into_par_iter().for_each_init(
-            || (Head::new(n, head_dim), PanelKernel::new(kernel)),
-            |(scratch, unit), task| {
-                let (image, head) = (task / heads, task % heads);
-                let rows = &src[image * n * width3..(image + 1) * n * width3];
-                let columns = [0, d, 2 * d].map(|part| part + head * head_dim);
-                // SAFETY: the output is B × N × D; this task writes only
-                // columns head·head_dim.. of its head_dim columns in its
-                // image's N rows (stride D), which no other task writes.
-                unsafe {
-                    scratch.run(
-                        unit,
-                        rows,
-                        width3,
-                        columns,
-                        out_ptr.get().add(image * n * d + head * head_dim),
-                        d,
-                    );
-                }
+    };
+    // Each task's buffers and kernel (on AMX, the tile shapes loaded once on
+    // its thread) serve every head it runs.
+    // SAFETY: Head::run stores its head's whole block and nothing else, on
+    // a CPU with the kernel (checked above; every bf16 kernel's CPU has
+    // AVX512-BF16).
+    unsafe {
+        run_heads(
+            qkv,
+            shape,
+            || {
+                (
+                    Head::new(shape.tokens, shape.head_dim),
+                    PanelKernel::new(kernel),
+                )
             },
+            |(scratch, unit), task| scratch.run(unit, task),
         )
-    };
-    // SAFETY: the tasks cover every (image, head), and the heads' columns
-    // every column of D.
-    let out = with_f32(qkv, |src| unsafe {
-        written_by(b * n * d, |out| run_all(src, out))
-    });
-    let Some(out) = out else {
-        return Ok(None);
-    };
-    Tensor::from_vec(out, (b, n, d), qkv.device()).map(Some)
+    }
 }
 
 /// One head's operands in the kernels' layouts, and the buffers of one block
@@ -145,23 +124,20 @@ impl Head {
         }
     }
 
-    /// Attention of one head of one image: `rows` holds the image's N rows of
-    /// qkv, `stride` f32s apart, and the head's q, k and v start at
-    /// `columns` of each; its N × head_dim output goes to `out`, rows `ldo`
-    /// apart.
+    /// Attention of one head of one image, stored whole into the task's
+    /// output block.
     ///
     /// # Safety
     /// `out` points at N rows of head_dim writable f32s, `ldo` apart, and
     /// the CPU has AVX512-BF16 (every bf16 kernel's CPU has).
-    unsafe fn run(
-        &mut self,
-        unit: &PanelKernel,
-        rows: &[f32],
-        stride: usize,
-        columns: [usize; 3],
-        out: *mut f32,
-        ldo: usize,
-    ) {
+    unsafe fn run(&mut self, unit: &PanelKernel, task: HeadTask<'_>) {
+        let HeadTask {
+            rows,
+            stride,
+            columns,
+            out,
+            ldo,
+        } = task;
         let (n, head_dim) = (self.n, self.head_dim);
         let row = |t: usize, part: usize| &rows[t * stride + columns[part]..][..head_dim];
         let used_pairs = head_dim.div_ceil(2);
@@ -331,7 +307,7 @@ unsafe fn interleave(even: &[f32], odd: &[f32], dst: &mut [u32]) {
 mod tests {
     use super::*;
     use crate::model::fused::tests::{max_err, reference_attention};
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     /// Against f32 attention, on each kernel the CPU has. q, k, v and the
     /// probabilities are rounded to 8 significant bits, so an output (a

@@ -8,6 +8,7 @@
 use candle_core::{DType, Result, Tensor};
 
 use super::fused::{SendPtr, with_f32, written_by};
+use super::head_tasks::{HeadTask, Heads, run_heads};
 
 /// Whether this process's [`CpuMatmul`](super::CpuMatmul) runs OpenBLAS (the
 /// default path, and the bf16 path's attention): the one question the model's
@@ -98,90 +99,67 @@ fn sgemm_nt_split(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], out: *mut 
 /// attention instead. `None` when the tensor does not suit (candle's path
 /// takes it).
 pub(crate) fn attention(qkv: &Tensor, heads: usize) -> Result<Option<Tensor>> {
-    use rayon::prelude::*;
-    if !qkv.device().is_cpu() || qkv.dtype() != DType::F32 {
+    let Some(shape) = Heads::of(qkv, heads)? else {
         return Ok(None);
-    }
-    let (b, n, width3) = qkv.dims3()?;
-    let d = width3 / 3;
-    if heads == 0 || width3 % 3 != 0 || d % heads != 0 || n == 0 {
-        return Ok(None);
-    }
+    };
+    let (n, hd) = (shape.tokens, shape.head_dim);
     let fits = |v: usize| i32::try_from(v).is_ok();
-    if !fits(n * n) || !fits(width3) {
+    if !fits(n * n) || !fits(shape.stride()) {
         return Ok(None);
     }
-    let hd = d / heads;
     single_threaded_blas();
-    let per_head = |src: &[f32], out_ptr: &SendPtr| {
-        (0..b * heads).into_par_iter().for_each_init(
-            || Vec::<f32>::with_capacity(n * n),
-            |scores, task| {
-                let (image, head) = (task / heads, task % heads);
-                let rows = &src[image * n * width3..];
-                let (q, k, v) = (
-                    &rows[head * hd..],
-                    &rows[d + head * hd..],
-                    &rows[2 * d + head * hd..],
-                );
-                let (n_, hd_, ld) = (n as i32, hd as i32, width3 as i32);
-                // SAFETY: q, k and v are n rows of hd values at row stride
-                // 3·D inside this image's slice; scores has room for n×n,
-                // all stored by this sgemm (beta = 0) before set_len.
-                unsafe {
-                    cblas_sys::cblas_sgemm(
-                        cblas_sys::CblasRowMajor,
-                        cblas_sys::CblasNoTrans,
-                        cblas_sys::CblasTrans,
-                        n_,
-                        n_,
-                        hd_,
-                        1.0,
-                        q.as_ptr(),
-                        ld,
-                        k.as_ptr(),
-                        ld,
-                        0.0,
-                        scores.as_mut_ptr(),
-                        n_,
-                    );
-                    scores.set_len(n * n);
-                }
-                super::fused::softmax_rows(scores, n);
-                // SAFETY: as above; the probabilities are n×n, v is n rows of
-                // hd values at row stride 3·D; the task writes only its head's
-                // hd columns of its image's n output rows (stride D), which no
-                // other task writes.
-                unsafe {
-                    cblas_sys::cblas_sgemm(
-                        cblas_sys::CblasRowMajor,
-                        cblas_sys::CblasNoTrans,
-                        cblas_sys::CblasNoTrans,
-                        n_,
-                        hd_,
-                        n_,
-                        1.0,
-                        scores.as_ptr(),
-                        n_,
-                        v.as_ptr(),
-                        ld,
-                        0.0,
-                        out_ptr.get().add(image * n * d + head * hd),
-                        d as i32,
-                    );
-                }
-            },
-        )
+    let (n_, hd_) = (n as i32, hd as i32);
+    let per_head = |scores: &mut Vec<f32>, task: HeadTask<'_>| {
+        let [q, k, v] = task.columns.map(|column| &task.rows[column..]);
+        let ld = task.stride as i32;
+        // SAFETY: q, k and v are n rows of hd values at row stride 3·D inside
+        // this image's rows; scores has room for n×n, all stored by this
+        // sgemm (beta = 0) before set_len.
+        unsafe {
+            cblas_sys::cblas_sgemm(
+                cblas_sys::CblasRowMajor,
+                cblas_sys::CblasNoTrans,
+                cblas_sys::CblasTrans,
+                n_,
+                n_,
+                hd_,
+                1.0,
+                q.as_ptr(),
+                ld,
+                k.as_ptr(),
+                ld,
+                0.0,
+                scores.as_mut_ptr(),
+                n_,
+            );
+            scores.set_len(n * n);
+        }
+        super::fused::softmax_rows(scores, n);
+        // SAFETY: as above; the probabilities are n×n, v is n rows of hd
+        // values at row stride 3·D, and the sgemm (beta = 0) stores all of
+        // the task's n × hd output block (row stride D).
+        unsafe {
+            cblas_sys::cblas_sgemm(
+                cblas_sys::CblasRowMajor,
+                cblas_sys::CblasNoTrans,
+                cblas_sys::CblasNoTrans,
+                n_,
+                hd_,
+                n_,
+                1.0,
+                scores.as_ptr(),
+                n_,
+                v.as_ptr(),
+                ld,
+                0.0,
+                task.out,
+                task.ldo as i32,
+            );
+        }
     };
-    // SAFETY: the tasks cover every (image, head), and each stores its head's
-    // columns of all its image's rows.
-    let output = with_f32(qkv, |src| unsafe {
-        written_by(b * n * d, |out| per_head(src, &SendPtr::new(out)))
-    });
-    let Some(out) = output else {
-        return Ok(None);
-    };
-    Tensor::from_vec(out, (b, n, d), qkv.device()).map(Some)
+    // SAFETY: per_head stores its head's whole block (the second sgemm) and
+    // writes nothing else.
+    unsafe { run_heads(qkv, shape, || Vec::<f32>::with_capacity(n * n), per_head) }
 }
 
 unsafe extern "C" {

@@ -25,10 +25,10 @@
 
 use std::arch::x86_64::*;
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 use super::avx512_softmax::{exp16, row_max};
-use super::fused::{SendPtr, with_f32, written_by};
+use super::head_tasks::{HeadTask, Heads, run_heads};
 
 /// Queries per block: the score kernel's rows.
 const ROWS: usize = 12;
@@ -44,52 +44,26 @@ const PV_VECTORS: usize = 5;
 /// `(B, N, D)`. `None` when the tensor does not suit or the CPU lacks
 /// AVX-512 (the BLAS path takes it).
 pub(crate) fn attention(qkv: &Tensor, heads: usize) -> Result<Option<Tensor>> {
-    use rayon::prelude::*;
-    if !qkv.device().is_cpu() || qkv.dtype() != DType::F32 || !is_x86_feature_detected!("avx512f") {
+    if !is_x86_feature_detected!("avx512f") {
         return Ok(None);
     }
-    let (b, n, width3) = qkv.dims3()?;
-    let d = width3 / 3;
-    if heads == 0 || width3 % 3 != 0 || d % heads != 0 || n == 0 {
+    let Some(shape) = Heads::of(qkv, heads)? else {
+        return Ok(None);
+    };
+    if i32::try_from(shape.stride() * KEYS).is_err() {
         return Ok(None);
     }
-    let head_dim = d / heads;
-    if i32::try_from(width3 * KEYS).is_err() {
-        return Ok(None);
-    }
-    let run_all = |src: &[f32], out: *mut f32| {
-        let out_ptr = SendPtr::new(out);
-        (0..b * heads).into_par_iter().for_each_init(
-            || Head::new(n, head_dim),
-            |scratch, task| {
-                let (image, head) = (task / heads, task % heads);
-                let rows = &src[image * n * width3..(image + 1) * n * width3];
-                let columns = [0, d, 2 * d].map(|part| part + head * head_dim);
-                // SAFETY: AVX-512F and stride · KEYS checked above; the
-                // output is B × N × D, and
-                // this task writes only its head's head_dim columns of its
-                // image's N rows (stride D), which no other task writes.
-                unsafe {
-                    scratch.run(
-                        rows,
-                        width3,
-                        columns,
-                        out_ptr.get().add(image * n * d + head * head_dim),
-                        d,
-                    );
-                }
-            },
+    // SAFETY: Head::run stores its head's whole block and nothing else, on
+    // a CPU with AVX-512F and a stride that fits its gathers (both checked
+    // above).
+    unsafe {
+        run_heads(
+            qkv,
+            shape,
+            || Head::new(shape.tokens, shape.head_dim),
+            |scratch, task| scratch.run(task),
         )
-    };
-    // SAFETY: the tasks cover every (image, head), and the heads' columns
-    // every column of D.
-    let output = with_f32(qkv, |src| unsafe {
-        written_by(b * n * d, |out| run_all(src, out))
-    });
-    let Some(out) = output else {
-        return Ok(None);
-    };
-    Tensor::from_vec(out, (b, n, d), qkv.device()).map(Some)
+    }
 }
 
 /// One task's buffers, reused for every head it runs.
@@ -124,23 +98,21 @@ impl Head {
         }
     }
 
-    /// Attention of one head of one image: `rows` holds the image's N rows of
-    /// qkv, `stride` f32s apart, and the head's q, k and v start at
-    /// `columns` of each; its N × head_dim output goes to `out`, rows `ldo`
-    /// apart.
+    /// Attention of one head of one image, stored whole into the task's
+    /// output block.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `stride` · [`KEYS`] fits an i32; `out` points
     /// at N rows of head_dim writable f32s, `ldo` apart.
     #[target_feature(enable = "avx512f")]
-    unsafe fn run(
-        &mut self,
-        rows: &[f32],
-        stride: usize,
-        columns: [usize; 3],
-        out: *mut f32,
-        ldo: usize,
-    ) {
+    unsafe fn run(&mut self, task: HeadTask<'_>) {
+        let HeadTask {
+            rows,
+            stride,
+            columns,
+            out,
+            ldo,
+        } = task;
         let (n, head_dim, width, keys) = (self.n, self.head_dim, self.width, self.keys);
         let at = |t: usize, part: usize| &rows[t * stride + columns[part]..][..head_dim];
         for (p, panel) in self.k.chunks_exact_mut(head_dim * KEYS).enumerate() {

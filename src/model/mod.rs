@@ -33,6 +33,8 @@ mod error;
 #[cfg(all(target_arch = "x86_64", feature = "openblas"))]
 mod f32_attention;
 mod fused;
+#[cfg(any(target_arch = "x86_64", feature = "openblas"))]
+mod head_tasks;
 mod patch_generator;
 mod radio;
 mod torch_checkpoint;
