@@ -131,15 +131,9 @@ impl Head {
     /// `out` points at N rows of head_dim writable f32s, `ldo` apart, and
     /// the CPU has AVX512-BF16 (every bf16 kernel's CPU has).
     unsafe fn run(&mut self, unit: &PanelKernel, task: HeadTask<'_>) {
-        let HeadTask {
-            rows,
-            stride,
-            columns,
-            out,
-            ldo,
-        } = task;
+        let (out, ldo) = (task.out, task.ldo);
         let (n, head_dim) = (self.n, self.head_dim);
-        let row = |t: usize, part: usize| &rows[t * stride + columns[part]..][..head_dim];
+        let row = |t: usize, part: usize| task.row(t, part);
         let used_pairs = head_dim.div_ceil(2);
         for t in 0..n {
             let q = &mut self.q[t * self.dim_pairs..][..used_pairs];

@@ -106,24 +106,17 @@ impl Head {
     /// at N rows of head_dim writable f32s, `ldo` apart.
     #[target_feature(enable = "avx512f")]
     unsafe fn run(&mut self, task: HeadTask<'_>) {
-        let HeadTask {
-            rows,
-            stride,
-            columns,
-            out,
-            ldo,
-        } = task;
+        let (out, ldo) = (task.out, task.ldo);
         let (n, head_dim, width, keys) = (self.n, self.head_dim, self.width, self.keys);
-        let at = |t: usize, part: usize| &rows[t * stride + columns[part]..][..head_dim];
         for (p, panel) in self.k.chunks_exact_mut(head_dim * KEYS).enumerate() {
             // SAFETY: the keys p·KEYS.. (fewer in the last panel) are rows of
-            // `rows` with head_dim values from columns[1]; the panel holds
+            // the task's rows with head_dim values of k; the panel holds
             // head_dim × KEYS; stride · KEYS fits an i32 (the caller's
             // contract).
             unsafe {
                 k_panel(
-                    at(p * KEYS, 1).as_ptr(),
-                    stride,
+                    task.row(p * KEYS, 1).as_ptr(),
+                    task.stride,
                     KEYS.min(n - p * KEYS),
                     head_dim,
                     panel.as_mut_ptr(),
@@ -131,13 +124,13 @@ impl Head {
             };
         }
         for t in 0..n {
-            self.v[t * width..][..head_dim].copy_from_slice(at(t, 2));
+            self.v[t * width..][..head_dim].copy_from_slice(task.row(t, 2));
         }
         for first in (0..n).step_by(ROWS) {
             let block = ROWS.min(n - first);
             // Rows past N repeat the last query; their results are dropped.
             let queries: [*const f32; ROWS] =
-                std::array::from_fn(|r| at((first + r).min(n - 1), 0).as_ptr());
+                std::array::from_fn(|r| task.row((first + r).min(n - 1), 0).as_ptr());
             for (p, panel) in self.k.chunks_exact(head_dim * KEYS).enumerate() {
                 // SAFETY: each query has head_dim values, the panel is
                 // head_dim × KEYS, and scores ROWS rows of `keys` values,

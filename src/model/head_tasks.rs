@@ -56,9 +56,17 @@ pub(super) struct HeadTask<'a> {
     pub stride: usize,
     /// Where the head's q, k and v start in each row.
     pub columns: [usize; 3],
+    pub head_dim: usize,
     /// The head's first output value: N rows of head_dim values, `ldo` apart.
     pub out: *mut f32,
     pub ldo: usize,
+}
+
+impl HeadTask<'_> {
+    /// Token `t`'s head_dim values of q (`part` 0), k (1) or v (2).
+    pub fn row(&self, t: usize, part: usize) -> &[f32] {
+        &self.rows[t * self.stride + self.columns[part]..][..self.head_dim]
+    }
 }
 
 /// Runs `run` on every (image, head) of `qkv`, each task with state made by
@@ -93,6 +101,7 @@ pub(super) unsafe fn run_heads<S>(
                     rows: &src[image * n * stride..(image + 1) * n * stride],
                     stride,
                     columns: [0, d, 2 * d].map(|part| part + head * head_dim),
+                    head_dim,
                     // SAFETY: inside the B × N × D output: its image's first
                     // row, its head's first column.
                     out: unsafe { out_ptr.get().add(image * n * d + head * head_dim) },
