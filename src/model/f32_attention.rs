@@ -153,7 +153,7 @@ impl Head {
             while column < head_dim {
                 let vectors = PV_VECTORS.min((head_dim - column).div_ceil(16));
                 let lanes = (head_dim - column - 16 * (vectors - 1)).min(16);
-                let last = (((1u32 << lanes) - 1) & 0xffff) as u16;
+                let last = ((1u32 << lanes) - 1) as u16;
                 // SAFETY: scores has ROWS rows of `keys` ≥ N values, v N rows
                 // of `width` ≥ the chunk's columns; out's rows first.. first +
                 // block hold the chunk's columns up to head_dim, where the
@@ -161,7 +161,7 @@ impl Head {
                 unsafe {
                     let (p, v) = (self.scores.as_ptr(), self.v.as_ptr().add(column));
                     let o = out.add(first * ldo + column);
-                    let (ld, n) = ((keys, width, ldo), n);
+                    let ld = (keys, width, ldo);
                     match vectors {
                         5 => weights_times_v::<4, 5>(block, p, v, last, n, &inv_sums, o, ld),
                         4 => weights_times_v::<6, 4>(block, p, v, last, n, &inv_sums, o, ld),
@@ -226,14 +226,15 @@ unsafe fn k_panel(k: *const f32, stride: usize, keys: usize, dim: usize, panel: 
     for half in 0..KEYS / 16 {
         let present = keys.saturating_sub(16 * half).min(16);
         let mask = ((1u32 << present) - 1) as u16;
-        // SAFETY: keys 16·half.. lie inside k's rows (only the present ones
-        // are read: masked-off lanes do not fault).
-        let first = unsafe { k.add(16 * half * stride) };
+        // Past the last key when none of this half is present: only an
+        // address, never read (the mask is empty).
+        let first = k.wrapping_add(16 * half * stride);
         for i in 0..dim {
-            // SAFETY: value i of the present keys; row i of the panel.
+            // SAFETY: value i of the present keys (masked-off lanes are not
+            // read and do not fault); row i of the panel.
             unsafe {
-                let values =
-                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, lanes, first.add(i));
+                let at = first.wrapping_add(i);
+                let values = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, lanes, at);
                 _mm512_storeu_ps(panel.add(i * KEYS + 16 * half), values);
             }
         }
