@@ -15,10 +15,10 @@
 //! - per block of [`ROWS`] queries, read in place: their scores against every
 //!   key, 12 rows × 32 keys of sums held in registers over head_dim; per row,
 //!   `exp(s − max)` and its sum in one pass after the maximum; those weights
-//!   times v, up to 6 rows × 80 columns of sums in registers over N, read
-//!   straight from the score rows, each output row divided by its sum
-//!   (head_dim values instead of N, as flash attention does) as it is stored
-//!   into the head's columns of the output.
+//!   times v, 4 rows × 80 columns (6 × 64 where narrower) of sums in
+//!   registers over N, read straight from the score rows, each output row
+//!   divided by its sum (head_dim values instead of N, as flash attention
+//!   does) as it is stored into the head's columns of the output.
 //!
 //! The sums are f32 throughout, in another order than `sgemm`'s; the tests
 //! bound the difference.
